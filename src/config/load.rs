@@ -1,0 +1,235 @@
+//! Reading `proxy.toml`: TOML syntax and schema errors from serde (with the key's
+//! path and span), then the checks that span several keys.
+
+use std::fmt;
+use std::path::Path;
+
+use super::Config;
+
+/// A configuration problem, shown as `file:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.origin, line, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(super) fn read(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: origin.clone(),
+        line: None,
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    parse(&text, &origin)
+}
+
+pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let error = |line: Option<usize>, message: String| ConfigError {
+        origin: origin.to_string(),
+        line,
+        message,
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| error(line_at(text, e.span()), e.message().trim().to_string()))?;
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let message = inner.message().trim();
+        let message = if path.is_empty() || path == "." {
+            message.to_string()
+        } else {
+            format!("key `{path}`: {message}")
+        };
+        error(line_at(text, inner.span()), message)
+    })?;
+    validate(&config).map_err(|(table, key, message)| {
+        error(line_of_key(text, table, key), format!("key `{}`: {message}", dotted(table, key)))
+    })?;
+    Ok(config)
+}
+
+/// A table name and an index for `[[route]]` entries.
+type Table = (&'static str, Option<usize>);
+
+fn dotted(table: Table, key: &str) -> String {
+    match table {
+        (name, Some(i)) => format!("{name}[{i}].{key}"),
+        (name, None) => format!("{name}.{key}"),
+    }
+}
+
+/// Checks serde cannot express on one value.
+fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
+    let server = ("server", None);
+    if c.server.listen.is_empty() {
+        return Err((server, "listen", "at least one listen address is required".into()));
+    }
+    if c.server.name.is_empty() || !c.server.name.bytes().all(is_tchar) {
+        return Err((
+            server,
+            "name",
+            format!(
+                "{:?} is not a valid Via pseudonym: use letters, digits and - . _ only",
+                c.server.name
+            ),
+        ));
+    }
+    if c.server.max_connections == 0 {
+        return Err((server, "max_connections", "must be at least 1".into()));
+    }
+    if c.server.max_header_size.bytes() < 8192 {
+        return Err((server, "max_header_size", "must be at least 8KiB".into()));
+    }
+    if c.server.header_read_timeout.get().is_zero() || c.server.keepalive_timeout.get().is_zero() {
+        let key = if c.server.header_read_timeout.get().is_zero() {
+            "header_read_timeout"
+        } else {
+            "keepalive_timeout"
+        };
+        return Err((server, key, "must be greater than zero".into()));
+    }
+    if c.cache.max_object_size > c.cache.capacity {
+        return Err((
+            ("cache", None),
+            "max_object_size",
+            format!(
+                "{} is larger than the cache capacity {}",
+                c.cache.max_object_size, c.cache.capacity
+            ),
+        ));
+    }
+    if c.upstream.max_connections_per_host == 0 {
+        return Err((("upstream", None), "max_connections_per_host", "must be at least 1".into()));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
+        return Err((("log", None), "level", format!("invalid filter {:?}: {e}", c.log.level)));
+    }
+    if c.log.access.trim().is_empty() {
+        return Err((
+            ("log", None),
+            "access",
+            "use \"stdout\", \"stderr\", \"off\" or a file path".into(),
+        ));
+    }
+    for (i, route) in c.routes.iter().enumerate() {
+        if !route.path_prefix.starts_with('/') {
+            return Err((
+                ("route", Some(i)),
+                "path_prefix",
+                format!("{:?} must start with \"/\"", route.path_prefix),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 §5.6.2 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn line_at(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
+    let start = span?.start.min(text.len());
+    Some(text[..start].matches('\n').count() + 1)
+}
+
+/// The line of `key` inside `[table]` (or the n-th `[[table]]`); the table's own
+/// line when the key is not written (a default failed validation).
+fn line_of_key(text: &str, (table, index): Table, key: &str) -> Option<usize> {
+    let header = match index {
+        Some(_) => format!("[[{table}]]"),
+        None => format!("[{table}]"),
+    };
+    let mut seen = 0;
+    let mut table_line = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            if table_line.is_some() {
+                break;
+            }
+            if trimmed.starts_with(&header) {
+                if index.is_none_or(|want| want == seen) {
+                    table_line = Some(n + 1);
+                }
+                seen += 1;
+            }
+            continue;
+        }
+        if table_line.is_some() {
+            if let Some(rest) = trimmed.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(n + 1);
+                }
+            }
+        }
+    }
+    table_line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "[server]\nname = \"v\"\nlisen = [\"127.0.0.1:1\"]\n";
+        let err = parse(text, "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().starts_with("p.toml:3: "), "{err}");
+        assert!(err.message.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let text = "[cache]\ncapacity = \"lots\"\n";
+        let err = parse(text, "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("cache.capacity"), "{err}");
+
+        let text = "[[route]]\nhost = \"*\"\nupstream = \"https://o.test\"\n";
+        let err = parse(text, "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn cross_key_checks_point_at_the_key() {
+        let text = "[server]\nname = \"v\"\n\n[cache]\ncapacity = \"1MiB\"\nmax_object_size = \"2MiB\"\n";
+        let err = parse(text, "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(6), "{err}");
+        assert!(err.message.contains("cache.max_object_size"), "{err}");
+
+        let text = "[[route]]\nhost = \"a\"\nupstream = \"http://a\"\n[[route]]\nhost = \"b\"\npath_prefix = \"x\"\nupstream = \"http://b\"\n";
+        let err = parse(text, "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(6), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        let err = parse("[server\n", "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(1));
+    }
+
+    #[test]
+    fn shipped_file_is_valid_and_equals_defaults() {
+        let c = Config::builtin();
+        let d = super::super::ServerConfig::default();
+        assert_eq!(c.server.listen, d.listen);
+        assert_eq!(c.server.name, d.name);
+        assert_eq!(c.admin.listen.port(), 8081);
+        assert!(c.forward.enabled);
+    }
+}

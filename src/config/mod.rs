@@ -1,0 +1,244 @@
+//! The `proxy.toml` schema: every key, its default, and validation that reports
+//! `file:line: message`.
+
+mod load;
+mod units;
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+pub use load::ConfigError;
+pub use units::{Cidr, Dur, HostPattern, Size, UpstreamUrl};
+
+/// The configuration shipped as `proxy.toml`; also what runs when no file exists.
+pub const SHIPPED: &str = include_str!("../../proxy.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub forward: ForwardConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses the proxy port listens on; port 0 picks a free port.
+    pub listen: Vec<SocketAddr>,
+    /// Our pseudonym in `Via` and `Cache-Status`; also how loops are recognised.
+    pub name: String,
+    /// Client connections served at once; past it the listener stops accepting.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (slowloris guard).
+    pub header_read_timeout: Dur,
+    /// How long an idle persistent client connection is kept open.
+    pub keepalive_timeout: Dur,
+    /// Largest request head (request line + headers) accepted; larger gets 431.
+    pub max_header_size: Size,
+    /// Largest request body accepted; larger gets 413. 0 means no limit.
+    pub max_request_body: Size,
+    /// Time in-flight requests get to finish after SIGINT/SIGTERM.
+    pub shutdown_timeout: Dur,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the proxy port.
+    pub http2: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            name: "viaduct".into(),
+            max_connections: 10_000,
+            header_read_timeout: Dur(std::time::Duration::from_secs(10)),
+            keepalive_timeout: Dur(std::time::Duration::from_secs(60)),
+            max_header_size: Size(64 * 1024),
+            max_request_body: Size(64 << 20),
+            shutdown_timeout: Dur(std::time::Duration::from_secs(30)),
+            http2: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin listener (metrics, stats, health) binds.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory the cache may use, weighed as headers + body + overhead.
+    pub capacity: Size,
+    /// Responses larger than this are passed through, never stored.
+    pub max_object_size: Size,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            capacity: Size(256 << 20),
+            max_object_size: Size(8 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Serve absolute-form (`GET http://host/path`) requests as a forward proxy.
+    pub enabled: bool,
+    /// Client networks allowed to use the forward proxy. Never an open proxy:
+    /// the default is loopback only.
+    pub allow_clients: Vec<Cidr>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            enabled: true,
+            allow_clients: vec![
+                "127.0.0.0/8".parse().expect("valid literal"),
+                "::1/128".parse().expect("valid literal"),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Time to establish a TCP connection to an origin (→ 504 when exceeded).
+    pub connect_timeout: Dur,
+    /// Time from sending the request to receiving the response head (→ 504).
+    pub response_header_timeout: Dur,
+    /// How long an idle pooled origin connection is kept for reuse.
+    pub idle_timeout: Dur,
+    /// Idle connections kept per origin.
+    pub max_idle_per_host: usize,
+    /// Requests in flight to one origin at once (so connections open to it);
+    /// further requests wait for a free slot within `response_header_timeout`.
+    pub max_connections_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout: Dur(std::time::Duration::from_secs(5)),
+            response_header_timeout: Dur(std::time::Duration::from_secs(60)),
+            idle_timeout: Dur(std::time::Duration::from_secs(90)),
+            max_idle_per_host: 64,
+            max_connections_per_host: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Diagnostic log filter (tracing syntax); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Access log destination: `"stdout"`, `"stderr"`, `"off"`, or a file path.
+    pub access: String,
+    /// Access log line format.
+    pub format: AccessFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            access: "stdout".into(),
+            format: AccessFormat::Combined,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// Apache/nginx combined log format plus duration and upstream status.
+    Combined,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A short label for logs (defaults to `host` + `path_prefix`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Exact host, `*.example.com`, or `*`.
+    pub host: HostPattern,
+    /// Path prefix this route serves; the longest matching prefix wins.
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// The origin: `http://host[:port]`.
+    pub upstream: UpstreamUrl,
+    /// Send the client's `Host` to the origin (true) or the upstream's (false).
+    #[serde(default = "default_true")]
+    pub preserve_host: bool,
+    /// Which client-address headers to add on the way to the origin.
+    #[serde(default)]
+    pub forwarded: ForwardedHeaders,
+}
+
+fn default_prefix() -> String {
+    "/".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Client-address headers added on reverse routes (RFC 7239 and the de facto
+/// `X-Forwarded-*` family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For` (appended), `X-Forwarded-Host`, `X-Forwarded-Proto`.
+    #[default]
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=...;host=...;proto=http` (appended).
+    Forwarded,
+    /// Both of the above.
+    Both,
+    /// Neither.
+    None,
+}
+
+impl Config {
+    /// The configuration used when no file is given and `./proxy.toml` does not exist.
+    pub fn builtin() -> Config {
+        Config::from_toml(SHIPPED, "<built-in proxy.toml>").expect("the shipped proxy.toml is valid")
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        load::parse(text, origin)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        load::read(path)
+    }
+}

@@ -1,0 +1,125 @@
+//! viaduct: a forward and reverse caching HTTP proxy.
+//!
+//! The binary is a thin wrapper around [`Proxy::start`]; tests start the proxy
+//! the same way, in-process, on port 0.
+
+pub mod access_log;
+pub mod config;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+use access_log::AccessLog;
+use proxy::Handler;
+use server::{ConnectionSettings, Phase};
+
+pub struct Proxy;
+
+impl Proxy {
+    /// Binds every listener and starts serving. Must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Running, StartError> {
+        let listeners = server::bind_all(&config.server.listen)
+            .await
+            .map_err(StartError)?;
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()
+            .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+        let access_log = AccessLog::open(config.log.access.trim()).map_err(|e| StartError(e.to_string()))?;
+        let handler = Arc::new(Handler::new(&config, addrs.clone(), access_log));
+        let settings = Arc::new(ConnectionSettings::new(&config.server));
+        let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
+        let limit = Arc::new(Semaphore::new(max));
+        let (phase, phase_rx) = watch::channel(Phase::Running);
+        let accept_tasks = listeners
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(server::accept_loop(
+                    listener,
+                    limit.clone(),
+                    handler.clone(),
+                    settings.clone(),
+                    phase_rx.clone(),
+                ))
+            })
+            .collect();
+        Ok(Running {
+            addrs,
+            phase,
+            limit,
+            max: max as u32,
+            shutdown_timeout: config.server.shutdown_timeout.get(),
+            handler,
+            accept_tasks,
+        })
+    }
+}
+
+/// A proxy that is serving. Dropping it without [`Running::shutdown`] leaves the
+/// listeners running until the runtime ends.
+pub struct Running {
+    addrs: Vec<SocketAddr>,
+    phase: watch::Sender<Phase>,
+    limit: Arc<Semaphore>,
+    max: u32,
+    shutdown_timeout: Duration,
+    handler: Arc<Handler>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound proxy addresses, in the order of `[server] listen`.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The first bound proxy address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// New connections opened to origins since start.
+    pub fn upstream_connections_opened(&self) -> u64 {
+        self.handler.upstream().connections_opened()
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish for up
+    /// to `[server] shutdown_timeout`, then close what is left. Returns whether
+    /// every connection finished in time.
+    pub async fn shutdown(self) -> bool {
+        let _ = self.phase.send(Phase::Draining);
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
+        let drained = tokio::time::timeout(self.shutdown_timeout, self.limit.acquire_many(self.max))
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!("shutdown timeout reached; closing remaining connections");
+            let _ = self.phase.send(Phase::Stop);
+        }
+        drained
+    }
+}
+
+/// Why the proxy could not start (a listener could not bind, the log could not open).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}

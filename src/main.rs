@@ -1,0 +1,126 @@
+//! `viaduct`: command line → configuration → tracing → serve until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use viaduct::{Config, Proxy};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "viaduct",
+    version,
+    about = "A forward and reverse caching HTTP proxy",
+    after_help = "\
+Examples:
+  viaduct                              run with ./proxy.toml (built-in defaults if absent)
+  viaduct -c /etc/viaduct/proxy.toml   run with another configuration
+  viaduct --check -c proxy.toml        validate a configuration and exit
+  curl -x http://127.0.0.1:8080 http://example.test/   use it as a forward proxy
+
+Logging: RUST_LOG (e.g. RUST_LOG=debug) overrides [log] level."
+)]
+struct Args {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Validate the configuration and exit: 0 when valid, 2 with `file:line: message` when not.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&config.log.level);
+
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+fn load(args: &Args) -> Result<Config, String> {
+    match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string()),
+        None => {
+            let default = PathBuf::from("proxy.toml");
+            if default.exists() {
+                Config::load(&default).map_err(|e| e.to_string())
+            } else {
+                Ok(Config::builtin())
+            }
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let routes = config.routes.len();
+    let running = match Proxy::start(config).await {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!("viaduct: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in running.addrs() {
+        tracing::info!(%addr, routes, "viaduct listening");
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    if running.shutdown().await {
+        tracing::info!("all connections finished");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

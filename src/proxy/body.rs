@@ -1,0 +1,195 @@
+//! Body types that stream through the proxy without buffering: the request body
+//! on its way upstream (with the size limit), and the response body on its way to
+//! the client (counting bytes for the access log and marking the request done).
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::access_log::Completion;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body grew past `[server] max_request_body`.
+#[derive(Debug)]
+pub struct BodyTooLarge(pub u64);
+
+impl fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body exceeds {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+/// The client's request body as sent upstream.
+pub enum RequestBody {
+    Empty,
+    Streaming {
+        inner: Incoming,
+        /// Bytes still allowed; `None` means unlimited.
+        remaining: Option<u64>,
+        limit: u64,
+    },
+}
+
+impl RequestBody {
+    /// Wraps a client body; `limit` 0 means unlimited.
+    pub fn new(inner: Incoming, limit: u64) -> RequestBody {
+        if inner.is_end_stream() {
+            return RequestBody::Empty;
+        }
+        RequestBody::Streaming {
+            inner,
+            remaining: (limit > 0).then_some(limit),
+            limit,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Streaming {
+                inner,
+                remaining,
+                limit,
+            } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                if let (Some(Ok(frame)), Some(left)) = (&frame, remaining.as_mut()) {
+                    if let Some(data) = frame.data_ref() {
+                        let len = data.len() as u64;
+                        if len > *left {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                        }
+                        *left -= len;
+                    }
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Streaming { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Streaming { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// The response body sent to the client.
+pub struct ProxyBody {
+    kind: Kind,
+    done: Option<Completion>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl ProxyBody {
+    pub fn empty() -> ProxyBody {
+        ProxyBody::full(Bytes::new())
+    }
+
+    pub fn full(bytes: Bytes) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            done: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            done: None,
+        }
+    }
+
+    /// Attaches the bookkeeping run when the body ends or is dropped.
+    pub fn with_completion(mut self, done: Completion) -> ProxyBody {
+        self.done = Some(done);
+        self
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper stops polling once a body of known length has been read, so
+        // "ended" is also "nothing left to send".
+        let ended = self.kind_is_end_stream();
+        if let (true, Some(done)) = (ended, self.done.as_mut()) {
+            done.mark_complete();
+        }
+    }
+}
+
+impl ProxyBody {
+    fn kind_is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
+            Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Kind::Upstream(body) => {
+                ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(BoxError::from))
+            }
+        };
+        if let Some(done) = this.done.as_mut() {
+            match &frame {
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        done.add_bytes(data.len() as u64);
+                    }
+                }
+                None => done.mark_complete(),
+                Some(Err(_)) => {}
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.kind_is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Refusals and failures the proxy answers itself: a status and a one-line
+//! reason, as text/plain.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::upstream::UpstreamError;
+
+#[derive(Debug)]
+pub enum ProxyError {
+    BadRequest(String),
+    Forbidden(String),
+    NoRoute(String),
+    PayloadTooLarge(u64),
+    NotImplemented(String),
+    /// Our own name is already in `Via` (RFC 9110 §7.6.3).
+    Loop,
+    Upstream(UpstreamError),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Loop => StatusCode::LOOP_DETECTED,
+            ProxyError::Upstream(e) => e.status(),
+        }
+    }
+
+    /// Whether the client connection should close after this answer: the
+    /// request body may be unread or its framing untrustworthy.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge(_))
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::BadRequest(why) => write!(f, "bad request: {why}"),
+            ProxyError::Forbidden(why) => write!(f, "forbidden: {why}"),
+            ProxyError::NoRoute(host) => write!(f, "no route for host {host}"),
+            ProxyError::PayloadTooLarge(limit) => {
+                write!(f, "request body is larger than the {limit}-byte limit")
+            }
+            ProxyError::NotImplemented(what) => write!(f, "not implemented: {what}"),
+            ProxyError::Loop => write!(f, "loop detected: this request already passed through this proxy"),
+            ProxyError::Upstream(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::RequestBodyTooLarge(limit) => ProxyError::PayloadTooLarge(limit),
+            e => ProxyError::Upstream(e),
+        }
+    }
+}

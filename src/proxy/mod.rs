@@ -1,0 +1,190 @@
+//! The request pipeline (design.md, "The request's walk"):
+//! classify → admit → route → [cache lookup] → upstream → deliver → log.
+
+mod body;
+mod classify;
+mod error;
+mod headers;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+pub use body::{BodyTooLarge, BoxError, ProxyBody, RequestBody};
+pub use error::ProxyError;
+
+use crate::access_log::{AccessLog, RequestInfo};
+use crate::config::Config;
+use crate::server::{Activity, InFlight};
+use crate::upstream::Upstream;
+use classify::{Classifier, Target};
+use headers::Via;
+
+/// The client side of one connection, as the handler sees it.
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub activity: Arc<Activity>,
+}
+
+pub struct Handler {
+    classifier: Classifier,
+    upstream: Upstream,
+    access_log: AccessLog,
+    via: Via,
+    /// `[server] max_request_body` in bytes; 0 means unlimited.
+    max_body: u64,
+}
+
+impl Handler {
+    pub fn new(config: &Config, local_addrs: Vec<SocketAddr>, access_log: AccessLog) -> Handler {
+        Handler {
+            classifier: Classifier {
+                forward: config.forward.clone(),
+                routes: routes::RouteTable::new(&config.routes),
+                local_addrs,
+            },
+            upstream: Upstream::new(&config.upstream),
+            access_log,
+            via: Via::new(&config.server.name),
+            max_body: config.server.max_request_body.bytes(),
+        }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Answers one request. Never fails: every problem becomes a response.
+    pub async fn handle(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
+        let index = client.activity.request_started();
+        let in_flight = InFlight::new(client.activity.clone());
+        let mut done = self
+            .access_log
+            .begin(RequestInfo::of(&req, client.peer.ip()), in_flight);
+        let version = req.version();
+        let (response, upstream_status) = match self.proxy(req, client, index).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (resp, Some(status))
+            }
+            Err(e) => {
+                tracing::debug!(peer = %client.peer, error = %e, "answered locally");
+                (error_response(&e, version), None)
+            }
+        };
+        done.set_status(response.status().as_u16(), upstream_status);
+        response.map(|body| body.with_completion(done))
+    }
+
+    async fn proxy(
+        &self,
+        req: Request<Incoming>,
+        client: &ClientConn,
+        index: u64,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        // admit
+        if client.activity.is_ambiguous(index) {
+            return Err(ProxyError::BadRequest(
+                "Content-Length together with Transfer-Encoding".into(),
+            ));
+        }
+        let target = self.classifier.classify(&req, client.peer.ip())?;
+        if self.via.is_loop(req.headers()) {
+            return Err(ProxyError::Loop);
+        }
+        if self.max_body > 0 && declared_length(&req).is_some_and(|len| len > self.max_body) {
+            return Err(ProxyError::PayloadTooLarge(self.max_body));
+        }
+
+        // route: where the request goes, and the head it goes with.
+        let client_version = req.version();
+        let (mut parts, body) = req.into_parts();
+        let (uri, upstream_label) = match &target {
+            Target::Forward { authority } => {
+                let host = HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| ProxyError::BadRequest("invalid host in the request URI".into()))?;
+                // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
+                parts.headers.insert(header::HOST, host);
+                let label = authority.to_string();
+                (parts.uri.clone(), label)
+            }
+            Target::Reverse { route, host } => {
+                tracing::trace!(route = %route.name, "reverse route");
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let uri = Uri::builder()
+                    .scheme("http")
+                    .authority(route.upstream.authority.clone())
+                    .path_and_query(path)
+                    .build()
+                    .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
+                let sent_host = match (route.preserve_host, host) {
+                    (true, Some(host)) => host.clone(),
+                    _ => route.upstream_host.clone(),
+                };
+                parts.headers.insert(header::HOST, sent_host);
+                (uri, route.upstream.authority.to_string())
+            }
+        };
+        parts.uri = uri;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        // The client's 100-continue was answered by this hop (hyper sends it
+        // when the body is first read); the origin gets the body regardless.
+        if parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        {
+            parts.headers.remove(header::EXPECT);
+        }
+        if let Target::Reverse { route, host } = &target {
+            headers::add_forwarded(&mut parts.headers, route.forwarded, client.peer.ip(), host.as_ref());
+        }
+        self.via.append(&mut parts.headers, client_version);
+
+        // The cache lookup (RFC 9111) goes here: a hit is answered without
+        // touching the upstream; a miss continues below.
+
+        let out = Request::from_parts(parts, RequestBody::new(body, self.max_body));
+        let resp = self.upstream.send(out, &upstream_label).await?;
+        Ok(self.deliver(resp))
+    }
+
+    /// The origin's response, made fit for the client.
+    fn deliver(&self, resp: Response<Incoming>) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        self.via.append(&mut parts.headers, parts.version);
+        parts.version = Version::HTTP_11;
+        Response::from_parts(parts, ProxyBody::upstream(body))
+    }
+}
+
+/// The request's Content-Length, when it declares one.
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A short text answer: status plus a one-line reason.
+fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
+    let body = Bytes::from(format!("{e}\n"));
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if e.closes_connection() && version != Version::HTTP_2 {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}

@@ -1,0 +1,137 @@
+//! Reverse-proxy routing: the first host pattern (in file order) that matches the
+//! request's host and has a route whose `path_prefix` starts the path; among
+//! that pattern's routes, the longest prefix wins.
+
+use http::HeaderValue;
+
+use crate::config::{ForwardedHeaders, HostPattern, RouteConfig, UpstreamUrl};
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path_prefix: String,
+    pub upstream: UpstreamUrl,
+    /// `Host` to send when `preserve_host` is false.
+    pub upstream_host: HeaderValue,
+    pub preserve_host: bool,
+    pub forwarded: ForwardedHeaders,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Host patterns in first-seen order, each with its routes.
+    groups: Vec<(HostPattern, Vec<Route>)>,
+}
+
+impl RouteTable {
+    pub fn new(configs: &[RouteConfig]) -> RouteTable {
+        let mut table = RouteTable::default();
+        for c in configs {
+            let host_header = if c.upstream.port == 80 {
+                c.upstream.host.clone()
+            } else {
+                c.upstream.authority.to_string()
+            };
+            let route = Route {
+                name: c.name.clone().unwrap_or_else(|| {
+                    let host = match &c.host {
+                        HostPattern::Any => "*".to_string(),
+                        HostPattern::Suffix(s) => format!("*{s}"),
+                        HostPattern::Exact(h) => h.clone(),
+                    };
+                    format!("{host}{}", c.path_prefix)
+                }),
+                path_prefix: c.path_prefix.clone(),
+                upstream: c.upstream.clone(),
+                upstream_host: HeaderValue::from_str(&host_header)
+                    .expect("authority is a valid header value"),
+                preserve_host: c.preserve_host,
+                forwarded: c.forwarded,
+            };
+            match table.groups.iter_mut().find(|(p, _)| *p == c.host) {
+                Some((_, routes)) => routes.push(route),
+                None => table.groups.push((c.host.clone(), vec![route])),
+            }
+        }
+        table
+    }
+
+    /// `host` as it came in a `Host` header or URI authority (port and case allowed).
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        let host = normalize_host(host);
+        self.groups
+            .iter()
+            .filter(|(pattern, _)| pattern.matches(&host))
+            .find_map(|(_, routes)| {
+                routes
+                    .iter()
+                    .filter(|r| path.starts_with(&r.path_prefix))
+                    .max_by_key(|r| r.path_prefix.len())
+            })
+    }
+}
+
+/// Lower-case host without port or trailing dot: `WWW.Example.com.:8080` → `www.example.com`.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop what follows `]`.
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h)
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(spec: &[(&str, &str, &str)]) -> RouteTable {
+        let configs: Vec<RouteConfig> = spec
+            .iter()
+            .map(|(host, prefix, name)| {
+                let text = format!(
+                    "name = \"{name}\"\nhost = \"{host}\"\npath_prefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:1\"\n"
+                );
+                toml::from_str(&text).unwrap()
+            })
+            .collect();
+        RouteTable::new(&configs)
+    }
+
+    #[test]
+    fn first_matching_host_then_longest_prefix() {
+        let t = table(&[
+            ("api.test", "/", "api-root"),
+            ("api.test", "/v2/", "api-v2"),
+            ("*.test", "/", "wild"),
+            ("*", "/static/", "any-static"),
+            ("*", "/", "any"),
+        ]);
+        let name = |h, p| t.find(h, p).map(|r| r.name.as_str());
+        assert_eq!(name("API.test:8080", "/v2/x"), Some("api-v2"));
+        assert_eq!(name("api.test", "/v1"), Some("api-root"));
+        assert_eq!(name("www.test", "/static/a"), Some("wild"));
+        assert_eq!(name("other.example", "/static/a"), Some("any-static"));
+        assert_eq!(name("other.example", "/"), Some("any"));
+    }
+
+    #[test]
+    fn falls_through_when_a_host_has_no_matching_prefix() {
+        let t = table(&[("a.test", "/api/", "a-api"), ("*", "/", "any")]);
+        assert_eq!(t.find("a.test", "/index.html").unwrap().name, "any");
+        let t = table(&[("a.test", "/api/", "a-api")]);
+        assert!(t.find("a.test", "/index.html").is_none());
+        assert!(t.find("b.test", "/api/").is_none());
+    }
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("WWW.Example.COM.:80"), "www.example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,355 @@
+//! A read-side observer for HTTP/1 client connections.
+//!
+//! hyper parses requests; this wrapper only watches the bytes go by, to learn two
+//! things hyper does not expose:
+//! - when a request head starts arriving (for the header-read timeout), and
+//! - whether a head carries both `Content-Length` and `Transfer-Encoding`.
+//!   hyper drops the Content-Length and reads the body as chunked, which RFC 9112
+//!   §6.1 allows; we prefer to refuse such a request with 400 because it is the
+//!   classic request-smuggling shape (RFC 9112 §11.2).
+//!
+//! To find where the next head starts on a persistent connection it follows the
+//! framing of each body (Content-Length or chunked). Anything it does not
+//! understand (HTTP/2 preface, upgrades, CONNECT, parse errors) switches it off;
+//! hyper stays the authority and answers malformed input itself.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::activity::Activity;
+
+const MAX_HEADERS: usize = 256;
+
+pub struct HeadGuard<T> {
+    inner: T,
+    activity: Arc<Activity>,
+    framing: Framing,
+    /// Bytes of a head that arrived over more than one read.
+    partial: Vec<u8>,
+    /// Bytes of `partial` already searched for the blank line.
+    searched: usize,
+    max_head: usize,
+    heads_seen: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Waiting for (or inside) a request head.
+    Head,
+    /// Inside a body of known length.
+    Length(u64),
+    Chunked(Chunk),
+    /// Stopped observing: HTTP/2, upgrade, or something hyper will reject.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading the hex size; `ext` once a `;` extension began.
+    Size { size: u64, digits: u8, ext: bool },
+    Data(u64),
+    /// The CRLF after chunk data.
+    DataEnd,
+    /// Trailer lines after the last chunk; `empty` while the current line is empty.
+    Trailer { empty: bool },
+}
+
+impl<T> HeadGuard<T> {
+    pub fn new(inner: T, activity: Arc<Activity>, max_head: usize) -> Self {
+        HeadGuard {
+            inner,
+            activity,
+            framing: Framing::Head,
+            partial: Vec::new(),
+            searched: 0,
+            max_head,
+            heads_seen: 0,
+        }
+    }
+
+    fn observe(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.framing {
+                Framing::Off => return,
+                Framing::Head => data = self.observe_head(data),
+                Framing::Length(n) => {
+                    let take = n.min(data.len() as u64);
+                    data = &data[take as usize..];
+                    self.framing = if n == take {
+                        Framing::Head
+                    } else {
+                        Framing::Length(n - take)
+                    };
+                }
+                Framing::Chunked(state) => data = self.observe_chunk(state, data),
+            }
+        }
+    }
+
+    /// Consumes head bytes; returns what follows the head in `data`, if any.
+    fn observe_head<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        if self.partial.is_empty() {
+            // Blank lines between messages are allowed (RFC 9112 §2.2).
+            let skip = data.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            let data = &data[skip..];
+            if data.is_empty() {
+                return data;
+            }
+            self.activity.head_started();
+            // Fast path: the whole head is in this read.
+            if let Some(end) = head_end(data, 0) {
+                self.finish_head(&data[..end]);
+                return &data[end..];
+            }
+        }
+        let start = self.partial.len();
+        let from = self.searched.saturating_sub(3);
+        self.partial.extend_from_slice(data);
+        match head_end(&self.partial, from) {
+            Some(end) => {
+                let head = std::mem::take(&mut self.partial);
+                self.finish_head(&head[..end]);
+                self.searched = 0;
+                // What followed the head in this read.
+                let used = end - start;
+                &data[used..]
+            }
+            None => {
+                self.searched = self.partial.len();
+                if self.partial.len() > self.max_head {
+                    // hyper answers 431; nothing more to learn here.
+                    self.partial = Vec::new();
+                    self.framing = Framing::Off;
+                }
+                &[]
+            }
+        }
+    }
+
+    fn finish_head(&mut self, head: &[u8]) {
+        self.activity.head_complete();
+        let index = self.heads_seen;
+        self.heads_seen += 1;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+            self.framing = Framing::Off;
+            return;
+        }
+        if req.method == Some("CONNECT") {
+            self.framing = Framing::Off;
+            return;
+        }
+        let (mut length, mut has_length, mut chunked, mut has_te) = (None, false, false, false);
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                has_length = true;
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                has_te = true;
+                // The final coding decides whether the body is chunked.
+                chunked = h
+                    .value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .map(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+                    .unwrap_or(false);
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                // The bytes after a successful upgrade belong to another protocol.
+                self.framing = Framing::Off;
+                return;
+            }
+        }
+        if has_te && has_length {
+            self.activity.mark_ambiguous(index);
+        }
+        self.framing = match (has_te, chunked, length) {
+            (true, true, _) => Framing::Chunked(Chunk::Size {
+                size: 0,
+                digits: 0,
+                ext: false,
+            }),
+            (true, false, _) => Framing::Off,
+            (false, _, Some(0)) => Framing::Head,
+            (false, _, Some(n)) => Framing::Length(n),
+            (false, _, None) if has_length => Framing::Off,
+            (false, _, None) => Framing::Head,
+        };
+    }
+
+    fn observe_chunk<'a>(&mut self, state: Chunk, data: &'a [u8]) -> &'a [u8] {
+        if let Chunk::Data(n) = state {
+            let take = n.min(data.len() as u64);
+            self.framing = Framing::Chunked(if take == n {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(n - take)
+            });
+            return &data[take as usize..];
+        }
+        let b = data[0];
+        let next = match state {
+            Chunk::Size { size, digits, ext } => match b {
+                b'\n' if digits == 0 => None,
+                b'\n' if size == 0 => Some(Chunk::Trailer { empty: true }),
+                b'\n' => Some(Chunk::Data(size)),
+                b'\r' => Some(state),
+                _ if ext => Some(state),
+                b';' | b' ' | b'\t' => Some(Chunk::Size { size, digits, ext: true }),
+                _ => match (b as char).to_digit(16) {
+                    Some(d) if digits < 16 => Some(Chunk::Size {
+                        size: size * 16 + d as u64,
+                        digits: digits + 1,
+                        ext,
+                    }),
+                    _ => None,
+                },
+            },
+            Chunk::DataEnd => match b {
+                b'\r' => Some(state),
+                b'\n' => Some(Chunk::Size {
+                    size: 0,
+                    digits: 0,
+                    ext: false,
+                }),
+                _ => None,
+            },
+            Chunk::Trailer { empty } => match b {
+                b'\r' => Some(state),
+                b'\n' if empty => {
+                    self.framing = Framing::Head;
+                    return &data[1..];
+                }
+                b'\n' => Some(Chunk::Trailer { empty: true }),
+                _ => Some(Chunk::Trailer { empty: false }),
+            },
+            Chunk::Data(_) => unreachable!("handled above"),
+        };
+        self.framing = next.map_or(Framing::Off, Framing::Chunked);
+        &data[1..]
+    }
+}
+
+/// End of the head (index just past the blank line), searching from `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + pos;
+        let rest = &buf[nl + 1..];
+        if rest.first() == Some(&b'\n') {
+            return Some(nl + 2);
+        }
+        if rest.starts_with(b"\r\n") {
+            return Some(nl + 3);
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.framing != Framing::Off {
+            if let Poll::Ready(Ok(())) = &poll {
+                let fresh = &buf.filled()[before..];
+                if !fresh.is_empty() {
+                    this.observe(fresh);
+                }
+            }
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> HeadGuard<()> {
+        HeadGuard::new((), Activity::new(), 64 * 1024)
+    }
+
+    fn feed(g: &mut HeadGuard<()>, bytes: &[u8], step: usize) {
+        for piece in bytes.chunks(step) {
+            g.observe(piece);
+        }
+    }
+
+    #[test]
+    fn flags_content_length_with_transfer_encoding_on_the_right_request() {
+        for step in [1, 3, 7, 1000] {
+            let mut g = guard();
+            let stream = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n\
+POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+            feed(&mut g, stream, step);
+            assert_eq!(g.heads_seen, 4, "step {step}");
+            assert!(!g.activity.is_ambiguous(1));
+            assert!(!g.activity.is_ambiguous(2));
+            assert!(g.activity.is_ambiguous(3), "step {step}");
+            assert_eq!(g.framing, Framing::Head);
+        }
+    }
+
+    #[test]
+    fn body_bytes_that_look_like_headers_are_not_heads() {
+        let mut g = guard();
+        let body = b"X\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        stream.extend_from_slice(body);
+        feed(&mut g, &stream, 5);
+        assert_eq!(g.heads_seen, 1);
+        assert!(!g.activity.is_ambiguous(0));
+        assert_eq!(g.framing, Framing::Head);
+    }
+
+    #[test]
+    fn http2_preface_and_upgrades_switch_it_off() {
+        let mut g = guard();
+        feed(&mut g, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 100);
+        assert_eq!(g.framing, Framing::Off);
+        let mut g = guard();
+        feed(&mut g, b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", 100);
+        assert_eq!(g.framing, Framing::Off);
+    }
+}

@@ -1,0 +1,179 @@
+//! Upstream failures, named so a person can act on them: which origin, and what
+//! happened (refused, timed out, closed, answered nonsense).
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::proxy::BodyTooLarge;
+
+#[derive(Debug)]
+pub enum UpstreamError {
+    Refused { upstream: String },
+    ConnectTimeout { upstream: String, after: Duration },
+    Resolve { upstream: String },
+    Connect { upstream: String, detail: String },
+    ResponseTimeout { upstream: String, after: Duration },
+    /// The origin closed the connection before sending a response head.
+    Closed { upstream: String },
+    Invalid { upstream: String, detail: String },
+    /// The client's body broke off while it was being sent upstream.
+    ClientBody { detail: String },
+    RequestBodyTooLarge(u64),
+    Other { upstream: String, detail: String },
+}
+
+impl UpstreamError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            UpstreamError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            UpstreamError::RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Sorts a pool error into what the client is told.
+    pub fn classify(
+        e: &hyper_util::client::legacy::Error,
+        upstream: &str,
+        connect_timeout: Duration,
+    ) -> UpstreamError {
+        let upstream = upstream.to_string();
+        if let Some(limit) = find::<BodyTooLarge>(e) {
+            return UpstreamError::RequestBodyTooLarge(limit.0);
+        }
+        if e.is_connect() {
+            return match find::<io::Error>(e).map(io::Error::kind) {
+                Some(io::ErrorKind::ConnectionRefused) => UpstreamError::Refused { upstream },
+                Some(io::ErrorKind::TimedOut) => UpstreamError::ConnectTimeout {
+                    upstream,
+                    after: connect_timeout,
+                },
+                _ if chain(e).any(|s| s.to_string().contains("dns error")) => {
+                    UpstreamError::Resolve { upstream }
+                }
+                _ => UpstreamError::Connect {
+                    upstream,
+                    detail: innermost(e),
+                },
+            };
+        }
+        if let Some(h) = find::<hyper::Error>(e) {
+            if h.is_user() {
+                return UpstreamError::ClientBody {
+                    detail: innermost(e),
+                };
+            }
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                return UpstreamError::Invalid {
+                    upstream,
+                    detail: h.to_string(),
+                };
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return UpstreamError::Closed { upstream };
+            }
+        }
+        if find::<io::Error>(e).is_some_and(|io| is_reset(io.kind())) {
+            return UpstreamError::Closed { upstream };
+        }
+        UpstreamError::Other {
+            upstream,
+            detail: innermost(e),
+        }
+    }
+}
+
+/// Whether a failed request may have died on a pooled connection the origin
+/// had already closed: the request never got a response head. Only such
+/// failures are worth one retry on a fresh connection.
+pub fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() || find::<BodyTooLarge>(e).is_some() {
+        return false;
+    }
+    if let Some(h) = find::<hyper::Error>(e) {
+        if h.is_user() || h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+            return false;
+        }
+        if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+            return true;
+        }
+    }
+    find::<io::Error>(e).is_some_and(|io| is_reset(io.kind()))
+}
+
+fn is_reset(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+fn chain<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    let mut next = Some(e);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = current.source();
+        Some(current)
+    })
+}
+
+fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    chain(e).find_map(|e| e.downcast_ref::<T>())
+}
+
+fn innermost(e: &(dyn StdError + 'static)) -> String {
+    chain(e).last().map(|e| e.to_string()).unwrap_or_default()
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Refused { upstream } => {
+                write!(f, "upstream {upstream} refused the connection")
+            }
+            UpstreamError::ConnectTimeout { upstream, after } => write!(
+                f,
+                "upstream {upstream} did not accept the connection within {}",
+                humantime::format_duration(*after)
+            ),
+            UpstreamError::Resolve { upstream } => {
+                write!(f, "upstream {upstream}: host name could not be resolved")
+            }
+            UpstreamError::Connect { upstream, detail } => {
+                write!(f, "upstream {upstream}: connection failed: {detail}")
+            }
+            UpstreamError::ResponseTimeout { upstream, after } => write!(
+                f,
+                "upstream {upstream} sent no response within {}",
+                humantime::format_duration(*after)
+            ),
+            UpstreamError::Closed { upstream } => {
+                write!(f, "upstream {upstream} closed the connection without a response")
+            }
+            UpstreamError::Invalid { upstream, detail } => {
+                write!(f, "upstream {upstream} sent an invalid response: {detail}")
+            }
+            UpstreamError::ClientBody { detail } => {
+                write!(f, "the request body could not be read: {detail}")
+            }
+            UpstreamError::RequestBodyTooLarge(limit) => {
+                write!(f, "request body is larger than the {limit}-byte limit")
+            }
+            UpstreamError::Other { upstream, detail } => {
+                write!(f, "upstream {upstream}: {detail}")
+            }
+        }
+    }
+}
+
+impl StdError for UpstreamError {}
