@@ -35,7 +35,8 @@ impl Proxy {
             .map(|l| l.local_addr())
             .collect::<Result<_, _>>()
             .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
-        let access_log = AccessLog::open(config.log.access.trim()).map_err(|e| StartError(e.to_string()))?;
+        let access_log =
+            AccessLog::open(config.log.access.trim()).map_err(|e| StartError(e.to_string()))?;
         let handler = Arc::new(Handler::new(&config, addrs.clone(), access_log));
         let settings = Arc::new(ConnectionSettings::new(&config.server));
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
@@ -101,9 +102,10 @@ impl Running {
         for task in self.accept_tasks {
             let _ = task.await;
         }
-        let drained = tokio::time::timeout(self.shutdown_timeout, self.limit.acquire_many(self.max))
-            .await
-            .is_ok();
+        let drained =
+            tokio::time::timeout(self.shutdown_timeout, self.limit.acquire_many(self.max))
+                .await
+                .is_ok();
         if !drained {
             tracing::warn!("shutdown timeout reached; closing remaining connections");
             let _ = self.phase.send(Phase::Stop);

@@ -77,13 +77,24 @@ fn load(args: &Args) -> Result<Config, String> {
 fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
 
 async fn serve(config: Config) -> ExitCode {
+    // Registered before the listeners exist, so a signal sent as soon as we
+    // announce ourselves is never missed.
+    let stop = match StopSignal::register() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("viaduct: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let routes = config.routes.len();
     let running = match Proxy::start(config).await {
         Ok(running) => running,
@@ -95,7 +106,7 @@ async fn serve(config: Config) -> ExitCode {
     for addr in running.addrs() {
         tracing::info!(%addr, routes, "viaduct listening");
     }
-    wait_for_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down: finishing in-flight requests");
     if running.shutdown().await {
         tracing::info!("all connections finished");
@@ -103,24 +114,41 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
+/// SIGINT or SIGTERM.
+#[cfg(unix)]
+struct StopSignal {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignal {
+    fn register() -> std::io::Result<StopSignal> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        Ok(StopSignal {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+#[cfg(not(unix))]
+struct StopSignal;
+
+#[cfg(not(unix))]
+impl StopSignal {
+    fn register() -> std::io::Result<StopSignal> {
+        Ok(StopSignal)
+    }
+
+    async fn wait(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -55,7 +55,10 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         error(line_at(text, inner.span()), message)
     })?;
     validate(&config).map_err(|(table, key, message)| {
-        error(line_of_key(text, table, key), format!("key `{}`: {message}", dotted(table, key)))
+        error(
+            line_of_key(text, table, key),
+            format!("key `{}`: {message}", dotted(table, key)),
+        )
     })?;
     Ok(config)
 }
@@ -74,7 +77,11 @@ fn dotted(table: Table, key: &str) -> String {
 fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
     let server = ("server", None);
     if c.server.listen.is_empty() {
-        return Err((server, "listen", "at least one listen address is required".into()));
+        return Err((
+            server,
+            "listen",
+            "at least one listen address is required".into(),
+        ));
     }
     if c.server.name.is_empty() || !c.server.name.bytes().all(is_tchar) {
         return Err((
@@ -111,10 +118,18 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
         ));
     }
     if c.upstream.max_connections_per_host == 0 {
-        return Err((("upstream", None), "max_connections_per_host", "must be at least 1".into()));
+        return Err((
+            ("upstream", None),
+            "max_connections_per_host",
+            "must be at least 1".into(),
+        ));
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
-        return Err((("log", None), "level", format!("invalid filter {:?}: {e}", c.log.level)));
+        return Err((
+            ("log", None),
+            "level",
+            format!("invalid filter {:?}: {e}", c.log.level),
+        ));
     }
     if c.log.access.trim().is_empty() {
         return Err((
@@ -207,7 +222,8 @@ mod tests {
 
     #[test]
     fn cross_key_checks_point_at_the_key() {
-        let text = "[server]\nname = \"v\"\n\n[cache]\ncapacity = \"1MiB\"\nmax_object_size = \"2MiB\"\n";
+        let text =
+            "[server]\nname = \"v\"\n\n[cache]\ncapacity = \"1MiB\"\nmax_object_size = \"2MiB\"\n";
         let err = parse(text, "p.toml").unwrap_err();
         assert_eq!(err.line, Some(6), "{err}");
         assert!(err.message.contains("cache.max_object_size"), "{err}");

@@ -231,7 +231,8 @@ pub enum ForwardedHeaders {
 impl Config {
     /// The configuration used when no file is given and `./proxy.toml` does not exist.
     pub fn builtin() -> Config {
-        Config::from_toml(SHIPPED, "<built-in proxy.toml>").expect("the shipped proxy.toml is valid")
+        Config::from_toml(SHIPPED, "<built-in proxy.toml>")
+            .expect("the shipped proxy.toml is valid")
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {

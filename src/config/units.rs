@@ -94,7 +94,9 @@ impl FromStr for Cidr {
         }
         s.parse::<IpAddr>()
             .map(|ip| Cidr(ipnet::IpNet::from(ip)))
-            .map_err(|_| format!("invalid network {s:?}: expected an address or CIDR such as \"10.0.0.0/8\""))
+            .map_err(|_| {
+                format!("invalid network {s:?}: expected an address or CIDR such as \"10.0.0.0/8\"")
+            })
     }
 }
 
@@ -132,7 +134,9 @@ impl FromStr for UpstreamUrl {
             .authority()
             .ok_or_else(|| format!("invalid upstream URL {s:?}: no host"))?;
         if authority.as_str().contains('@') {
-            return Err(format!("upstream {s:?}: credentials in the URL are not supported"));
+            return Err(format!(
+                "upstream {s:?}: credentials in the URL are not supported"
+            ));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!(
@@ -193,9 +197,10 @@ impl FromStr for HostPattern {
         }
         let valid = |name: &str| {
             !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']'))
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+                })
         };
         if let Some(rest) = s.strip_prefix("*.") {
             if valid(rest) && !rest.contains('*') {

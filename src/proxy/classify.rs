@@ -69,16 +69,25 @@ impl Classifier {
             .ok_or_else(|| ProxyError::BadRequest("absolute URI without a host".into()))?
             .clone();
         if authority.as_str().contains('@') {
-            return Err(ProxyError::BadRequest("user information in the request URI".into()));
+            return Err(ProxyError::BadRequest(
+                "user information in the request URI".into(),
+            ));
         }
         if self.is_self(&authority) {
             let host = HeaderValue::from_str(authority.as_str()).ok();
             return self.reverse(host, uri.path());
         }
         if !self.forward.enabled {
-            return Err(ProxyError::Forbidden("forward proxying is disabled on this proxy".into()));
+            return Err(ProxyError::Forbidden(
+                "forward proxying is disabled on this proxy".into(),
+            ));
         }
-        if !self.forward.allow_clients.iter().any(|net| net.contains(client)) {
+        if !self
+            .forward
+            .allow_clients
+            .iter()
+            .any(|net| net.contains(client))
+        {
             return Err(ProxyError::Forbidden(format!(
                 "client {client} is not allowed to use this proxy"
             )));
@@ -112,9 +121,13 @@ impl Classifier {
                 && match ip {
                     Some(ip) => {
                         ip == local.ip()
-                            || (local.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+                            || (local.ip().is_unspecified()
+                                && (ip.is_loopback() || ip.is_unspecified()))
                     }
-                    None => host == "localhost" && (local.ip().is_loopback() || local.ip().is_unspecified()),
+                    None => {
+                        host == "localhost"
+                            && (local.ip().is_loopback() || local.ip().is_unspecified())
+                    }
                 }
         })
     }

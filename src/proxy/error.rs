@@ -35,7 +35,10 @@ impl ProxyError {
     /// Whether the client connection should close after this answer: the
     /// request body may be unread or its framing untrustworthy.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge(_))
+        matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge(_)
+        )
     }
 }
 
@@ -49,7 +52,10 @@ impl fmt::Display for ProxyError {
                 write!(f, "request body is larger than the {limit}-byte limit")
             }
             ProxyError::NotImplemented(what) => write!(f, "not implemented: {what}"),
-            ProxyError::Loop => write!(f, "loop detected: this request already passed through this proxy"),
+            ProxyError::Loop => write!(
+                f,
+                "loop detected: this request already passed through this proxy"
+            ),
             ProxyError::Upstream(e) => e.fmt(f),
         }
     }

@@ -106,7 +106,11 @@ pub fn add_forwarded(
         v4 => v4,
     };
     if matches!(mode, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
-        append_list(headers, HeaderName::from_static("x-forwarded-for"), &client.to_string());
+        append_list(
+            headers,
+            HeaderName::from_static("x-forwarded-for"),
+            &client.to_string(),
+        );
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static("http"),
@@ -122,7 +126,10 @@ pub fn add_forwarded(
             IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
         };
         if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-            if host.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            if host
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
                 element.push_str(&format!(";host=\"{host}\""));
             }
         }
@@ -157,7 +164,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -188,7 +198,11 @@ mod tests {
         let mut h = map(&[("via", "1.0 fred, 1.1 p.example.net")]);
         assert!(!via.is_loop(&h));
         via.append(&mut h, Version::HTTP_10);
-        let all: Vec<_> = h.get_all("via").iter().map(|v| v.to_str().unwrap()).collect();
+        let all: Vec<_> = h
+            .get_all("via")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(all, ["1.0 fred, 1.1 p.example.net", "1.0 viaduct"]);
         assert!(via.is_loop(&h));
         assert!(via.is_loop(&map(&[("via", "1.1 other (comment), 2 VIADUCT")])));
@@ -199,12 +213,25 @@ mod tests {
     fn forwarded_headers_append() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
         let host = HeaderValue::from_static("site.test");
-        add_forwarded(&mut h, ForwardedHeaders::Both, "::1".parse().unwrap(), Some(&host));
+        add_forwarded(
+            &mut h,
+            ForwardedHeaders::Both,
+            "::1".parse().unwrap(),
+            Some(&host),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["x-forwarded-host"], "site.test");
-        assert_eq!(h["forwarded"], "for=\"[::1]\";host=\"site.test\";proto=http");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";host=\"site.test\";proto=http"
+        );
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, ForwardedHeaders::None, "127.0.0.1".parse().unwrap(), None);
+        add_forwarded(
+            &mut h,
+            ForwardedHeaders::None,
+            "127.0.0.1".parse().unwrap(),
+            None,
+        );
         assert!(h.is_empty());
     }
 }

@@ -106,8 +106,9 @@ impl Handler {
         let (mut parts, body) = req.into_parts();
         let (uri, upstream_label) = match &target {
             Target::Forward { authority } => {
-                let host = HeaderValue::from_str(authority.as_str())
-                    .map_err(|_| ProxyError::BadRequest("invalid host in the request URI".into()))?;
+                let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
+                    ProxyError::BadRequest("invalid host in the request URI".into())
+                })?;
                 // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
                 parts.headers.insert(header::HOST, host);
                 let label = authority.to_string();
@@ -142,7 +143,12 @@ impl Handler {
             parts.headers.remove(header::EXPECT);
         }
         if let Target::Reverse { route, host } = &target {
-            headers::add_forwarded(&mut parts.headers, route.forwarded, client.peer.ip(), host.as_ref());
+            headers::add_forwarded(
+                &mut parts.headers,
+                route.forwarded,
+                client.peer.ip(),
+                host.as_ref(),
+            );
         }
         self.via.append(&mut parts.headers, client_version);
 
@@ -181,7 +187,10 @@ fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = e.status();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if e.closes_connection() && version != Version::HTTP_2 {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));

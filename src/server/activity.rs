@@ -62,7 +62,8 @@ impl Activity {
     }
 
     pub fn mark_ambiguous(&self, request_index: u64) {
-        self.ambiguous_request.store(request_index, Ordering::Release);
+        self.ambiguous_request
+            .store(request_index, Ordering::Release);
     }
 
     pub fn is_ambiguous(&self, request_index: u64) -> bool {
@@ -87,7 +88,11 @@ impl Activity {
         // The first request must arrive within the header timeout (slowloris);
         // later ones get the keep-alive idle timeout.
         let first = self.requests.load(Ordering::Acquire) == 0;
-        let limit = if first { header_timeout_ms } else { idle_timeout_ms };
+        let limit = if first {
+            header_timeout_ms
+        } else {
+            idle_timeout_ms
+        };
         let deadline = self.idle_since.load(Ordering::Acquire) + limit;
         if now >= deadline {
             if first {

@@ -50,12 +50,18 @@ enum Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex size; `ext` once a `;` extension began.
-    Size { size: u64, digits: u8, ext: bool },
+    Size {
+        size: u64,
+        digits: u8,
+        ext: bool,
+    },
     Data(u64),
     /// The CRLF after chunk data.
     DataEnd,
     /// Trailer lines after the last chunk; `empty` while the current line is empty.
-    Trailer { empty: bool },
+    Trailer {
+        empty: bool,
+    },
 }
 
 impl<T> HeadGuard<T> {
@@ -94,7 +100,10 @@ impl<T> HeadGuard<T> {
     fn observe_head<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
         if self.partial.is_empty() {
             // Blank lines between messages are allowed (RFC 9112 §2.2).
-            let skip = data.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            let skip = data
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
             let data = &data[skip..];
             if data.is_empty() {
                 return data;
@@ -201,7 +210,11 @@ impl<T> HeadGuard<T> {
                 b'\n' => Some(Chunk::Data(size)),
                 b'\r' => Some(state),
                 _ if ext => Some(state),
-                b';' | b' ' | b'\t' => Some(Chunk::Size { size, digits, ext: true }),
+                b';' | b' ' | b'\t' => Some(Chunk::Size {
+                    size,
+                    digits,
+                    ext: true,
+                }),
                 _ => match (b as char).to_digit(16) {
                     Some(d) if digits < 16 => Some(Chunk::Size {
                         size: size * 16 + d as u64,
@@ -275,7 +288,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
@@ -335,7 +352,8 @@ POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r
     fn body_bytes_that_look_like_headers_are_not_heads() {
         let mut g = guard();
         let body = b"X\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut stream = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut stream =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         stream.extend_from_slice(body);
         feed(&mut g, &stream, 5);
         assert_eq!(g.heads_seen, 1);
@@ -349,7 +367,11 @@ POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r
         feed(&mut g, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 100);
         assert_eq!(g.framing, Framing::Off);
         let mut g = guard();
-        feed(&mut g, b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", 100);
+        feed(
+            &mut g,
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            100,
+        );
         assert_eq!(g.framing, Framing::Off);
     }
 }

@@ -12,18 +12,41 @@ use crate::proxy::BodyTooLarge;
 
 #[derive(Debug)]
 pub enum UpstreamError {
-    Refused { upstream: String },
-    ConnectTimeout { upstream: String, after: Duration },
-    Resolve { upstream: String },
-    Connect { upstream: String, detail: String },
-    ResponseTimeout { upstream: String, after: Duration },
+    Refused {
+        upstream: String,
+    },
+    ConnectTimeout {
+        upstream: String,
+        after: Duration,
+    },
+    Resolve {
+        upstream: String,
+    },
+    Connect {
+        upstream: String,
+        detail: String,
+    },
+    ResponseTimeout {
+        upstream: String,
+        after: Duration,
+    },
     /// The origin closed the connection before sending a response head.
-    Closed { upstream: String },
-    Invalid { upstream: String, detail: String },
+    Closed {
+        upstream: String,
+    },
+    Invalid {
+        upstream: String,
+        detail: String,
+    },
     /// The client's body broke off while it was being sent upstream.
-    ClientBody { detail: String },
+    ClientBody {
+        detail: String,
+    },
     RequestBodyTooLarge(u64),
-    Other { upstream: String, detail: String },
+    Other {
+        upstream: String,
+        detail: String,
+    },
 }
 
 impl UpstreamError {
@@ -118,7 +141,9 @@ fn is_reset(kind: io::ErrorKind) -> bool {
     )
 }
 
-fn chain<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+fn chain<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     let mut next = Some(e);
     std::iter::from_fn(move || {
         let current = next?;
@@ -158,7 +183,10 @@ impl fmt::Display for UpstreamError {
                 humantime::format_duration(*after)
             ),
             UpstreamError::Closed { upstream } => {
-                write!(f, "upstream {upstream} closed the connection without a response")
+                write!(
+                    f,
+                    "upstream {upstream} closed the connection without a response"
+                )
             }
             UpstreamError::Invalid { upstream, detail } => {
                 write!(f, "upstream {upstream} sent an invalid response: {detail}")

@@ -1,0 +1,374 @@
+//! Test support: an in-process origin that counts what it receives, the proxy
+//! started through the library on port 0, and real clients (hyper, raw TCP).
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use viaduct::config::RouteConfig;
+use viaduct::{Config, Proxy, Running};
+
+/// Generous bound so a broken test fails instead of hanging; never asserted on.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A request as the origin received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// The request-target exactly as it arrived (origin-form expected).
+    pub target: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+struct OriginState {
+    seen: Mutex<Vec<Seen>>,
+    connections: AtomicUsize,
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Response<TestBody> + Send + Sync>;
+
+/// An HTTP/1.1 origin on 127.0.0.1:0 that records every request and connection.
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    state: Arc<OriginState>,
+}
+
+impl Origin {
+    /// An origin whose responses `handler` builds from the received request.
+    pub async fn start(
+        handler: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
+    ) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState::default());
+        let handler: Handler = Arc::new(handler);
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                st.connections.fetch_add(1, Ordering::SeqCst);
+                let st = st.clone();
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let st = st.clone();
+                        let handler = handler.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method,
+                                target: parts.uri.to_string(),
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                            };
+                            let resp = handler(&seen);
+                            st.seen.lock().unwrap().push(seen);
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, state }
+    }
+
+    /// An origin answering every request with 200 and `body`.
+    pub async fn fixed(body: &'static str) -> Origin {
+        Origin::start(move |_| text(StatusCode::OK, body)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Requests received whose target path starts with `path`.
+    pub fn count(&self, path: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| s.target.starts_with(path))
+            .count()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the origin received a request")
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<TestBody> {
+    let mut resp = Response::new(TestBody::full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A response body: whole (with a length) or as chunks of unknown total length
+/// (sent chunked on HTTP/1.1).
+pub struct TestBody {
+    chunks: VecDeque<Bytes>,
+    known_length: bool,
+}
+
+impl TestBody {
+    pub fn full(bytes: Bytes) -> TestBody {
+        TestBody {
+            chunks: VecDeque::from([bytes]),
+            known_length: true,
+        }
+    }
+
+    pub fn chunked(chunks: Vec<Bytes>) -> TestBody {
+        TestBody {
+            chunks: chunks.into(),
+            known_length: false,
+        }
+    }
+}
+
+impl Body for TestBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(
+            self.get_mut()
+                .chunks
+                .pop_front()
+                .map(|b| Ok(Frame::data(b))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.known_length && self.chunks.iter().all(|c| c.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.known_length {
+            SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+/// The configuration tests start from: port 0, no access log.
+pub fn base_config() -> Config {
+    let mut config = Config::from_toml(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[log]\naccess = \"off\"\n",
+        "test",
+    )
+    .unwrap();
+    config.server.shutdown_timeout = viaduct::config::Dur(Duration::from_secs(5));
+    config
+}
+
+pub fn route(host: &str, prefix: &str, upstream: SocketAddr) -> RouteConfig {
+    route_toml(&format!(
+        "host = \"{host}\"\npath_prefix = \"{prefix}\"\nupstream = \"http://{upstream}\"\n"
+    ))
+}
+
+pub fn route_toml(body: &str) -> RouteConfig {
+    let config = Config::from_toml(&format!("[[route]]\n{body}"), "test-route").unwrap();
+    config.routes.into_iter().next().unwrap()
+}
+
+pub async fn start(config: Config) -> Running {
+    Proxy::start(config).await.expect("proxy starts")
+}
+
+pub async fn start_default() -> Running {
+    start(base_config()).await
+}
+
+/// A response as a client received it.
+pub struct Got {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// One HTTP/1.1 client connection to the proxy (requests may use absolute URIs).
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Client { sender }
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Got {
+        tokio::time::timeout(PATIENCE, async {
+            self.sender.ready().await.expect("connection usable");
+            let resp = self.sender.send_request(req).await.expect("response");
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.expect("whole body").to_bytes();
+            Got {
+                status: parts.status,
+                version: parts.version,
+                headers: parts.headers,
+                body,
+            }
+        })
+        .await
+        .expect("response within patience")
+    }
+
+    pub async fn get(&mut self, uri: &str) -> Got {
+        self.send(get(uri)).await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+pub fn get(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri).body(Full::new(Bytes::new())).unwrap()
+}
+
+/// One request on a fresh connection.
+pub async fn fetch(proxy: SocketAddr, req: Request<Full<Bytes>>) -> Got {
+    Client::connect(proxy).await.send(req).await
+}
+
+/// Writes `bytes`, then reads until the server closes the connection.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+/// Reads until EOF (or a reset), bounded by PATIENCE.
+pub async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 16384];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one response (head + Content-Length body) without waiting for close.
+pub async fn read_response(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        let mut byte = [0u8; 1];
+        while !out.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.unwrap() == 0 {
+                return;
+            }
+            out.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse::<usize>().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.unwrap();
+        out.extend_from_slice(&body);
+    })
+    .await
+    .expect("a response within patience");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the peer closed the connection (EOF or reset) within PATIENCE.
+pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await,
+        Ok(true)
+    )
+}
+
+/// A deterministic body of `len` bytes.
+pub fn pattern(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// A future that never completes, for holding a response open.
+pub fn pending<T>() -> impl Future<Output = T> {
+    std::future::pending()
+}
