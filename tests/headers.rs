@@ -133,3 +133,90 @@ async fn a_proxy_chained_to_itself_stops_with_508() {
     assert_eq!(got.status, StatusCode::LOOP_DETECTED);
     proxy.shutdown().await;
 }
+
+/// An origin that accepts `Upgrade: echo`, answers 101, then echoes upper-cased.
+async fn upgrading_origin() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !(head.contains("upgrade: echo") && head.contains("connection: upgrade")) {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let upper = buf[..n].to_ascii_uppercase();
+                            if stream.write_all(&upper).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_real_upgrade_passes_and_the_connections_are_joined() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = upgrading_origin().await;
+    let proxy = start_default().await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!(
+        "GET http://{origin}/ws HTTP/1.1\r\nHost: {origin}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("upgrade: echo") && lower.contains("connection: upgrade"),
+        "{head}"
+    );
+    assert!(lower.contains("via: 1.1 viaduct"), "{head}");
+    for word in ["hello", "tunnel"] {
+        stream.write_all(word.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; word.len()];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, word.to_ascii_uppercase().as_bytes());
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn upgrade_without_connection_upgrade_is_stripped() {
+    let origin = upgrading_origin().await;
+    let proxy = start_default().await;
+    let mut req = get(&format!("http://{origin}/not-ws"));
+    req.headers_mut().insert("upgrade", "echo".parse().unwrap());
+    let got = fetch(proxy.addr(), req).await;
+    // The origin never saw a valid upgrade request.
+    assert_eq!(got.status, StatusCode::UPGRADE_REQUIRED);
+    proxy.shutdown().await;
+}

@@ -6,6 +6,7 @@ mod classify;
 mod error;
 mod headers;
 mod routes;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,7 +84,7 @@ impl Handler {
 
     async fn proxy(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: &ClientConn,
         index: u64,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -100,6 +101,9 @@ impl Handler {
         if self.max_body > 0 && declared_length(&req).is_some_and(|len| len > self.max_body) {
             return Err(ProxyError::PayloadTooLarge(self.max_body));
         }
+
+        let upgrade = upgrade::requested(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
         // route: where the request goes, and the head it goes with.
         let client_version = req.version();
@@ -133,6 +137,9 @@ impl Handler {
         };
         parts.uri = uri;
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocols) = upgrade {
+            upgrade::restore(&mut parts.headers, protocols);
+        }
         // The client's 100-continue was answered by this hop (hyper sends it
         // when the body is first read); the origin gets the body regardless.
         if parts
@@ -157,16 +164,40 @@ impl Handler {
 
         let out = Request::from_parts(parts, RequestBody::new(body, self.max_body));
         let resp = self.upstream.send(out, &upstream_label).await?;
-        Ok(self.deliver(resp))
+        self.deliver(resp, client_upgrade, &upstream_label)
     }
 
     /// The origin's response, made fit for the client.
-    fn deliver(&self, resp: Response<Incoming>) -> Response<ProxyBody> {
+    fn deliver(
+        &self,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        upstream: &str,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let switched = if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(client), Some(protocols)) =
+                (client_upgrade, resp.headers().get(header::UPGRADE).cloned())
+            else {
+                return Err(ProxyError::Upstream(
+                    crate::upstream::UpstreamError::Invalid {
+                        upstream: upstream.to_string(),
+                        detail: "101 Switching Protocols without an upgrade request".into(),
+                    },
+                ));
+            };
+            upgrade::join(client, &mut resp);
+            Some(protocols)
+        } else {
+            None
+        };
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocols) = switched {
+            upgrade::restore(&mut parts.headers, protocols);
+        }
         self.via.append(&mut parts.headers, parts.version);
         parts.version = Version::HTTP_11;
-        Response::from_parts(parts, ProxyBody::upstream(body))
+        Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
     }
 }
 
