@@ -39,6 +39,7 @@ impl Proxy {
             AccessLog::open(config.log.access.trim()).map_err(|e| StartError(e.to_string()))?;
         let handler = Arc::new(Handler::new(&config, addrs.clone(), access_log));
         let settings = Arc::new(ConnectionSettings::new(&config.server));
+        // Validated to at most 2^24, well inside both u32 and the semaphore's limit.
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
         let limit = Arc::new(Semaphore::new(max));
         let (phase, phase_rx) = watch::channel(Phase::Running);

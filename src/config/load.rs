@@ -88,13 +88,17 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             server,
             "name",
             format!(
-                "{:?} is not a valid Via pseudonym: use letters, digits and - . _ only",
+                "{:?} is not a valid Via pseudonym: use a token (letters, digits, - . _ and !#$%&'*+^`|~)",
                 c.server.name
             ),
         ));
     }
-    if c.server.max_connections == 0 {
-        return Err((server, "max_connections", "must be at least 1".into()));
+    if c.server.max_connections == 0 || c.server.max_connections > 1 << 24 {
+        return Err((
+            server,
+            "max_connections",
+            "must be between 1 and 16777216".into(),
+        ));
     }
     if c.server.max_header_size.bytes() < 8192 {
         return Err((server, "max_header_size", "must be at least 8KiB".into()));
@@ -116,6 +120,19 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
                 c.cache.max_object_size, c.cache.capacity
             ),
         ));
+    }
+    let upstream = ("upstream", None);
+    for (key, value) in [
+        ("connect_timeout", c.upstream.connect_timeout),
+        (
+            "response_header_timeout",
+            c.upstream.response_header_timeout,
+        ),
+        ("idle_timeout", c.upstream.idle_timeout),
+    ] {
+        if value.get().is_zero() {
+            return Err((upstream, key, "must be greater than zero".into()));
+        }
     }
     if c.upstream.max_connections_per_host == 0 {
         return Err((
@@ -144,6 +161,19 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
                 ("route", Some(i)),
                 "path_prefix",
                 format!("{:?} must start with \"/\"", route.path_prefix),
+            ));
+        }
+        let earlier = c.routes[..i]
+            .iter()
+            .position(|r| r.host == route.host && r.path_prefix == route.path_prefix);
+        if let Some(j) = earlier {
+            return Err((
+                ("route", Some(i)),
+                "path_prefix",
+                format!(
+                    "{:?} duplicates route[{j}] (same host and path_prefix); it could never be used",
+                    route.path_prefix
+                ),
             ));
         }
     }
@@ -231,6 +261,16 @@ mod tests {
         let text = "[[route]]\nhost = \"a\"\nupstream = \"http://a\"\n[[route]]\nhost = \"b\"\npath_prefix = \"x\"\nupstream = \"http://b\"\n";
         let err = parse(text, "p.toml").unwrap_err();
         assert_eq!(err.line, Some(6), "{err}");
+    }
+
+    #[test]
+    fn duplicate_routes_and_zero_timeouts_are_rejected() {
+        let text = "[[route]]\nhost = \"a\"\nupstream = \"http://a\"\n[[route]]\nhost = \"a\"\nupstream = \"http://b\"\n";
+        let err = parse(text, "p.toml").unwrap_err();
+        assert!(err.message.contains("duplicates route[0]"), "{err}");
+        assert_eq!(err.line, Some(4), "{err}");
+        let err = parse("[upstream]\nconnect_timeout = \"0s\"\n", "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
     }
 
     #[test]

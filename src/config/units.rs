@@ -191,9 +191,21 @@ impl HostPattern {
 impl FromStr for HostPattern {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim().to_ascii_lowercase();
+        let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
         if s == "*" {
             return Ok(HostPattern::Any);
+        }
+        // Request hosts are compared without their port, so a pattern with a
+        // port could never match. IPv6 literals keep their brackets.
+        let port_free = if s.starts_with('[') {
+            s.ends_with(']')
+        } else {
+            !s.contains(':')
+        };
+        if !port_free {
+            return Err(format!(
+                "invalid host pattern {s:?}: hosts are matched without the port; remove \":port\""
+            ));
         }
         let valid = |name: &str| {
             !name.is_empty()
@@ -256,6 +268,9 @@ mod tests {
         assert!(p.matches("example.com") && !p.matches("a.example.com"));
         assert!("*".parse::<HostPattern>().unwrap().matches("anything"));
         assert!("a*b".parse::<HostPattern>().is_err());
+        assert!("a.test:8080".parse::<HostPattern>().is_err());
+        assert!("[::1]".parse::<HostPattern>().unwrap().matches("[::1]"));
+        assert!("a.test.".parse::<HostPattern>().unwrap().matches("a.test"));
     }
 
     #[test]

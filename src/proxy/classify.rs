@@ -59,7 +59,7 @@ impl Classifier {
 
         if uri.scheme_str() != Some("http") {
             return Err(ProxyError::NotImplemented(format!(
-                "{}:// requests through the proxy; use CONNECT for https",
+                "{}:// URLs through the proxy (https must be tunnelled with CONNECT)",
                 uri.scheme_str().unwrap_or_default()
             )));
         }

@@ -75,7 +75,10 @@ impl Handler {
             }
             Err(e) => {
                 tracing::debug!(peer = %client.peer, error = %e, "answered locally");
-                (error_response(&e, version), None)
+                let mut resp = error_response(&e, version);
+                // Says which hop answered, in a chain of proxies.
+                self.via.append(resp.headers_mut(), Version::HTTP_11);
+                (resp, None)
             }
         };
         done.set_status(response.status().as_u16(), upstream_status);

@@ -63,8 +63,10 @@ impl RouteTable {
             .iter()
             .filter(|(pattern, _)| pattern.matches(&host))
             .find_map(|(_, routes)| {
+                // `max_by_key` keeps the last maximum; reversed, the first wins.
                 routes
                     .iter()
+                    .rev()
                     .filter(|r| path.starts_with(&r.path_prefix))
                     .max_by_key(|r| r.path_prefix.len())
             })
