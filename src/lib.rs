@@ -4,6 +4,7 @@
 //! the same way, in-process, on port 0.
 
 pub mod access_log;
+pub mod cache;
 pub mod config;
 pub mod proxy;
 pub mod server;
@@ -88,6 +89,11 @@ impl Running {
     /// The first bound proxy address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The response cache (for inspection: size, entries).
+    pub fn cache(&self) -> &cache::Cache {
+        self.handler.cache()
     }
 
     /// New connections opened to origins since start.

@@ -121,6 +121,16 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             ),
         ));
     }
+    if !(0.0..=1.0).contains(&c.cache.heuristic_fraction) {
+        return Err((
+            ("cache", None),
+            "heuristic_fraction",
+            "must be between 0 and 1".into(),
+        ));
+    }
+    if c.cache.max_variants == 0 {
+        return Err((("cache", None), "max_variants", "must be at least 1".into()));
+    }
     let upstream = ("upstream", None);
     for (key, value) in [
         ("connect_timeout", c.upstream.connect_timeout),

@@ -90,17 +90,30 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
+    /// Store and serve responses (false: every request goes to the origin).
+    pub enabled: bool,
     /// Memory the cache may use, weighed as headers + body + overhead.
     pub capacity: Size,
     /// Responses larger than this are passed through, never stored.
     pub max_object_size: Size,
+    /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since
+    /// Last-Modified, for responses without explicit freshness.
+    pub heuristic_fraction: f64,
+    /// Upper bound of a heuristic freshness lifetime.
+    pub heuristic_max: Dur,
+    /// Vary variants kept per URL; the oldest goes first.
+    pub max_variants: usize,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
+            enabled: true,
             capacity: Size(256 << 20),
             max_object_size: Size(8 << 20),
+            heuristic_fraction: 0.1,
+            heuristic_max: Dur(std::time::Duration::from_secs(86_400)),
+            max_variants: 16,
         }
     }
 }

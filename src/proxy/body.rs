@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::Completion;
+use crate::cache::fill::Fill;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -100,6 +101,8 @@ impl Body for RequestBody {
 pub struct ProxyBody {
     kind: Kind,
     done: Option<Completion>,
+    /// Copies the body into the cache; stored only if the body ends whole.
+    fill: Option<Fill>,
 }
 
 enum Kind {
@@ -116,6 +119,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             done: None,
+            fill: None,
         }
     }
 
@@ -123,7 +127,19 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             done: None,
+            fill: None,
         }
+    }
+
+    /// Tees the body into the cache.
+    pub fn with_fill(mut self, fill: Fill) -> ProxyBody {
+        if self.kind_is_end_stream() {
+            // An empty body (Content-Length: 0, 204) is never polled.
+            fill.finish();
+        } else {
+            self.fill = Some(fill);
+        }
+        self
     }
 
     /// Attaches the bookkeeping run when the body ends or is dropped.
@@ -168,6 +184,28 @@ impl Body for ProxyBody {
                 ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(BoxError::from))
             }
         };
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(fill)) = (f.data_ref(), this.fill.as_mut()) {
+                    if !fill.push(data) {
+                        this.fill = None;
+                    }
+                }
+                // hyper stops polling a body of known length once it is read.
+                if this.kind_is_end_stream() {
+                    if let Some(fill) = this.fill.take() {
+                        fill.finish();
+                    }
+                }
+            }
+            None => {
+                if let Some(fill) = this.fill.take() {
+                    fill.finish();
+                }
+            }
+            // An origin that fails mid-body leaves nothing stored.
+            Some(Err(_)) => this.fill = None,
+        }
         if let Some(done) = this.done.as_mut() {
             match &frame {
                 Some(Ok(f)) => {

@@ -17,6 +17,10 @@ pub enum ProxyError {
     /// Our own name is already in `Via` (RFC 9110 §7.6.3).
     Loop,
     Upstream(UpstreamError),
+    /// `only-if-cached` and nothing usable stored (RFC 9111 §5.2.1.7).
+    NotCached,
+    /// A stored response that must be revalidated could not be (§5.2.2.2).
+    RevalidationFailed(UpstreamError),
 }
 
 impl ProxyError {
@@ -29,6 +33,24 @@ impl ProxyError {
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::Upstream(e) => e.status(),
+            ProxyError::NotCached | ProxyError::RevalidationFailed(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// A token for `Cache-Status: detail=` on answers made without the cache.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::NoRoute(_) => "no-route",
+            ProxyError::PayloadTooLarge(_) => "too-large",
+            ProxyError::NotImplemented(_) => "not-implemented",
+            ProxyError::Loop => "loop",
+            ProxyError::Upstream(_) => "upstream-error",
+            ProxyError::NotCached => "only-if-cached",
+            ProxyError::RevalidationFailed(_) => "must-revalidate",
         }
     }
 
@@ -57,6 +79,13 @@ impl fmt::Display for ProxyError {
                 "loop detected: this request already passed through this proxy"
             ),
             ProxyError::Upstream(e) => e.fmt(f),
+            ProxyError::NotCached => write!(f, "only-if-cached: no usable response is stored"),
+            ProxyError::RevalidationFailed(e) => {
+                write!(
+                    f,
+                    "stored response must be revalidated and could not be: {e}"
+                )
+            }
         }
     }
 }

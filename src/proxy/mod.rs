@@ -2,6 +2,7 @@
 //! classify → admit → route → [cache lookup] → upstream → deliver → log.
 
 mod body;
+mod cached;
 mod classify;
 mod error;
 mod headers;
@@ -19,9 +20,11 @@ pub use body::{BodyTooLarge, BoxError, ProxyBody, RequestBody};
 pub use error::ProxyError;
 
 use crate::access_log::{AccessLog, RequestInfo};
+use crate::cache::{key, Cache, CacheStatus, Fwd, Stored};
 use crate::config::Config;
 use crate::server::{Activity, InFlight};
 use crate::upstream::Upstream;
+use cached::{Answer, Exchange};
 use classify::{Classifier, Target};
 use headers::Via;
 
@@ -32,8 +35,14 @@ pub struct ClientConn {
     pub activity: Arc<Activity>,
 }
 
+/// RFC 9211.
+static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
 pub struct Handler {
     classifier: Classifier,
+    cache: Arc<Cache>,
+    /// `[server] name`, used in Cache-Status.
+    name: String,
     upstream: Upstream,
     access_log: AccessLog,
     via: Via,
@@ -50,6 +59,8 @@ impl Handler {
                 local_addrs,
             },
             upstream: Upstream::new(&config.upstream),
+            cache: Arc::new(Cache::new(&config.cache)),
+            name: config.server.name.clone(),
             access_log,
             via: Via::new(&config.server.name),
             max_body: config.server.max_request_body.bytes(),
@@ -60,6 +71,10 @@ impl Handler {
         &self.upstream
     }
 
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
     /// Answers one request. Never fails: every problem becomes a response.
     pub async fn handle(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
         let index = client.activity.request_started();
@@ -68,7 +83,8 @@ impl Handler {
             .access_log
             .begin(RequestInfo::of(&req, client.peer.ip()), in_flight);
         let version = req.version();
-        let (response, upstream_status) = match self.proxy(req, client, index).await {
+        let (result, cache_status) = self.proxy(req, client, index).await;
+        let (mut response, upstream_status) = match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 (resp, Some(status))
@@ -81,16 +97,50 @@ impl Handler {
                 (resp, None)
             }
         };
+        response
+            .headers_mut()
+            .insert(CACHE_STATUS.clone(), cache_status.header_value(&self.name));
         done.set_status(response.status().as_u16(), upstream_status);
         response.map(|body| body.with_completion(done))
     }
 
-    async fn proxy(
+    async fn proxy(&self, req: Request<Incoming>, client: &ClientConn, index: u64) -> Answer {
+        let (exchange, client_upgrade) = match self.prepare(req, client, index) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let detail = e.detail();
+                return (Err(e), CacheStatus::Local { detail });
+            }
+        };
+        let Some(client_upgrade) = client_upgrade else {
+            return self.exchange(exchange).await;
+        };
+        // An upgrade becomes a tunnel: nothing to look up or store.
+        let out = Request::from_parts(exchange.parts, exchange.body);
+        let result = match self.upstream.send(out, &exchange.upstream).await {
+            Ok(resp) => self.deliver(resp, Some(client_upgrade), &exchange.upstream),
+            Err(e) => Err(e.into()),
+        };
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        let outcome = Stored::NotApplicable("upgrade");
+        (
+            result,
+            CacheStatus::Forward {
+                fwd: Fwd::Bypass,
+                status,
+                outcome,
+            },
+        )
+    }
+
+    /// admit → classify → route: the request as it will go upstream, and its
+    /// cache key.
+    fn prepare(
         &self,
         mut req: Request<Incoming>,
         client: &ClientConn,
         index: u64,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<(Exchange, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
         // admit
         if client.activity.is_ambiguous(index) {
             return Err(ProxyError::BadRequest(
@@ -108,26 +158,31 @@ impl Handler {
         let upgrade = upgrade::requested(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
-        // route: where the request goes, and the head it goes with.
+        // route: where the request goes, the head it goes with, and the key
+        // of the URI the client asked for.
         let client_version = req.version();
         let (mut parts, body) = req.into_parts();
-        let (uri, upstream_label) = match &target {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let (uri, upstream_label, key) = match &target {
             Target::Forward { authority } => {
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
                     ProxyError::BadRequest("invalid host in the request URI".into())
                 })?;
                 // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
                 parts.headers.insert(header::HOST, host);
-                let label = authority.to_string();
-                (parts.uri.clone(), label)
+                let key = key::primary("http", authority.as_str(), 80, &path);
+                (parts.uri.clone(), authority.to_string(), key)
             }
             Target::Reverse { route, host } => {
                 tracing::trace!(route = %route.name, "reverse route");
-                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 let uri = Uri::builder()
                     .scheme("http")
                     .authority(route.upstream.authority.clone())
-                    .path_and_query(path)
+                    .path_and_query(path.as_str())
                     .build()
                     .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
                 let sent_host = match (route.preserve_host, host) {
@@ -135,7 +190,12 @@ impl Handler {
                     _ => route.upstream_host.clone(),
                 };
                 parts.headers.insert(header::HOST, sent_host);
-                (uri, route.upstream.authority.to_string())
+                let client_host = host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(route.upstream.authority.as_str());
+                let key = key::primary("http", client_host, 80, &path);
+                (uri, route.upstream.authority.to_string(), key)
             }
         };
         parts.uri = uri;
@@ -161,13 +221,13 @@ impl Handler {
             );
         }
         self.via.append(&mut parts.headers, client_version);
-
-        // The cache lookup (RFC 9111) goes here: a hit is answered without
-        // touching the upstream; a miss continues below.
-
-        let out = Request::from_parts(parts, RequestBody::new(body, self.max_body));
-        let resp = self.upstream.send(out, &upstream_label).await?;
-        self.deliver(resp, client_upgrade, &upstream_label)
+        let exchange = Exchange {
+            parts,
+            body: RequestBody::new(body, self.max_body),
+            upstream: upstream_label,
+            key,
+        };
+        Ok((exchange, client_upgrade))
     }
 
     /// The origin's response, made fit for the client.

@@ -1,0 +1,186 @@
+//! Cache keys. The primary key is the target URI: scheme, lower-cased host,
+//! port (always written, so `:80` and no port are one key), path and query.
+//! Leaving the host out would let virtual hosts poison each other.
+//! The secondary key (RFC 9111 §4.1) is the normalized values of the request
+//! fields a response's `Vary` names.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// `http://example.com:80/path?q`: the key, and the origin for §4.4 same-origin checks.
+pub fn primary(scheme: &str, host: &str, default_port: u16, path_and_query: &str) -> String {
+    let host = host.trim();
+    let (name, port) = split_port(host);
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let port = port.unwrap_or(default_port);
+    let path = if path_and_query.is_empty() {
+        "/"
+    } else {
+        path_and_query
+    };
+    format!("{scheme}://{name}:{port}{path}")
+}
+
+/// The `scheme://host:port` prefix of a primary key.
+pub fn origin_of(key: &str) -> &str {
+    let after_scheme = key.find("://").map_or(0, |i| i + 3);
+    let end = key[after_scheme..]
+        .find('/')
+        .map_or(key.len(), |i| after_scheme + i);
+    &key[..end]
+}
+
+fn split_port(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return match rest.split_once(']') {
+            Some((_, after)) => {
+                let end = host.len() - after.len();
+                (
+                    &host[..end],
+                    after.strip_prefix(':').and_then(|p| p.parse().ok()),
+                )
+            }
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => {
+            (name, port.parse().ok())
+        }
+        _ => (host, None),
+    }
+}
+
+/// What a response's `Vary` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vary {
+    /// `Vary: *`: no later request can match (§4.1).
+    Star,
+    /// The request fields that select this response (possibly none).
+    Fields(Vec<HeaderName>),
+}
+
+impl Vary {
+    pub fn of(response: &HeaderMap) -> Vary {
+        let mut names = Vec::new();
+        for value in response.get_all(header::VARY) {
+            let Ok(value) = value.to_str() else { continue };
+            for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if name == "*" {
+                    return Vary::Star;
+                }
+                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        Vary::Fields(names)
+    }
+}
+
+/// The secondary key: for each field `Vary` names, the request's normalized
+/// value (`None` when absent; absent and empty differ, §4.1).
+pub type Secondary = Vec<(HeaderName, Option<String>)>;
+
+pub fn secondary(names: &[HeaderName], request: &HeaderMap) -> Secondary {
+    names
+        .iter()
+        .map(|name| (name.clone(), normalized(name, request)))
+        .collect()
+}
+
+/// Whether `request` selects the variant stored with `stored` (§4.1).
+pub fn matches(stored: &Secondary, request: &HeaderMap) -> bool {
+    stored
+        .iter()
+        .all(|(name, value)| normalized(name, request).as_deref() == value.as_deref())
+}
+
+/// Combines field lines, collapses whitespace around commas (§4.1 allows
+/// normalizing by the field's syntax); Accept-Encoding becomes a sorted,
+/// lower-case set of codings without the ones refused with q=0, so that
+/// browsers sending the same preferences in another order share a variant.
+fn normalized(name: &HeaderName, request: &HeaderMap) -> Option<String> {
+    let mut values = request.get_all(name).iter().peekable();
+    values.peek()?;
+    let items: Vec<String> = values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|item| !item.is_empty())
+        .collect();
+    if name == header::ACCEPT_ENCODING {
+        let mut codings: Vec<String> = items
+            .iter()
+            .filter_map(|item| {
+                let mut parts = item.split(';');
+                let coding = parts.next()?.trim().to_ascii_lowercase();
+                let refused = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q == 0.0)
+                });
+                (!refused).then_some(coding)
+            })
+            .collect();
+        codings.sort();
+        codings.dedup();
+        return Some(codings.join(","));
+    }
+    Some(items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn primary_key_normalizes_host_and_default_port() {
+        let a = primary("http", "Example.COM", 80, "/a?b=1");
+        assert_eq!(a, "http://example.com:80/a?b=1");
+        assert_eq!(primary("http", "example.com:80", 80, "/a?b=1"), a);
+        assert_eq!(primary("http", "example.com.", 80, "/a?b=1"), a);
+        assert_ne!(primary("http", "example.com:8080", 80, "/a?b=1"), a);
+        assert_ne!(primary("http", "other.com", 80, "/a?b=1"), a);
+        assert_eq!(primary("http", "[::1]:81", 80, ""), "http://[::1]:81/");
+        assert_eq!(origin_of("http://a:80/x/y"), "http://a:80");
+    }
+
+    #[test]
+    fn vary_parsing() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::VARY,
+            HeaderValue::from_static("Accept-Encoding, accept-language"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        assert_eq!(
+            Vary::of(&h),
+            Vary::Fields(vec![header::ACCEPT_ENCODING, header::ACCEPT_LANGUAGE])
+        );
+        h.append(header::VARY, HeaderValue::from_static("*"));
+        assert_eq!(Vary::of(&h), Vary::Star);
+    }
+
+    #[test]
+    fn accept_encoding_is_normalized() {
+        let req = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let names = [header::ACCEPT_ENCODING];
+        let stored = secondary(&names, &req("gzip, br"));
+        assert!(matches(&stored, &req("br,gzip")));
+        assert!(matches(&stored, &req("BR ; q=1, gzip, identity;q=0")));
+        assert!(!matches(&stored, &req("gzip")));
+        assert!(!matches(&stored, &HeaderMap::new()));
+        let none = secondary(&names, &HeaderMap::new());
+        assert!(matches(&none, &HeaderMap::new()));
+        assert!(!matches(&none, &req("")));
+    }
+}

@@ -1,0 +1,201 @@
+//! The in-memory store: moka, weighed by each entry's real size (head + body +
+//! bookkeeping), holding every Vary variant of a URL under its primary key so
+//! that removing a URL removes them all.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use moka::ops::compute::Op;
+
+use super::key::{self, Secondary};
+use super::policy::StoredResponse;
+
+/// Bytes charged per entry beyond its fields and body: the structs, the Arc,
+/// moka's node and the key. An estimate that errs on the heavy side.
+const ENTRY_OVERHEAD: usize = 512;
+/// Bytes charged per header field beyond its name and value (HeaderMap slots).
+const FIELD_OVERHEAD: usize = 48;
+
+/// One stored response (one Vary variant of a URL).
+#[derive(Debug)]
+pub struct Entry {
+    pub head: StoredResponse,
+    pub body: Bytes,
+    /// The request field values this variant was stored for (§4.1).
+    pub secondary: Secondary,
+    weight: usize,
+}
+
+impl Entry {
+    pub fn new(head: StoredResponse, body: Bytes, secondary: Secondary) -> Entry {
+        let weight = ENTRY_OVERHEAD
+            + body.len()
+            + head_weight(&head.headers)
+            + secondary
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, String::len) + FIELD_OVERHEAD)
+                .sum::<usize>();
+        Entry {
+            head,
+            body,
+            secondary,
+            weight,
+        }
+    }
+
+    /// Bytes this entry is charged against the capacity.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
+fn head_weight(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + FIELD_OVERHEAD)
+        .sum()
+}
+
+/// The variants stored for one URL, newest first.
+pub type Variants = Arc<Vec<Arc<Entry>>>;
+
+/// What a lookup found for a request.
+pub enum Lookup {
+    /// A variant whose secondary key matches the request.
+    Found {
+        entry: Arc<Entry>,
+        index: usize,
+        all: Variants,
+    },
+    /// Variants exist, none for this request's Vary fields.
+    VaryMiss {
+        all: Variants,
+    },
+    Miss,
+}
+
+pub struct Store {
+    cache: moka::sync::Cache<String, Variants>,
+    max_variants: usize,
+}
+
+impl Store {
+    pub fn new(capacity: u64, max_variants: usize) -> Store {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|key: &String, variants: &Variants| {
+                let bytes = key.len() + variants.iter().map(|e| e.weight()).sum::<usize>();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .build();
+        Store {
+            cache,
+            max_variants: max_variants.max(1),
+        }
+    }
+
+    pub fn lookup(&self, key: &str, request: &HeaderMap) -> Lookup {
+        let Some(all) = self.cache.get(key) else {
+            return Lookup::Miss;
+        };
+        match all.iter().position(|e| key::matches(&e.secondary, request)) {
+            Some(index) => Lookup::Found {
+                entry: all[index].clone(),
+                index,
+                all,
+            },
+            None => Lookup::VaryMiss { all },
+        }
+    }
+
+    /// Stores `entry`, replacing the variant with the same secondary key and
+    /// dropping the oldest variants beyond `max_variants`. Atomic per URL.
+    pub fn insert(&self, key: &str, entry: Arc<Entry>) {
+        let max = self.max_variants;
+        self.cache.entry_by_ref(key).and_compute_with(|current| {
+            let mut list: Vec<Arc<Entry>> = Vec::with_capacity(max.min(4));
+            list.push(entry.clone());
+            if let Some(current) = current {
+                list.extend(
+                    current
+                        .value()
+                        .iter()
+                        .filter(|e| e.secondary != entry.secondary)
+                        .take(max - 1)
+                        .cloned(),
+                );
+            }
+            Op::Put(Arc::new(list))
+        });
+    }
+
+    /// Removes every variant stored for `key`; true when something was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.cache.remove(key).is_some()
+    }
+
+    /// Bytes charged against the capacity (after pending evictions ran).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
+    /// URLs stored (after pending evictions ran).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::tests_support::{headers, stored};
+    use http::header;
+
+    fn entry(body: &'static str, accept: Option<&str>) -> Entry {
+        let req = headers(
+            &accept
+                .map(|a| vec![("accept-encoding", a)])
+                .unwrap_or_default(),
+        );
+        Entry::new(
+            stored(200, &[("cache-control", "max-age=60")]),
+            Bytes::from_static(body.as_bytes()),
+            key::secondary(&[header::ACCEPT_ENCODING], &req),
+        )
+    }
+
+    #[test]
+    fn variants_replace_and_cap() {
+        let store = Store::new(1 << 20, 2);
+        store.insert("k", Arc::new(entry("gzip-1", Some("gzip"))));
+        store.insert("k", Arc::new(entry("br", Some("br"))));
+        store.insert("k", Arc::new(entry("gzip-2", Some("gzip"))));
+        let Lookup::Found { entry: e, .. } =
+            store.lookup("k", &headers(&[("accept-encoding", "gzip")]))
+        else {
+            panic!("gzip variant stored")
+        };
+        assert_eq!(&e.body[..], b"gzip-2");
+        assert!(matches!(
+            store.lookup("k", &headers(&[("accept-encoding", "br")])),
+            Lookup::Found { .. }
+        ));
+        // A third distinct variant pushes out the oldest (br).
+        store.insert("k", Arc::new(entry("none", None)));
+        assert!(matches!(
+            store.lookup("k", &headers(&[("accept-encoding", "br")])),
+            Lookup::VaryMiss { .. }
+        ));
+        assert!(store.remove("k"));
+        assert!(matches!(store.lookup("k", &HeaderMap::new()), Lookup::Miss));
+    }
+
+    #[test]
+    fn weight_counts_head_body_and_overhead() {
+        let e = entry("12345", None);
+        assert!(e.weight() > 5 + ENTRY_OVERHEAD);
+    }
+}
