@@ -4,8 +4,9 @@
 #
 #   benches/load.sh            # needs: wrk, nginx (apt-get install -y wrk nginx-light)
 #
-# Scenario today: pass-through of a 1 KiB response the origin marks no-store
-# (viaduct has no cache yet, so every request goes to the origin).
+# Scenarios: (a) cache hit of a 1 KiB response (origin: max-age=600; nginx
+# peer uses proxy_cache), (c) pass-through of a 1 KiB response the origin marks
+# no-store.
 # Env: DURATION (default 10s), CONNECTIONS (64), TURNS (3).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,10 +41,12 @@ events { worker_connections 4096; }
 http {
     access_log off;
     upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+    proxy_cache_path $work/nginx-cache keys_zone=hot:16m max_size=256m;
     server {
         listen 127.0.0.1:$ORIGIN_PORT;
         root $work/www;
-        location / { add_header Cache-Control no-store; }
+        location /pass/ { alias $work/www/; add_header Cache-Control no-store; }
+        location /hit/ { alias $work/www/; add_header Cache-Control max-age=600; }
     }
     server {
         listen 127.0.0.1:$NGINX_PORT;
@@ -51,6 +54,7 @@ http {
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_cache hot;
         }
     }
 }
@@ -71,13 +75,15 @@ CONF
 ./target/release/viaduct -c "$work/viaduct.toml" &
 pids+=($!)
 sleep 1
-curl -fsS -o /dev/null "http://127.0.0.1:$VIADUCT_PORT/1k"
-curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT/1k"
+for port in $VIADUCT_PORT $NGINX_PORT; do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/pass/1k"
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/hit/1k"
+done
 
 # wrk prints "Requests/sec: N" and a latency distribution with --latency.
 run() {
     local out
-    out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$1/1k")
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$1$2")
     local rps p99 errors
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -86,17 +92,22 @@ run() {
 }
 rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 
-best_v=0 best_n=0
-for turn in $(seq "$TURNS"); do
-    read -r v vp99 verr <<<"$(run $VIADUCT_PORT)"
-    read -r n np99 nerr <<<"$(run $NGINX_PORT)"
-    printf 'turn %s: viaduct %10.0f req/s p99 %-8s | nginx %10.0f req/s p99 %-8s errors: %s / %s\n' \
-        "$turn" "$v" "$vp99" "$n" "$np99" "$verr" "$nerr"
-    best_v=$(awk -v a="$best_v" -v b="$v" 'BEGIN{print (b>a)?b:a}')
-    best_n=$(awk -v a="$best_n" -v b="$n" 'BEGIN{print (b>a)?b:a}')
-done
-echo
-echo "pass-through 1 KiB (no-store), wrk -t1 -c$CONNECTIONS -d$DURATION, best of $TURNS turns"
-printf '  viaduct %10.0f req/s  peak RSS %s KiB\n' "$best_v" "$(rss_kb "${pids[1]}")"
-printf '  nginx   %10.0f req/s\n' "$best_n"
-awk -v a="$best_v" -v b="$best_n" 'BEGIN{printf "  ratio viaduct/nginx %.2f\n", a/b}'
+scenario() {
+    local name=$1 path=$2 best_v=0 best_n=0
+    echo "== $name"
+    for turn in $(seq "$TURNS"); do
+        read -r v vp99 verr <<<"$(run $VIADUCT_PORT "$path")"
+        read -r n np99 nerr <<<"$(run $NGINX_PORT "$path")"
+        printf 'turn %s: viaduct %10.0f req/s p99 %-8s | nginx %10.0f req/s p99 %-8s errors: %s / %s\n' \
+            "$turn" "$v" "$vp99" "$n" "$np99" "$verr" "$nerr"
+        best_v=$(awk -v a="$best_v" -v b="$v" 'BEGIN{print (b>a)?b:a}')
+        best_n=$(awk -v a="$best_n" -v b="$n" 'BEGIN{print (b>a)?b:a}')
+    done
+    awk -v a="$best_v" -v b="$best_n" -v name="$name" \
+        'BEGIN{printf "%s: best viaduct %.0f req/s, nginx %.0f req/s, ratio viaduct/nginx %.2f\n\n", name, a, b, a/b}'
+}
+
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, best of $TURNS alternating turns"
+scenario "hit 1 KiB" /hit/1k
+scenario "pass-through 1 KiB (no-store)" /pass/1k
+printf 'viaduct peak RSS %s KiB\n' "$(rss_kb "${pids[1]}")"
