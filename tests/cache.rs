@@ -587,3 +587,35 @@ async fn cache_status_explains_local_answers_bypasses_and_a_disabled_cache() {
     assert_eq!(origin.count("/c/disabled"), 2);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_unstorable_answer_to_revalidation_replaces_the_stale_entry() {
+    let origin = Origin::start(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            reply(&[("cache-control", "no-store")], "new and private")
+        } else {
+            reply(
+                &[("cache-control", "max-age=0"), ("etag", "\"old\"")],
+                "old",
+            )
+        }
+    })
+    .await;
+    let proxy = start_default().await;
+    let url = origin.url("/c/replace");
+    assert_eq!(fetch(proxy.addr(), get(&url)).await.text(), "old");
+    let second = fetch(proxy.addr(), get(&url)).await;
+    assert_eq!(second.text(), "new and private");
+    assert!(
+        cache_status(&second).contains("fwd=stale; fwd-status=200; detail=no-store"),
+        "{}",
+        cache_status(&second)
+    );
+    let third = fetch(proxy.addr(), get(&url)).await;
+    assert!(
+        cache_status(&third).contains("fwd=uri-miss"),
+        "the old entry survived: {}",
+        cache_status(&third)
+    );
+    proxy.shutdown().await;
+}

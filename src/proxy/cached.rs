@@ -134,9 +134,15 @@ impl Handler {
                 Err(e.into()),
                 forwarded(fwd, None, Stored::NotApplicable("")),
             ),
-            Ok(resp) => {
-                self.store_and_deliver(resp, &method, &request_headers, key, fwd, request_time)
-            }
+            Ok(resp) => self.store_and_deliver(
+                resp,
+                &method,
+                &request_headers,
+                key,
+                fwd,
+                request_time,
+                false,
+            ),
         }
     }
 
@@ -197,6 +203,7 @@ impl Handler {
                 ex.key,
                 fwd,
                 request_time,
+                true,
             );
         }
         let response_time = SystemTime::now();
@@ -225,7 +232,10 @@ impl Handler {
     }
 
     /// Delivers an origin response, teeing its body into the store when RFC
-    /// 9111 §3 allows and it fits.
+    /// 9111 §3 allows and it fits. `replacing`: the response answers a
+    /// revalidation, so a new representation that may not be stored must not
+    /// leave the old one behind (a 5xx keeps it, for stale-if-error).
+    #[allow(clippy::too_many_arguments)]
     fn store_and_deliver(
         &self,
         resp: Response<Incoming>,
@@ -234,6 +244,7 @@ impl Handler {
         key: String,
         fwd: Fwd,
         request_time: SystemTime,
+        replacing: bool,
     ) -> Answer {
         let response_time = SystemTime::now();
         let (mut parts, body) = resp.into_parts();
@@ -264,7 +275,12 @@ impl Handler {
                 let fill = Fill::new(self.cache.clone(), key, head, secondary, expected);
                 (Stored::Yes { ttl }, Some(fill))
             }
-            Err(why) => (Stored::No(why), None),
+            Err(why) => {
+                if replacing && !status.is_server_error() {
+                    self.cache.store.remove(&key);
+                }
+                (Stored::No(why), None)
+            }
         };
         self.via.append(&mut parts.headers, parts.version);
         parts.version = Version::HTTP_11;
