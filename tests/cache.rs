@@ -566,13 +566,13 @@ async fn cache_status_explains_local_answers_bypasses_and_a_disabled_cache() {
     let mut client = Client::connect(proxy.addr()).await;
     let got = get_with(
         &mut client,
-        &origin.url("/c/range"),
-        &[("range", "bytes=0-3")],
+        &origin.url("/c/precondition"),
+        &[("if-match", "\"x\"")],
     )
     .await;
     assert_eq!(
         cache_status(&got),
-        "viaduct; fwd=bypass; fwd-status=200; detail=range"
+        "viaduct; fwd=bypass; fwd-status=200; detail=precondition"
     );
     proxy.shutdown().await;
 

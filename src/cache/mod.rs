@@ -1,16 +1,24 @@
 //! The HTTP cache (RFC 9111): a typed Cache-Control parser, a pure policy,
-//! keys with Vary, a byte-weighed store, and the fill that tees a response
-//! body into the store while it streams to the client.
+//! keys with Vary, a byte-weighed store, the fill that tees a response body
+//! into the store, request collapsing, and the stale-serving extensions
+//! (RFC 5861).
 
 pub mod control;
 pub mod fill;
+pub mod flight;
 pub mod key;
 pub mod policy;
+pub mod range;
 pub mod status;
 pub mod store;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::config::CacheConfig;
-use policy::Heuristics;
+use control::RequestControl;
+use flight::Flights;
+use policy::{Heuristics, StoredResponse};
 use store::Store;
 
 pub use status::{CacheStatus, Fwd, Stored};
@@ -19,21 +27,77 @@ pub use status::{CacheStatus, Fwd, Stored};
 /// part of the pure policy.
 pub struct Cache {
     pub store: Store,
+    pub flights: Arc<Flights>,
     pub enabled: bool,
     pub heuristics: Heuristics,
     pub max_object_size: u64,
+    /// Default stale windows, used when the response names none (RFC 5861).
+    default_swr: u64,
+    default_sie: u64,
+    pub stats: CacheStats,
+}
+
+/// Counters for the metrics work.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Requests answered from another request's fetch.
+    pub collapsed: AtomicU64,
+    /// Stale responses served (stale-while-revalidate, stale-if-error, max-stale).
+    pub stale_served: AtomicU64,
+    pub background_revalidations: AtomicU64,
+    /// URLs (with all their variants) removed by purge requests.
+    pub purges: AtomicU64,
+}
+
+impl CacheStats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Cache {
     pub fn new(config: &CacheConfig) -> Cache {
         Cache {
             store: Store::new(config.capacity.bytes(), config.max_variants),
+            flights: Arc::new(Flights::new(
+                config.collapse_timeout.get(),
+                config.hit_for_miss.get(),
+            )),
             enabled: config.enabled,
             heuristics: Heuristics {
                 fraction: config.heuristic_fraction,
                 max: config.heuristic_max.get(),
             },
             max_object_size: config.max_object_size.bytes(),
+            default_swr: config.stale_while_revalidate.get().as_secs(),
+            default_sie: config.stale_if_error.get().as_secs(),
+            stats: CacheStats::default(),
         }
+    }
+
+    /// Seconds past expiry during which `head` may be served while it is
+    /// revalidated in the background (RFC 5861 §3); 0 when forbidden.
+    pub fn stale_while_revalidate(&self, head: &StoredResponse) -> u64 {
+        if head.control.forbids_stale() {
+            return 0;
+        }
+        head.control
+            .stale_while_revalidate
+            .unwrap_or(self.default_swr)
+    }
+
+    /// Seconds past expiry during which `head` may be served when the origin
+    /// fails (RFC 5861 §4), from the response, the request, or the default.
+    pub fn stale_if_error(&self, head: &StoredResponse, request: Option<&RequestControl>) -> u64 {
+        if head.control.forbids_stale() {
+            return 0;
+        }
+        let from_request = request.and_then(|r| r.stale_if_error);
+        head.control
+            .stale_if_error
+            .into_iter()
+            .chain(from_request)
+            .max()
+            .unwrap_or(self.default_sie)
     }
 }

@@ -49,6 +49,15 @@ pub enum CacheStatus {
         status: Option<u16>,
         outcome: Stored,
     },
+    /// Answered from another request's fetch of the same URL (collapsed).
+    Collapsed { fwd: Fwd, status: u16, ttl: i64 },
+    /// A stale stored response served on purpose: while it is revalidated in
+    /// the background, or because the origin failed (RFC 5861).
+    StaleServed {
+        ttl: i64,
+        fwd_status: Option<u16>,
+        reason: &'static str,
+    },
     /// Answered by the proxy without cache or origin (errors, refusals).
     Local { detail: &'static str },
 }
@@ -88,6 +97,8 @@ impl CacheStatus {
                 fwd: Fwd::Method | Fwd::Bypass,
                 ..
             } => "pass",
+            CacheStatus::Collapsed { .. } => "collapsed",
+            CacheStatus::StaleServed { .. } => "stale",
             CacheStatus::Local { .. } => "local",
         }
     }
@@ -126,6 +137,24 @@ impl CacheStatus {
                         }
                     }
                 }
+            }
+            CacheStatus::Collapsed { fwd, status, ttl } => {
+                let _ = write!(
+                    s,
+                    "; fwd={}; fwd-status={status}; collapsed; ttl={ttl}",
+                    fwd.as_str()
+                );
+            }
+            CacheStatus::StaleServed {
+                ttl,
+                fwd_status,
+                reason,
+            } => {
+                let _ = write!(s, "; hit; ttl={ttl}; fwd=stale");
+                if let Some(status) = fwd_status {
+                    let _ = write!(s, "; fwd-status={status}");
+                }
+                let _ = write!(s, "; detail={reason}");
             }
             CacheStatus::Local { detail } => {
                 let _ = write!(s, "; detail={detail}");

@@ -103,6 +103,18 @@ pub struct CacheConfig {
     pub heuristic_max: Dur,
     /// Vary variants kept per URL; the oldest goes first.
     pub max_variants: usize,
+    /// How long a request waits for another request's fetch of the same URL
+    /// before fetching on its own.
+    pub collapse_timeout: Dur,
+    /// After a response that cannot be shared, requests for that URL fetch
+    /// on their own (not collapsed) for this long.
+    pub hit_for_miss: Dur,
+    /// Default stale-while-revalidate window when the response names none.
+    pub stale_while_revalidate: Dur,
+    /// Default stale-if-error window when neither response nor request names one.
+    pub stale_if_error: Dur,
+    /// Clients allowed to send PURGE on the proxy port.
+    pub purge_allow: Vec<Cidr>,
 }
 
 impl Default for CacheConfig {
@@ -114,6 +126,14 @@ impl Default for CacheConfig {
             heuristic_fraction: 0.1,
             heuristic_max: Dur(std::time::Duration::from_secs(86_400)),
             max_variants: 16,
+            collapse_timeout: Dur(std::time::Duration::from_secs(5)),
+            hit_for_miss: Dur(std::time::Duration::from_secs(30)),
+            stale_while_revalidate: Dur(std::time::Duration::ZERO),
+            stale_if_error: Dur(std::time::Duration::ZERO),
+            purge_allow: vec![
+                "127.0.0.0/8".parse().expect("valid literal"),
+                "::1/128".parse().expect("valid literal"),
+            ],
         }
     }
 }

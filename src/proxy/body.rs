@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::Completion;
 use crate::cache::fill::Fill;
+use crate::cache::flight::FlightBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -108,6 +109,8 @@ pub struct ProxyBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// Shared with other requests through a collapsed fetch.
+    Flight(FlightBody),
 }
 
 impl ProxyBody {
@@ -126,6 +129,14 @@ impl ProxyBody {
     pub fn upstream(body: Incoming) -> ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
+            done: None,
+            fill: None,
+        }
+    }
+
+    pub fn flight(body: FlightBody) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Flight(body),
             done: None,
             fill: None,
         }
@@ -165,6 +176,7 @@ impl ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Flight(body) => body.is_end_stream(),
         }
     }
 }
@@ -183,6 +195,7 @@ impl Body for ProxyBody {
             Kind::Upstream(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(BoxError::from))
             }
+            Kind::Flight(body) => ready!(Pin::new(body).poll_frame(cx)),
         };
         match &frame {
             Some(Ok(f)) => {
@@ -228,6 +241,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.size_hint(),
+            Kind::Flight(body) => body.size_hint(),
         }
     }
 }

@@ -4,9 +4,13 @@
 mod body;
 mod cached;
 mod classify;
+mod collapse;
 mod error;
+mod fill_task;
 mod headers;
+mod purge;
 mod routes;
+mod serve;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -43,11 +47,13 @@ pub struct Handler {
     cache: Arc<Cache>,
     /// `[server] name`, used in Cache-Status.
     name: String,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     access_log: AccessLog,
     via: Via,
     /// `[server] max_request_body` in bytes; 0 means unlimited.
     max_body: u64,
+    /// `[cache] purge_allow`.
+    purge_allow: Vec<crate::config::Cidr>,
 }
 
 impl Handler {
@@ -58,12 +64,13 @@ impl Handler {
                 routes: routes::RouteTable::new(&config.routes),
                 local_addrs,
             },
-            upstream: Upstream::new(&config.upstream),
+            upstream: Arc::new(Upstream::new(&config.upstream)),
             cache: Arc::new(Cache::new(&config.cache)),
             name: config.server.name.clone(),
             access_log,
             via: Via::new(&config.server.name),
             max_body: config.server.max_request_body.bytes(),
+            purge_allow: config.cache.purge_allow.clone(),
         }
     }
 
@@ -105,6 +112,9 @@ impl Handler {
     }
 
     async fn proxy(&self, req: Request<Incoming>, client: &ClientConn, index: u64) -> Answer {
+        if req.method().as_str() == "PURGE" {
+            return self.purge(&req, client);
+        }
         let (exchange, client_upgrade) = match self.prepare(req, client, index) {
             Ok(prepared) => prepared,
             Err(e) => {

@@ -43,9 +43,12 @@ pub struct Seen {
 struct OriginState {
     seen: Mutex<Vec<Seen>>,
     connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 type Handler = Arc<dyn Fn(&Seen) -> Response<TestBody> + Send + Sync>;
+type Delay = Arc<dyn Fn(&Seen) -> Duration + Send + Sync>;
 
 /// An HTTP/1.1 origin on 127.0.0.1:0 that records every request and connection.
 #[derive(Clone)]
@@ -59,6 +62,15 @@ impl Origin {
     pub async fn start(
         handler: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
     ) -> Origin {
+        Origin::start_delayed(handler, |_| Duration::ZERO).await
+    }
+
+    /// Like `start`, but each answer waits `delay(request)` first (a slow origin).
+    pub async fn start_delayed(
+        handler: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
+        delay: impl Fn(&Seen) -> Duration + Send + Sync + 'static,
+    ) -> Origin {
+        let delay: Delay = Arc::new(delay);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(OriginState::default());
@@ -72,11 +84,15 @@ impl Origin {
                 st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 let handler = handler.clone();
+                let delay = delay.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
                         let handler = handler.clone();
+                        let delay = delay.clone();
                         async move {
+                            let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            st.max_in_flight.fetch_max(now, Ordering::SeqCst);
                             let (parts, body) = req.into_parts();
                             let body = body
                                 .collect()
@@ -90,8 +106,10 @@ impl Origin {
                                 headers: parts.headers,
                                 body,
                             };
+                            st.seen.lock().unwrap().push(seen.clone());
+                            tokio::time::sleep(delay(&seen)).await;
                             let resp = handler(&seen);
-                            st.seen.lock().unwrap().push(seen);
+                            st.in_flight.fetch_sub(1, Ordering::SeqCst);
                             Ok::<_, Infallible>(resp)
                         }
                     });
@@ -130,6 +148,11 @@ impl Origin {
             .last()
             .cloned()
             .expect("the origin received a request")
+    }
+
+    /// The most requests this origin was handling at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted so far.

@@ -1,0 +1,241 @@
+//! Getting a response from the origin through a flight: the first request
+//! for a key leads (its fetch runs in a task), later ones follow and share it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, Version};
+
+use super::body::{ProxyBody, RequestBody};
+use super::cached::{forwarded, Answer, Exchange};
+use super::error::ProxyError;
+use super::fill_task::{self, copy_parts, FillJob};
+use super::Handler;
+use crate::cache::control::RequestControl;
+use crate::cache::flight::{Flight, FlightBody, Join, LeaderAnswer, Phase};
+use crate::cache::policy::{validation, NotStored};
+use crate::cache::store::{Entry, Variants};
+use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
+
+/// What the stored side knows when a request goes to the origin.
+pub(super) struct Refill {
+    /// Stored variants to revalidate, and the one this request selected.
+    pub revalidating: Option<(Variants, Option<usize>)>,
+    pub fwd: Fwd,
+    /// The stale entry, for stale-if-error.
+    pub stale: Option<Arc<Entry>>,
+    pub req_cc: RequestControl,
+}
+
+enum Next {
+    Stream(Arc<http::response::Parts>, i64, Option<u64>),
+    Entry(Arc<Entry>, u16, i64),
+    Leader(Option<LeaderAnswer>),
+    WaitForWhole,
+    Alone,
+}
+
+impl Handler {
+    pub(super) async fn refill(&self, ex: Exchange, refill: Refill) -> Answer {
+        // HEAD cannot fill the store; it goes alone.
+        if ex.parts.method != Method::GET {
+            return self.alone(ex, refill).await;
+        }
+        match self.cache.flights.join(&ex.key) {
+            Join::Alone => self.alone(ex, refill).await,
+            Join::Leader(flight, guard) => {
+                let method = ex.parts.method.clone();
+                let client = ex.parts.headers.clone();
+                let fallback = Exchange {
+                    parts: copy_parts(&ex.parts),
+                    body: RequestBody::Empty,
+                    upstream: ex.upstream.clone(),
+                    key: ex.key.clone(),
+                };
+                let job = self.fill_job(ex, refill.revalidating.clone());
+                tokio::spawn(fill_task::run(job, flight.clone(), guard));
+                match self
+                    .await_flight(&flight, true, &method, &client, &refill)
+                    .await
+                {
+                    Some(answer) => answer,
+                    None => self.alone(fallback, refill).await,
+                }
+            }
+            Join::Follower(flight) => {
+                let method = ex.parts.method.clone();
+                let wait = self.await_flight(&flight, false, &method, &ex.parts.headers, &refill);
+                match tokio::time::timeout(self.cache.flights.timeout, wait).await {
+                    Ok(Some(answer)) => answer,
+                    // Timed out, or the leader's answer cannot be shared.
+                    _ => self.alone(ex, refill).await,
+                }
+            }
+        }
+    }
+
+    /// Starts one background revalidation for `key` unless one is running
+    /// (RFC 5861 §3).
+    pub(super) fn revalidate_in_background(&self, ex: &Exchange, all: Variants, index: usize) {
+        if let Join::Leader(flight, guard) = self.cache.flights.join(&ex.key) {
+            CacheStats::count(&self.cache.stats.background_revalidations);
+            let copy = Exchange {
+                parts: copy_parts(&ex.parts),
+                body: RequestBody::Empty,
+                upstream: ex.upstream.clone(),
+                key: ex.key.clone(),
+            };
+            let job = self.fill_job(copy, Some((all, Some(index))));
+            tokio::spawn(fill_task::run(job, flight, guard));
+        }
+    }
+
+    /// The request the fill task sends: the whole representation (no Range,
+    /// none of the client's conditionals), conditional on what we hold.
+    fn fill_job(&self, ex: Exchange, revalidating: Option<(Variants, Option<usize>)>) -> FillJob {
+        let mut parts = ex.parts;
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::RANGE,
+            header::IF_RANGE,
+        ] {
+            parts.headers.remove(name);
+        }
+        let plain = Request::from_parts(copy_parts(&parts), ());
+        if let Some((all, selected)) = &revalidating {
+            let selected = selected.map(|i| &all[i].head);
+            for (name, value) in
+                validation::conditional_fields(all.iter().map(|e| &e.head), selected)
+            {
+                parts.headers.insert(name, value);
+            }
+        }
+        FillJob {
+            upstream: self.upstream.clone(),
+            cache: self.cache.clone(),
+            request: Request::from_parts(parts, ex.body),
+            plain,
+            label: ex.upstream,
+            key: ex.key,
+            revalidating,
+        }
+    }
+
+    /// Turns a flight's result into this request's answer; `None` means
+    /// "fetch on your own".
+    async fn await_flight(
+        &self,
+        flight: &Arc<Flight>,
+        leader: bool,
+        method: &Method,
+        client: &HeaderMap,
+        refill: &Refill,
+    ) -> Option<Answer> {
+        // A range is served from the whole stored body, so wait for it.
+        let wants_range = client.contains_key(header::RANGE);
+        let decide = |phase: &mut Phase, overflowed: bool| match phase {
+            Phase::Pending => Next::WaitForWhole,
+            Phase::Filling { .. } if overflowed && !leader => Next::Alone,
+            Phase::Filling { head, ttl, length } => {
+                if (leader || length.is_some()) && !wants_range {
+                    Next::Stream(head.clone(), *ttl, *length)
+                } else if leader && overflowed {
+                    // Too large to store: the leader gets the whole body.
+                    Next::Stream(head.clone(), *ttl, *length)
+                } else {
+                    Next::WaitForWhole
+                }
+            }
+            Phase::Done { entry, status, ttl } => Next::Entry(entry.clone(), *status, *ttl),
+            Phase::LeaderOnly(answer) if leader => Next::Leader(answer.take()),
+            Phase::LeaderOnly(_) => Next::Alone,
+        };
+        let mut next = flight.wait(false, &decide).await;
+        if matches!(next, Next::WaitForWhole) {
+            next = flight.wait(true, &decide).await;
+        }
+        let fwd = refill.fwd;
+        let answer = match next {
+            Next::WaitForWhole | Next::Alone => return None,
+            Next::Stream(head, ttl, length) => {
+                let mut parts = (*head).clone();
+                self.via.append(&mut parts.headers, parts.version);
+                parts.version = Version::HTTP_11;
+                let status = parts.status.as_u16();
+                let body = ProxyBody::flight(FlightBody::new(flight.clone(), leader, length));
+                let cache_status = self.shared_status(leader, fwd, status, ttl);
+                (Ok(Response::from_parts(parts, body)), cache_status)
+            }
+            Next::Entry(entry, status, ttl) => {
+                let resp = self.serve_stored(&entry, method, client, SystemTime::now(), false);
+                (Ok(resp), self.shared_status(leader, fwd, status, ttl))
+            }
+            // Too large to store: the client's Range goes to the origin instead
+            // of downloading the whole object.
+            Next::Leader(Some(LeaderAnswer::Response(_, NotStored::TooLarge))) if wants_range => {
+                return None
+            }
+            Next::Leader(Some(LeaderAnswer::Response(resp, why))) => {
+                let status = resp.status();
+                if status.is_server_error() {
+                    let stale = refill.stale.as_ref();
+                    if let Some(served) = self.stale_if_error(
+                        stale,
+                        &refill.req_cc,
+                        method,
+                        client,
+                        Some(status.as_u16()),
+                    ) {
+                        return Some((Ok(served.0), served.1));
+                    }
+                }
+                let (mut parts, body) = resp.into_parts();
+                self.via.append(&mut parts.headers, parts.version);
+                parts.version = Version::HTTP_11;
+                let resp = Response::from_parts(parts, ProxyBody::upstream(body));
+                (
+                    Ok(resp),
+                    forwarded(fwd, Some(status.as_u16()), Stored::No(why)),
+                )
+            }
+            Next::Leader(Some(LeaderAnswer::Error(e))) => {
+                let stale = refill.stale.as_ref();
+                if let Some(served) =
+                    self.stale_if_error(stale, &refill.req_cc, method, client, None)
+                {
+                    return Some((Ok(served.0), served.1));
+                }
+                if refill
+                    .stale
+                    .as_ref()
+                    .is_some_and(|s| s.head.control.forbids_stale())
+                {
+                    // RFC 9111 §5.2.2.2: never stale; 504 instead.
+                    return Some((
+                        Err(ProxyError::RevalidationFailed(e)),
+                        forwarded(fwd, None, Stored::NotApplicable("must-revalidate")),
+                    ));
+                }
+                (
+                    Err(e.into()),
+                    forwarded(fwd, None, Stored::NotApplicable("")),
+                )
+            }
+            // The fetch ended without an answer (it cannot, short of a panic):
+            // fetch directly.
+            Next::Leader(None) => return None,
+        };
+        Some(answer)
+    }
+
+    fn shared_status(&self, leader: bool, fwd: Fwd, status: u16, ttl: i64) -> CacheStatus {
+        if leader {
+            forwarded(fwd, Some(status), Stored::Yes { ttl })
+        } else {
+            CacheStats::count(&self.cache.stats.collapsed);
+            CacheStatus::Collapsed { fwd, status, ttl }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Answers built from a stored entry: 304 for a satisfied client conditional
+//! (RFC 9110 §13.2), 206/416 for a byte range (§14), or the stored response
+//! with `Age` (RFC 9111 §5.1).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+
+use super::body::ProxyBody;
+use super::Handler;
+use crate::cache::control::RequestControl;
+use crate::cache::policy::{self, validation};
+use crate::cache::range::{self, RangeAnswer};
+use crate::cache::store::Entry;
+use crate::cache::{CacheStats, CacheStatus};
+
+impl Handler {
+    /// `unvalidated`: served without asking the origin, so `no-cache="field"`
+    /// fields are withheld (RFC 9111 §5.2.2.4).
+    pub(super) fn serve_stored(
+        &self,
+        entry: &Entry,
+        method: &Method,
+        request: &HeaderMap,
+        now: SystemTime,
+        unvalidated: bool,
+    ) -> Response<ProxyBody> {
+        let stored = &entry.head;
+        let (status, mut headers, body) =
+            if validation::client_not_modified(method, request, &stored.headers) {
+                (
+                    StatusCode::NOT_MODIFIED,
+                    validation::not_modified_head(&stored.headers),
+                    ProxyBody::empty(),
+                )
+            } else {
+                self.representation(entry, method, request)
+            };
+        if unvalidated {
+            for name in policy::fields_to_strip_on_reuse(stored) {
+                headers.remove(name);
+            }
+        }
+        let age = policy::current_age(stored, now);
+        headers.insert(header::AGE, HeaderValue::from(age));
+        self.via.append(&mut headers, Version::HTTP_11);
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+
+    /// The stored response, or the part a single byte range asks for.
+    fn representation(
+        &self,
+        entry: &Entry,
+        method: &Method,
+        request: &HeaderMap,
+    ) -> (StatusCode, HeaderMap, ProxyBody) {
+        let stored = &entry.head;
+        let mut headers = stored.headers.clone();
+        let whole = |headers| {
+            let body = if method == Method::HEAD {
+                ProxyBody::empty()
+            } else {
+                ProxyBody::full(entry.body.clone())
+            };
+            (stored.status, headers, body)
+        };
+        if stored.status != StatusCode::OK || *method != Method::GET {
+            return whole(headers);
+        }
+        headers
+            .entry(header::ACCEPT_RANGES)
+            .or_insert(HeaderValue::from_static("bytes"));
+        let Some(requested) = request.get(header::RANGE) else {
+            return whole(headers);
+        };
+        // §13.1.5: a changed representation gets the whole body.
+        if request
+            .get(header::IF_RANGE)
+            .is_some_and(|v| !range::if_range_holds(v, &stored.headers))
+        {
+            return whole(headers);
+        }
+        let len = entry.body.len() as u64;
+        match range::evaluate(requested, len) {
+            RangeAnswer::Full => whole(headers),
+            RangeAnswer::Partial { start, end } => {
+                let value = format!("bytes {start}-{end}/{len}");
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&value).expect("ascii"),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+                let part = entry.body.slice(start as usize..=end as usize);
+                (StatusCode::PARTIAL_CONTENT, headers, ProxyBody::full(part))
+            }
+            RangeAnswer::Unsatisfiable => {
+                let value = format!("bytes */{len}");
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&value).expect("ascii"),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    headers,
+                    ProxyBody::empty(),
+                )
+            }
+        }
+    }
+
+    /// A stale entry the origin failure lets us serve (RFC 5861 §4), with the
+    /// reason in Cache-Status.
+    pub(super) fn stale_if_error(
+        &self,
+        stale: Option<&Arc<Entry>>,
+        req_cc: &RequestControl,
+        method: &Method,
+        request: &HeaderMap,
+        fwd_status: Option<u16>,
+    ) -> Option<(Response<ProxyBody>, CacheStatus)> {
+        let entry = stale?;
+        let now = SystemTime::now();
+        let ttl = super::fill_task::freshness_left(&entry.head, &self.cache.heuristics, now);
+        let window = self.cache.stale_if_error(&entry.head, Some(req_cc)) as i64;
+        if window == 0 || ttl + window < 0 {
+            return None;
+        }
+        CacheStats::count(&self.cache.stats.stale_served);
+        let resp = self.serve_stored(entry, method, request, now, true);
+        let status = CacheStatus::StaleServed {
+            ttl,
+            fwd_status,
+            reason: "stale-if-error",
+        };
+        Some((resp, status))
+    }
+}
