@@ -65,6 +65,8 @@ pids+=($!)
 cat > "$work/viaduct.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$VIADUCT_PORT"]
+[admin]
+listen = "127.0.0.1:0"
 [log]
 access = "off"
 level = "warn"

@@ -87,7 +87,7 @@ fn main() {
         let origin = origin(Bytes::from(vec![b'x'; body_len])).await;
         let mut config = viaduct::Config::from_toml(
             &format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\n[log]\naccess = \"off\"\n[[route]]\nhost = \"*\"\nupstream = \"http://{origin}\"\n"
+                "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n[[route]]\nhost = \"*\"\nupstream = \"http://{origin}\"\n"
             ),
             "bench",
         )

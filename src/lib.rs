@@ -4,6 +4,7 @@
 //! the same way, in-process, on port 0.
 
 pub mod access_log;
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod proxy;
@@ -36,6 +37,17 @@ impl Proxy {
             .map(|l| l.local_addr())
             .collect::<Result<_, _>>()
             .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+        let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|e| {
+                StartError(format!(
+                    "cannot listen on {} (admin): {e}",
+                    config.admin.listen
+                ))
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|e| StartError(format!("cannot read the admin address: {e}")))?;
         let access_log =
             AccessLog::open(config.log.access.trim()).map_err(|e| StartError(e.to_string()))?;
         let handler = Arc::new(Handler::new(&config, addrs.clone(), access_log));
@@ -44,6 +56,8 @@ impl Proxy {
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
         let limit = Arc::new(Semaphore::new(max));
         let (phase, phase_rx) = watch::channel(Phase::Running);
+        let admin = Arc::new(admin::Admin::new(handler.cache_handle()));
+        tokio::spawn(admin.serve(admin_listener, phase_rx.clone()));
         let accept_tasks = listeners
             .into_iter()
             .map(|listener| {
@@ -58,6 +72,7 @@ impl Proxy {
             .collect();
         Ok(Running {
             addrs,
+            admin_addr,
             phase,
             limit,
             max: max as u32,
@@ -72,6 +87,7 @@ impl Proxy {
 /// listeners running until the runtime ends.
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    admin_addr: SocketAddr,
     phase: watch::Sender<Phase>,
     limit: Arc<Semaphore>,
     max: u32,
@@ -84,6 +100,11 @@ impl Running {
     /// The bound proxy addresses, in the order of `[server] listen`.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The first bound proxy address.

@@ -106,6 +106,7 @@ async fn serve(config: Config) -> ExitCode {
     for addr in running.addrs() {
         tracing::info!(%addr, routes, "viaduct listening");
     }
+    tracing::info!(addr = %running.admin_addr(), "admin listening");
     stop.wait().await;
     tracing::info!("shutting down: finishing in-flight requests");
     if running.shutdown().await {

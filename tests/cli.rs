@@ -88,7 +88,7 @@ async fn binary_proxies_and_exits_zero_on_sigterm() {
     let path = write_config(
         "run",
         &format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n[log]\naccess = \"off\"\n[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
             origin.addr
         ),
     );

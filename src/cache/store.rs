@@ -135,6 +135,21 @@ impl Store {
         self.cache.remove(key).is_some()
     }
 
+    /// Removes every URL whose key starts with `prefix` (an eager ban: the
+    /// keys are walked now, so later requests never see the banned objects).
+    /// Returns how many URLs went.
+    pub fn remove_prefix(&self, prefix: &str) -> usize {
+        let keys: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key)
+            .collect();
+        keys.iter()
+            .filter(|key| self.cache.remove(key.as_str()).is_some())
+            .count()
+    }
+
     /// Bytes charged against the capacity (after pending evictions ran).
     pub fn weighted_size(&self) -> u64 {
         self.cache.run_pending_tasks();

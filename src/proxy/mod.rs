@@ -82,6 +82,10 @@ impl Handler {
         &self.cache
     }
 
+    pub fn cache_handle(&self) -> Arc<Cache> {
+        self.cache.clone()
+    }
+
     /// Answers one request. Never fails: every problem becomes a response.
     pub async fn handle(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
         let index = client.activity.request_started();

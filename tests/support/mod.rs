@@ -222,7 +222,7 @@ impl Body for TestBody {
 /// The configuration tests start from: port 0, no access log.
 pub fn base_config() -> Config {
     let mut config = Config::from_toml(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\n[log]\naccess = \"off\"\n",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n",
         "test",
     )
     .unwrap();
