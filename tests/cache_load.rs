@@ -489,3 +489,39 @@ async fn admin_purge_by_url_and_by_prefix() {
     assert_eq!(proxy.cache().store.entry_count(), 1);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_leader_leaving_does_not_cancel_the_fill_for_followers() {
+    let origin = Origin::start_delayed(
+        |_| reply(&[("cache-control", "max-age=600")], pattern(32 * 1024)),
+        |_| Duration::from_millis(300),
+    )
+    .await;
+    let proxy = start_default().await;
+    let url = origin.url("/load/leader-leaves");
+    // The leader asks and hangs up before the origin answers.
+    let mut leader = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n");
+    leader.write_all(request.as_bytes()).await.unwrap();
+    while origin.count("/load/leader-leaves") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let follower = tokio::spawn({
+        let addr = proxy.addr();
+        let url = url.clone();
+        async move { fetch(addr, get(&url)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(leader);
+    let got = follower.await.unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(got.body == pattern(32 * 1024));
+    let again = fetch(proxy.addr(), get(&url)).await;
+    assert!(
+        status_of(&again).contains("; hit;"),
+        "{}",
+        status_of(&again)
+    );
+    assert_eq!(origin.count("/load/leader-leaves"), 1);
+    proxy.shutdown().await;
+}
