@@ -243,7 +243,7 @@ impl Handler {
         };
         if resp.status() != StatusCode::NOT_MODIFIED {
             let status = resp.status();
-            if status.is_server_error() {
+            if super::serve::triggers_stale_if_error(status) {
                 let served = self.stale_if_error(
                     stale,
                     &refill.req_cc,

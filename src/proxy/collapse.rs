@@ -179,7 +179,7 @@ impl Handler {
             }
             Next::Leader(Some(LeaderAnswer::Response(resp, why))) => {
                 let status = resp.status();
-                if status.is_server_error() {
+                if super::serve::triggers_stale_if_error(status) {
                     let stale = refill.stale.as_ref();
                     if let Some(served) = self.stale_if_error(
                         stale,

@@ -141,3 +141,9 @@ impl Handler {
         Some((resp, status))
     }
 }
+
+/// The origin answers that let stale-if-error serve a stale response
+/// (RFC 5861 §4); connection failures count too.
+pub(super) fn triggers_stale_if_error(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
