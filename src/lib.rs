@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod upstream;
@@ -48,16 +49,22 @@ impl Proxy {
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|e| StartError(format!("cannot read the admin address: {e}")))?;
-        let access_log =
-            AccessLog::open(config.log.access.trim()).map_err(|e| StartError(e.to_string()))?;
+        let access_log = AccessLog::open(config.log.access.trim(), config.log.format)
+            .map_err(|e| StartError(e.to_string()))?;
         let handler = Arc::new(Handler::new(&config, addrs.clone(), access_log));
         let settings = Arc::new(ConnectionSettings::new(&config.server));
         // Validated to at most 2^24, well inside both u32 and the semaphore's limit.
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
         let limit = Arc::new(Semaphore::new(max));
         let (phase, phase_rx) = watch::channel(Phase::Running);
-        let admin = Arc::new(admin::Admin::new(handler.cache_handle()));
-        tokio::spawn(admin.serve(admin_listener, phase_rx.clone()));
+        let admin = Arc::new(admin::Admin::new(
+            handler.cache_handle(),
+            handler.metrics(),
+            config.admin.token.clone(),
+            config.server.name.clone(),
+            phase_rx.clone(),
+        ));
+        tokio::spawn(admin.serve(admin_listener));
         let accept_tasks = listeners
             .into_iter()
             .map(|listener| {

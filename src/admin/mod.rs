@@ -1,10 +1,18 @@
 //! The admin listener: separate from the proxy port, so nothing on the proxy
-//! port can reach it. Loopback by default (`[admin] listen`).
+//! port can reach it; loopback by default (`[admin] listen`), and with
+//! `[admin] token` every request needs `Authorization: Bearer <token>`
+//! (except the dashboard page itself and the health probes).
 //!
-//! - `GET /healthz`: the process is up.
-//! - `POST /purge?url=<url>`: remove one URL with every Vary variant.
-//! - `POST /purge?prefix=<url-prefix>`: remove every stored URL starting
-//!   with the prefix (eager: done before the answer).
+//! - `GET /`: the dashboard (one self-contained page that polls `/stats`).
+//! - `GET /metrics`: Prometheus / OpenMetrics text.
+//! - `GET /stats`: the same numbers as JSON, with hit ratios and per-route rows.
+//! - `GET /healthz`: the process is up. `GET /readyz`: listeners bound and
+//!   serving (503 while draining).
+//! - `GET /cache?url=...`: what is stored for a URL (for debugging a miss).
+//! - `POST /purge?url=...` / `POST /purge?prefix=...` (eager ban).
+
+mod purge;
+mod stats;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,19 +26,39 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cache::{key, Cache, CacheStats};
+use crate::cache::Cache;
+use crate::metrics::Metrics;
 use crate::server::Phase;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 pub struct Admin {
     cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+    name: String,
+    phase: watch::Receiver<Phase>,
 }
 
 impl Admin {
-    pub fn new(cache: Arc<Cache>) -> Admin {
-        Admin { cache }
+    pub fn new(
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+        name: String,
+        phase: watch::Receiver<Phase>,
+    ) -> Admin {
+        Admin {
+            cache,
+            metrics,
+            token,
+            name,
+            phase,
+        }
     }
 
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut phase = self.phase.clone();
         loop {
             let (stream, _) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -41,7 +69,13 @@ impl Admin {
                         continue;
                     }
                 },
-                _ = phase.changed() => return,
+                // Admin stays up while draining (readyz says so); it stops with the rest.
+                changed = phase.changed() => {
+                    if changed.is_err() || *phase.borrow() == Phase::Stop {
+                        return;
+                    }
+                    continue;
+                }
             };
             let admin = self.clone();
             tokio::spawn(async move {
@@ -57,9 +91,55 @@ impl Admin {
     }
 
     fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        // The page itself holds no data (it asks for the token and sends it
+        // with its /stats polls), and probes carry no credentials.
+        let open = matches!(req.uri().path(), "/" | "/healthz" | "/readyz");
+        if !open && !self.authorized(&req) {
+            let mut resp = text(StatusCode::UNAUTHORIZED, "admin token required\n".into());
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"viaduct admin\""),
+            );
+            return resp;
+        }
+        let query = req.uri().query().unwrap_or("");
         match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/") => {
+                let mut resp = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // Exactly what the page needs: itself, and fetches to this origin.
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                    ),
+                );
+                resp
+            }
+            (&Method::GET, "/metrics") => {
+                let body = self.metrics.encode(&self.cache);
+                let mut resp = Response::new(Full::new(Bytes::from(body)));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                resp
+            }
+            (&Method::GET, "/stats") => json(stats::snapshot(self)),
+            (&Method::GET, "/cache") => stats::inspect(self, query),
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
-            (&Method::POST, "/purge") => self.purge(req.uri().query().unwrap_or("")),
+            (&Method::GET, "/readyz") => match *self.phase.borrow() {
+                Phase::Running => text(StatusCode::OK, "ready\n".into()),
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
+            },
+            (&Method::POST, "/purge") => self.purge(query),
             (_, "/purge") => text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "use POST /purge?url=... or ?prefix=...\n".into(),
@@ -68,87 +148,28 @@ impl Admin {
         }
     }
 
-    fn purge(&self, query: &str) -> Response<Full<Bytes>> {
-        let param = |name: &str| {
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| percent_decode(v))
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
         };
-        if let Some(url) = param("url") {
-            let Some(target) = key_of(&url) else {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("not an absolute http URL: {url}\n"),
-                );
-            };
-            return if self.cache.store.remove(&target) {
-                CacheStats::count(&self.cache.stats.purges);
-                text(StatusCode::OK, format!("purged {target}\n"))
-            } else {
-                text(StatusCode::NOT_FOUND, format!("not in cache: {target}\n"))
-            };
-        }
-        if let Some(prefix) = param("prefix") {
-            let Some(target) = key_of(&prefix) else {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("not an absolute http URL: {prefix}\n"),
-                );
-            };
-            let removed = self.cache.store.remove_prefix(&target);
-            for _ in 0..removed {
-                CacheStats::count(&self.cache.stats.purges);
-            }
-            return text(
-                StatusCode::OK,
-                format!("purged {removed} URLs under {target}\n"),
-            );
-        }
-        text(
-            StatusCode::BAD_REQUEST,
-            "use POST /purge?url=... or ?prefix=...\n".into(),
-        )
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
     }
 }
 
-/// The cache key of an absolute `http://` URL (or URL prefix).
-fn key_of(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    if uri.scheme_str() != Some("http") {
-        return None;
+/// Compares without stopping at the first difference (no timing oracle on
+/// the token's content).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
     }
-    let authority = uri.authority()?;
-    // A URL without a path means "/", which also prefixes every key of the origin.
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    Some(key::primary("http", authority.as_str(), 80, path))
-}
-
-/// Decodes `%XX` escapes and `+` (form encoding) in a query value.
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    diff == 0
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -161,30 +182,26 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     resp
 }
 
+fn json(value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(
-            percent_decode("http%3A%2F%2Fa.test%2Fx%3Fy%3D1"),
-            "http://a.test/x?y=1"
-        );
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
-    }
-
-    #[test]
-    fn keys_from_urls() {
-        assert_eq!(
-            key_of("http://A.test/x?y=1").as_deref(),
-            Some("http://a.test:80/x?y=1")
-        );
-        assert_eq!(
-            key_of("http://a.test").as_deref(),
-            Some("http://a.test:80/")
-        );
-        assert!(key_of("https://a.test/").is_none());
-        assert!(key_of("/relative").is_none());
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }

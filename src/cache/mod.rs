@@ -12,8 +12,9 @@ pub mod range;
 pub mod status;
 pub mod store;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::CacheConfig;
 use control::RequestControl;
@@ -37,28 +38,35 @@ pub struct Cache {
     pub stats: CacheStats,
 }
 
-/// Counters for the metrics work.
+/// Cache counters; `/metrics` exports these very counters.
 #[derive(Debug, Default)]
 pub struct CacheStats {
     /// Requests answered from another request's fetch.
-    pub collapsed: AtomicU64,
+    pub collapsed: Counter,
     /// Stale responses served (stale-while-revalidate, stale-if-error, max-stale).
-    pub stale_served: AtomicU64,
-    pub background_revalidations: AtomicU64,
+    pub stale_served: Counter,
+    pub background_revalidations: Counter,
     /// URLs (with all their variants) removed by purge requests.
-    pub purges: AtomicU64,
+    pub purges: Counter,
+    /// Entries evicted for space or expiry.
+    pub evictions: Counter,
 }
 
 impl CacheStats {
-    pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn count(counter: &Counter) {
+        counter.inc();
     }
 }
 
 impl Cache {
     pub fn new(config: &CacheConfig) -> Cache {
+        let stats = CacheStats::default();
         Cache {
-            store: Store::new(config.capacity.bytes(), config.max_variants),
+            store: Store::new(
+                config.capacity.bytes(),
+                config.max_variants,
+                stats.evictions.clone(),
+            ),
             flights: Arc::new(Flights::new(
                 config.collapse_timeout.get(),
                 config.hit_for_miss.get(),
@@ -71,7 +79,7 @@ impl Cache {
             max_object_size: config.max_object_size.bytes(),
             default_swr: config.stale_while_revalidate.get().as_secs(),
             default_sie: config.stale_if_error.get().as_secs(),
-            stats: CacheStats::default(),
+            stats,
         }
     }
 

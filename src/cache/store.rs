@@ -78,12 +78,22 @@ pub enum Lookup {
 pub struct Store {
     cache: moka::sync::Cache<String, Variants>,
     max_variants: usize,
+    capacity: u64,
 }
 
 impl Store {
-    pub fn new(capacity: u64, max_variants: usize) -> Store {
+    pub fn new(
+        capacity: u64,
+        max_variants: usize,
+        evictions: prometheus_client::metrics::counter::Counter,
+    ) -> Store {
         let cache = moka::sync::Cache::builder()
             .max_capacity(capacity)
+            .eviction_listener(move |_key, _value, cause| {
+                if cause.was_evicted() {
+                    evictions.inc();
+                }
+            })
             .weigher(|key: &String, variants: &Variants| {
                 let bytes = key.len() + variants.iter().map(|e| e.weight()).sum::<usize>();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
@@ -92,6 +102,7 @@ impl Store {
         Store {
             cache,
             max_variants: max_variants.max(1),
+            capacity,
         }
     }
 
@@ -128,6 +139,16 @@ impl Store {
             }
             Op::Put(Arc::new(list))
         });
+    }
+
+    /// Every variant stored for `key`.
+    pub fn variants(&self, key: &str) -> Option<Variants> {
+        self.cache.get(key)
+    }
+
+    /// The configured capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// Removes every variant stored for `key`; true when something was there.
@@ -184,7 +205,7 @@ mod tests {
 
     #[test]
     fn variants_replace_and_cap() {
-        let store = Store::new(1 << 20, 2);
+        let store = Store::new(1 << 20, 2, Default::default());
         store.insert("k", Arc::new(entry("gzip-1", Some("gzip"))));
         store.insert("k", Arc::new(entry("br", Some("br"))));
         store.insert("k", Arc::new(entry("gzip-2", Some("gzip"))));

@@ -77,12 +77,15 @@ impl Default for ServerConfig {
 pub struct AdminConfig {
     /// Where the admin listener (metrics, stats, health) binds.
     pub listen: SocketAddr,
+    /// When set, every admin request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: None,
         }
     }
 }
@@ -115,6 +118,8 @@ pub struct CacheConfig {
     pub stale_if_error: Dur,
     /// Clients allowed to send PURGE on the proxy port.
     pub purge_allow: Vec<Cidr>,
+    /// Also send `X-Cache: HIT|MISS` (for tools that expect it).
+    pub x_cache: bool,
 }
 
 impl Default for CacheConfig {
@@ -134,6 +139,7 @@ impl Default for CacheConfig {
                 "127.0.0.0/8".parse().expect("valid literal"),
                 "::1/128".parse().expect("valid literal"),
             ],
+            x_cache: false,
         }
     }
 }
@@ -212,8 +218,13 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessFormat {
-    /// Apache/nginx combined log format plus duration and upstream status.
+    /// Apache/nginx combined log format plus duration, upstream status and
+    /// time, and cache status.
     Combined,
+    /// One JSON object per line.
+    Json,
+    /// Squid's native format with TCP_HIT / TCP_MISS / ... codes.
+    Squid,
 }
 
 #[derive(Debug, Clone, Deserialize)]

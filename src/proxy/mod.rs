@@ -23,9 +23,10 @@ use hyper::body::Incoming;
 pub use body::{BodyTooLarge, BoxError, ProxyBody, RequestBody};
 pub use error::ProxyError;
 
-use crate::access_log::{AccessLog, RequestInfo};
+use crate::access_log::{AccessLog, Outcome};
 use crate::cache::{key, Cache, CacheStatus, Fwd, Stored};
 use crate::config::Config;
+use crate::metrics::{self, Metrics, Mode};
 use crate::server::{Activity, InFlight};
 use crate::upstream::Upstream;
 use cached::{Answer, Exchange};
@@ -54,18 +55,47 @@ pub struct Handler {
     max_body: u64,
     /// `[cache] purge_allow`.
     purge_allow: Vec<crate::config::Cidr>,
+    metrics: Arc<Metrics>,
+    /// `[cache] x_cache`: also send `X-Cache: HIT|MISS`.
+    x_cache: bool,
+    forward_route: Arc<str>,
 }
+
+/// What the pipeline learned about a request, for the log and the metrics.
+pub(super) struct Trace {
+    mode: Mode,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+}
+
+static X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
 
 impl Handler {
     pub fn new(config: &Config, local_addrs: Vec<SocketAddr>, access_log: AccessLog) -> Handler {
+        let cache = Arc::new(Cache::new(&config.cache));
+        let routes = routes::RouteTable::new(&config.routes);
+        let mut route_rows = vec![(metrics::FORWARD_ROUTE.to_string(), "(any)".to_string())];
+        route_rows.extend(
+            routes
+                .all()
+                .map(|r| (r.name.to_string(), r.upstream.authority.to_string())),
+        );
+        let metrics = Arc::new(Metrics::new(
+            &cache,
+            config.cache.capacity.bytes(),
+            route_rows,
+        ));
         Handler {
             classifier: Classifier {
                 forward: config.forward.clone(),
-                routes: routes::RouteTable::new(&config.routes),
+                routes,
                 local_addrs,
             },
-            upstream: Arc::new(Upstream::new(&config.upstream)),
-            cache: Arc::new(Cache::new(&config.cache)),
+            upstream: Arc::new(Upstream::new(&config.upstream, metrics.upstream.clone())),
+            cache,
+            metrics,
+            x_cache: config.cache.x_cache,
+            forward_route: Arc::from(metrics::FORWARD_ROUTE),
             name: config.server.name.clone(),
             access_log,
             via: Via::new(&config.server.name),
@@ -86,40 +116,78 @@ impl Handler {
         self.cache.clone()
     }
 
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Answers one request. Never fails: every problem becomes a response.
     pub async fn handle(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
         let index = client.activity.request_started();
         let in_flight = InFlight::new(client.activity.clone());
-        let mut done = self
-            .access_log
-            .begin(RequestInfo::of(&req, client.peer.ip()), in_flight);
+        let mut done =
+            self.access_log
+                .begin(&req, client.peer.ip(), self.metrics.clone(), in_flight);
+        let started = std::time::Instant::now();
         let version = req.version();
-        let (result, cache_status) = self.proxy(req, client, index).await;
-        let (mut response, upstream_status) = match result {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                (resp, Some(status))
-            }
+        let mut trace = Trace {
+            mode: Mode::Local,
+            route: None,
+            upstream: None,
+        };
+        let (result, cache_status) = self.proxy(req, client, index, &mut trace).await;
+        let mut response = match result {
+            Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(peer = %client.peer, error = %e, "answered locally");
                 let mut resp = error_response(&e, version);
                 // Says which hop answered, in a chain of proxies.
                 self.via.append(resp.headers_mut(), Version::HTTP_11);
-                (resp, None)
+                resp
             }
         };
-        response
-            .headers_mut()
-            .insert(CACHE_STATUS.clone(), cache_status.header_value(&self.name));
-        done.set_status(response.status().as_u16(), upstream_status);
+        let cache_header = cache_status.header_value(&self.name);
+        let headers = response.headers_mut();
+        headers.insert(CACHE_STATUS.clone(), cache_header.clone());
+        if self.x_cache {
+            let hit = matches!(
+                cache_status.as_str(),
+                "hit" | "stale" | "collapsed" | "revalidated"
+            );
+            headers.insert(
+                X_CACHE.clone(),
+                HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),
+            );
+        }
+        let upstream_status = match cache_status {
+            CacheStatus::Forward { status, .. } => status,
+            _ => None,
+        };
+        let went_upstream = matches!(cache_status, CacheStatus::Forward { .. });
+        done.set_outcome(Outcome {
+            status: response.status().as_u16(),
+            upstream_status,
+            upstream_time: went_upstream.then(|| started.elapsed()),
+            cache: cache_status,
+            cache_header: Some(cache_header),
+            mode: trace.mode,
+            route: trace.route,
+            upstream: trace.upstream.filter(|_| went_upstream),
+            content_type: response.headers().get(header::CONTENT_TYPE).cloned(),
+        });
         response.map(|body| body.with_completion(done))
     }
 
-    async fn proxy(&self, req: Request<Incoming>, client: &ClientConn, index: u64) -> Answer {
+    async fn proxy(
+        &self,
+        req: Request<Incoming>,
+        client: &ClientConn,
+        index: u64,
+        trace: &mut Trace,
+    ) -> Answer {
         if req.method().as_str() == "PURGE" {
             return self.purge(&req, client);
         }
-        let (exchange, client_upgrade) = match self.prepare(req, client, index) {
+        let (exchange, client_upgrade) = match self.prepare(req, client, index, trace) {
             Ok(prepared) => prepared,
             Err(e) => {
                 let detail = e.detail();
@@ -154,6 +222,7 @@ impl Handler {
         mut req: Request<Incoming>,
         client: &ClientConn,
         index: u64,
+        trace: &mut Trace,
     ) -> Result<(Exchange, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
         // admit
         if client.activity.is_ambiguous(index) {
@@ -189,10 +258,16 @@ impl Handler {
                 // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
                 parts.headers.insert(header::HOST, host);
                 let key = key::primary("http", authority.as_str(), 80, &path);
+                trace.mode = Mode::Forward;
+                trace.route = Some(self.forward_route.clone());
+                trace.upstream = Some(Arc::from(authority.as_str()));
                 (parts.uri.clone(), authority.to_string(), key)
             }
             Target::Reverse { route, host } => {
                 tracing::trace!(route = %route.name, "reverse route");
+                trace.mode = Mode::Reverse;
+                trace.route = Some(route.name.clone());
+                trace.upstream = Some(route.upstream_label.clone());
                 let uri = Uri::builder()
                     .scheme("http")
                     .authority(route.upstream.authority.clone())

@@ -2,13 +2,17 @@
 //! request's host and has a route whose `path_prefix` starts the path; among
 //! that pattern's routes, the longest prefix wins.
 
+use std::sync::Arc;
+
 use http::HeaderValue;
 
 use crate::config::{ForwardedHeaders, HostPattern, RouteConfig, UpstreamUrl};
 
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
+    /// `host:port` of the upstream, for logs.
+    pub upstream_label: Arc<str>,
     pub path_prefix: String,
     pub upstream: UpstreamUrl,
     /// `Host` to send when `preserve_host` is false.
@@ -33,14 +37,15 @@ impl RouteTable {
                 c.upstream.authority.to_string()
             };
             let route = Route {
-                name: c.name.clone().unwrap_or_else(|| {
+                upstream_label: Arc::from(c.upstream.authority.as_str()),
+                name: Arc::from(c.name.clone().unwrap_or_else(|| {
                     let host = match &c.host {
                         HostPattern::Any => "*".to_string(),
                         HostPattern::Suffix(s) => format!("*{s}"),
                         HostPattern::Exact(h) => h.clone(),
                     };
                     format!("{host}{}", c.path_prefix)
-                }),
+                })),
                 path_prefix: c.path_prefix.clone(),
                 upstream: c.upstream.clone(),
                 upstream_host: HeaderValue::from_str(&host_header)
@@ -54,6 +59,10 @@ impl RouteTable {
             }
         }
         table
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Route> {
+        self.groups.iter().flat_map(|(_, routes)| routes.iter())
     }
 
     /// `host` as it came in a `Host` header or URI authority (port and case allowed).
@@ -113,7 +122,7 @@ mod tests {
             ("*", "/static/", "any-static"),
             ("*", "/", "any"),
         ]);
-        let name = |h, p| t.find(h, p).map(|r| r.name.as_str());
+        let name = |h, p| t.find(h, p).map(|r| &*r.name);
         assert_eq!(name("API.test:8080", "/v2/x"), Some("api-v2"));
         assert_eq!(name("api.test", "/v1"), Some("api-root"));
         assert_eq!(name("www.test", "/static/a"), Some("wild"));
@@ -124,7 +133,7 @@ mod tests {
     #[test]
     fn falls_through_when_a_host_has_no_matching_prefix() {
         let t = table(&[("a.test", "/api/", "a-api"), ("*", "/", "any")]);
-        assert_eq!(t.find("a.test", "/index.html").unwrap().name, "any");
+        assert_eq!(&*t.find("a.test", "/index.html").unwrap().name, "any");
         let t = table(&[("a.test", "/api/", "a-api")]);
         assert!(t.find("a.test", "/index.html").is_none());
         assert!(t.find("b.test", "/api/").is_none());

@@ -67,6 +67,12 @@ pub async fn serve(
     // Small responses must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
+    let gauge = handler.metrics().client_connections.clone();
+    gauge.inc();
+    // Decremented however this function ends.
+    let _open = OnDrop(move || {
+        gauge.dec();
+    });
     let activity = Activity::new();
     let client = Arc::new(ClientConn {
         peer,
@@ -120,5 +126,14 @@ pub async fn serve(
                 }
             }
         }
+    }
+}
+
+/// Runs a closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }

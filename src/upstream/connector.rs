@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -31,17 +30,21 @@ pub struct CountingConnector {
 }
 
 struct Shared {
-    opened: AtomicU64,
+    opened: prometheus_client::metrics::counter::Counter,
     max_per_host: usize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl CountingConnector {
-    pub fn new(http: HttpConnector, max_per_host: usize) -> CountingConnector {
+    pub fn new(
+        http: HttpConnector,
+        max_per_host: usize,
+        opened: prometheus_client::metrics::counter::Counter,
+    ) -> CountingConnector {
         CountingConnector {
             http,
             shared: Arc::new(Shared {
-                opened: AtomicU64::new(0),
+                opened,
                 max_per_host,
                 slots: Mutex::new(HashMap::new()),
             }),
@@ -50,7 +53,7 @@ impl CountingConnector {
 
     /// Connections opened since start.
     pub fn opened(&self) -> u64 {
-        self.shared.opened.load(Ordering::Relaxed)
+        self.shared.opened.get()
     }
 }
 
@@ -86,7 +89,7 @@ impl Service<Uri> for CountingConnector {
         Box::pin(async move {
             let slot = shared.slots_for(&uri).acquire_owned().await?;
             let io = http.call(uri).await?;
-            shared.opened.fetch_add(1, Ordering::Relaxed);
+            shared.opened.inc();
             Ok(CountedStream { io, _slot: slot })
         })
     }

@@ -61,6 +61,36 @@ impl UpstreamError {
         }
     }
 
+    /// Every value `kind` can return.
+    pub const KINDS: [&'static str; 10] = [
+        "refused",
+        "connect-timeout",
+        "resolve",
+        "connect",
+        "timeout",
+        "closed",
+        "invalid-response",
+        "client-body",
+        "request-too-large",
+        "other",
+    ];
+
+    /// A fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Refused { .. } => "refused",
+            UpstreamError::ConnectTimeout { .. } => "connect-timeout",
+            UpstreamError::Resolve { .. } => "resolve",
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::ResponseTimeout { .. } => "timeout",
+            UpstreamError::Closed { .. } => "closed",
+            UpstreamError::Invalid { .. } => "invalid-response",
+            UpstreamError::ClientBody { .. } => "client-body",
+            UpstreamError::RequestBodyTooLarge(_) => "request-too-large",
+            UpstreamError::Other { .. } => "other",
+        }
+    }
+
     /// Sorts a pool error into what the client is told.
     pub fn classify(
         e: &hyper_util::client::legacy::Error,

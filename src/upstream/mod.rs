@@ -16,11 +16,13 @@ pub use connector::CountingConnector;
 pub use error::UpstreamError;
 
 use crate::config::UpstreamConfig;
+use crate::metrics::{KindLabels, UpstreamMetrics};
 use crate::proxy::RequestBody;
 
 type Pool = Client<CountingConnector, RequestBody>;
 
 pub struct Upstream {
+    metrics: UpstreamMetrics,
     pooled: Pool,
     /// Never reuses a connection: for the retry after a stale pooled one.
     fresh: Pool,
@@ -30,12 +32,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Upstream {
+    pub fn new(config: &UpstreamConfig, metrics: UpstreamMetrics) -> Upstream {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout.get()));
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = CountingConnector::new(http, config.max_connections_per_host);
+        let connector = CountingConnector::new(
+            http,
+            config.max_connections_per_host,
+            metrics.connections.clone(),
+        );
         let build = |max_idle: usize| {
             Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
@@ -47,6 +53,7 @@ impl Upstream {
                 .build(connector.clone())
         };
         Upstream {
+            metrics,
             pooled: build(config.max_idle_per_host),
             fresh: build(0),
             connector,
@@ -90,6 +97,7 @@ impl Upstream {
     ) -> Result<Response<Incoming>, Failed> {
         // Whatever the client spoke, we speak HTTP/1.1 to origins.
         *req.version_mut() = Version::HTTP_11;
+        self.metrics.requests.inc();
         match tokio::time::timeout(self.response_header_timeout, pool.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(Failed::Pool(e)),
@@ -101,13 +109,19 @@ impl Upstream {
     }
 
     fn describe(&self, failed: Failed, upstream: &str) -> UpstreamError {
-        match failed {
+        let error = match failed {
             Failed::Pool(e) => UpstreamError::classify(&e, upstream, self.connect_timeout),
             Failed::Timeout => UpstreamError::ResponseTimeout {
                 upstream: upstream.to_string(),
                 after: self.response_header_timeout,
             },
-        }
+        };
+        let kind = error.kind();
+        self.metrics
+            .errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        error
     }
 }
 

@@ -26,6 +26,22 @@ pub enum NotStored {
 }
 
 impl NotStored {
+    pub const ALL: [NotStored; 13] = [
+        NotStored::Method,
+        NotStored::Status,
+        NotStored::Partial,
+        NotStored::RequestNoStore,
+        NotStored::NoStore,
+        NotStored::Private,
+        NotStored::Authorization,
+        NotStored::NoFreshness,
+        NotStored::VaryStar,
+        NotStored::SetCookie,
+        NotStored::TooLarge,
+        NotStored::Incomplete,
+        NotStored::Disabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NotStored::Method => "method",

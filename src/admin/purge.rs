@@ -1,0 +1,120 @@
+//! `POST /purge?url=...` and `POST /purge?prefix=...`.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::{text, Admin};
+use crate::cache::{key, CacheStats};
+
+impl Admin {
+    pub(super) fn purge(&self, query: &str) -> Response<Full<Bytes>> {
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| percent_decode(v))
+        };
+        if let Some(url) = param("url") {
+            let Some(target) = key_of(&url) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("not an absolute http URL: {url}\n"),
+                );
+            };
+            return if self.cache.store.remove(&target) {
+                CacheStats::count(&self.cache.stats.purges);
+                text(StatusCode::OK, format!("purged {target}\n"))
+            } else {
+                text(StatusCode::NOT_FOUND, format!("not in cache: {target}\n"))
+            };
+        }
+        if let Some(prefix) = param("prefix") {
+            let Some(target) = key_of(&prefix) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("not an absolute http URL: {prefix}\n"),
+                );
+            };
+            let removed = self.cache.store.remove_prefix(&target);
+            for _ in 0..removed {
+                CacheStats::count(&self.cache.stats.purges);
+            }
+            return text(
+                StatusCode::OK,
+                format!("purged {removed} URLs under {target}\n"),
+            );
+        }
+        text(
+            StatusCode::BAD_REQUEST,
+            "use POST /purge?url=... or ?prefix=...\n".into(),
+        )
+    }
+}
+
+/// The cache key of an absolute `http://` URL (or URL prefix).
+pub(super) fn key_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = uri.authority()?;
+    // A URL without a path means "/", which also prefixes every key of the origin.
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Some(key::primary("http", authority.as_str(), 80, path))
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding) in a query value.
+pub(super) fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            percent_decode("http%3A%2F%2Fa.test%2Fx%3Fy%3D1"),
+            "http://a.test/x?y=1"
+        );
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+    }
+
+    #[test]
+    fn keys_from_urls() {
+        assert_eq!(
+            key_of("http://A.test/x?y=1").as_deref(),
+            Some("http://a.test:80/x?y=1")
+        );
+        assert_eq!(
+            key_of("http://a.test").as_deref(),
+            Some("http://a.test:80/")
+        );
+        assert!(key_of("https://a.test/").is_none());
+        assert!(key_of("/relative").is_none());
+    }
+}

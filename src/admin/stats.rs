@@ -1,0 +1,208 @@
+//! `/stats` (a JSON snapshot of the same counters `/metrics` exports) and
+//! `/cache?url=` (what is stored for one URL).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde_json::{json, Map, Value};
+
+use super::purge::{key_of, percent_decode};
+use super::{json, text, Admin};
+use crate::cache::policy::{self, NotStored};
+use crate::metrics::{KindLabels, ReasonLabels, RequestLabels, RouteLabels, SourceLabels};
+use crate::upstream::UpstreamError;
+
+const CACHE_LABELS: [&str; 8] = [
+    "hit",
+    "stale",
+    "collapsed",
+    "revalidated",
+    "refresh",
+    "miss",
+    "pass",
+    "local",
+];
+const MODES: [&str; 3] = ["forward", "reverse", "local"];
+
+fn read<
+    S: Clone + std::hash::Hash + Eq + prometheus_client::encoding::EncodeLabelSet + std::fmt::Debug,
+>(
+    family: &Family<S, Counter>,
+    labels: &S,
+) -> u64 {
+    family.get(labels).map_or(0, |c| c.get())
+}
+
+fn ratio(part: u64, whole: u64) -> Value {
+    if whole == 0 {
+        Value::Null
+    } else {
+        json!(part as f64 / whole as f64)
+    }
+}
+
+pub(super) fn snapshot(admin: &Admin) -> Value {
+    let m = &admin.metrics;
+    let cache = &admin.cache;
+    let mut by_cache = Map::new();
+    let mut by_mode = Map::new();
+    let mut total = 0;
+    for label in CACHE_LABELS {
+        let n: u64 = MODES
+            .iter()
+            .map(|mode| read(&m.requests, &RequestLabels { mode, cache: label }))
+            .sum();
+        by_cache.insert(label.into(), json!(n));
+        total += n;
+    }
+    for mode in MODES {
+        let n: u64 = CACHE_LABELS
+            .iter()
+            .map(|label| read(&m.requests, &RequestLabels { mode, cache: label }))
+            .sum();
+        by_mode.insert(mode.into(), json!(n));
+    }
+    let (hits, misses) = (m.hits.get(), m.misses.get());
+    let bytes_cache = read(&m.response_bytes, &SourceLabels { source: "cache" });
+    let bytes_upstream = read(&m.response_bytes, &SourceLabels { source: "upstream" });
+    let mut not_stored = Map::new();
+    for why in NotStored::ALL {
+        let n = read(
+            &m.not_stored,
+            &ReasonLabels {
+                reason: why.as_str(),
+            },
+        );
+        if n > 0 {
+            not_stored.insert(why.as_str().into(), json!(n));
+        }
+    }
+    let mut errors = Map::new();
+    for kind in UpstreamError::KINDS {
+        let n = read(&m.upstream.errors, &KindLabels { kind });
+        if n > 0 {
+            errors.insert(kind.into(), json!(n));
+        }
+    }
+    let routes: Vec<Value> = m
+        .routes
+        .iter()
+        .map(|(name, upstream)| {
+            let labels = RouteLabels {
+                route: name.clone(),
+            };
+            let requests = read(&m.route_requests, &labels);
+            let hits = read(&m.route_hits, &labels);
+            json!({
+                "route": name,
+                "upstream": upstream,
+                "requests": requests,
+                "hits": hits,
+                "hit_ratio": ratio(hits, requests),
+                "bytes": read(&m.route_bytes, &labels),
+            })
+        })
+        .collect();
+    json!({
+        "name": admin.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": m.started.elapsed().as_secs_f64(),
+        "requests": { "total": total, "by_cache": by_cache, "by_mode": by_mode },
+        "hits": hits,
+        "misses": misses,
+        "hit_ratio": ratio(hits, hits + misses),
+        "bytes": { "cache": bytes_cache, "upstream": bytes_upstream },
+        "byte_hit_ratio": ratio(bytes_cache, bytes_cache + bytes_upstream),
+        "cache": {
+            "enabled": cache.enabled,
+            "entries": cache.store.entry_count(),
+            "bytes": cache.store.weighted_size(),
+            "capacity_bytes": cache.store.capacity(),
+            "max_object_size": cache.max_object_size,
+            "evictions": cache.stats.evictions.get(),
+            "not_stored": not_stored,
+            "collapsed": cache.stats.collapsed.get(),
+            "stale_served": cache.stats.stale_served.get(),
+            "background_revalidations": cache.stats.background_revalidations.get(),
+            "purges": cache.stats.purges.get(),
+        },
+        "upstream": {
+            "requests": m.upstream.requests.get(),
+            "connections_opened": m.upstream.connections.get(),
+            "errors": errors,
+        },
+        "client_connections": m.client_connections.get(),
+        "routes": routes,
+    })
+}
+
+/// `GET /cache?url=...`: every stored variant of a URL with its age, ttl,
+/// size and stored header fields.
+pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
+    let url = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "url")
+        .map(|(_, v)| percent_decode(v));
+    let Some(url) = url else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "use GET /cache?url=http://host/path\n".into(),
+        );
+    };
+    let Some(key) = key_of(&url) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("not an absolute http URL: {url}\n"),
+        );
+    };
+    let now = SystemTime::now();
+    let variants: Vec<Value> = admin
+        .cache
+        .store
+        .variants(&key)
+        .map(|all| {
+            all.iter()
+                .map(|e| {
+                    let (lifetime, heuristic) = policy::lifetime(&e.head, &admin.cache.heuristics);
+                    let age = policy::current_age(&e.head, now);
+                    let mut headers = Map::new();
+                    for (name, value) in e.head.headers.iter() {
+                        let list = headers
+                            .entry(name.as_str().to_string())
+                            .or_insert_with(|| Value::Array(Vec::new()));
+                        if let Value::Array(list) = list {
+                            list.push(json!(String::from_utf8_lossy(value.as_bytes())));
+                        }
+                    }
+                    let vary: Map<String, Value> = e
+                        .secondary
+                        .iter()
+                        .map(|(name, value)| (name.as_str().to_string(), json!(value)))
+                        .collect();
+                    json!({
+                        "status": e.head.status.as_u16(),
+                        "vary": vary,
+                        "age": age,
+                        "freshness_lifetime": lifetime,
+                        "heuristic": heuristic,
+                        "ttl": lifetime as i64 - age as i64,
+                        "body_bytes": e.body.len(),
+                        "size": e.weight(),
+                        "headers": headers,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json(json!({
+        "url": url,
+        "key": key,
+        "stored": !variants.is_empty(),
+        "variants": variants,
+    }))
+}

@@ -1,0 +1,347 @@
+//! Metrics an operator reads: Prometheus text at `/metrics` (prometheus-client
+//! encodes it) and the same numbers as JSON at `/stats`. Every request is
+//! recorded once, when its response ends, from the same `CacheStatus` that
+//! produced the `Cache-Status` header and the access log line.
+//!
+//! Labels stay bounded: cache statuses, modes, reasons and error kinds are
+//! fixed sets; routes appear by their configured name, never by URL or client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::cache::{Cache, CacheStatus, Stored};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub mode: &'static str,
+    pub cache: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub cache: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// How a request was handled, for the `mode` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Forward,
+    Reverse,
+    Local,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Forward => "forward",
+            Mode::Reverse => "reverse",
+            Mode::Local => "local",
+        }
+    }
+}
+
+/// The route label of forward-proxy traffic.
+pub const FORWARD_ROUTE: &str = "forward proxy";
+
+/// Upstream counters, shared with the pool and its connector.
+#[derive(Clone, Default)]
+pub struct UpstreamMetrics {
+    pub requests: Counter,
+    pub connections: Counter,
+    pub errors: Family<KindLabels, Counter>,
+}
+
+type DurationFamily = Family<CacheLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub started: Instant,
+    pub requests: Family<RequestLabels, Counter>,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub response_bytes: Family<SourceLabels, Counter>,
+    pub not_stored: Family<ReasonLabels, Counter>,
+    pub upstream: UpstreamMetrics,
+    pub duration: DurationFamily,
+    pub client_connections: Gauge,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
+    cache_capacity: Gauge,
+    pub route_requests: Family<RouteLabels, Counter>,
+    pub route_hits: Family<RouteLabels, Counter>,
+    pub route_bytes: Family<RouteLabels, Counter>,
+    /// Configured routes (name, upstream), so `/stats` lists them before traffic.
+    pub routes: Vec<(String, String)>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.1 ms .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+impl Metrics {
+    pub fn new(cache: &Cache, capacity: u64, routes: Vec<(String, String)>) -> Metrics {
+        let mut registry = Registry::with_prefix("viaduct");
+        let m = Metrics {
+            started: Instant::now(),
+            requests: Family::default(),
+            hits: Counter::default(),
+            misses: Counter::default(),
+            response_bytes: Family::default(),
+            not_stored: Family::default(),
+            upstream: UpstreamMetrics::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            client_connections: Gauge::default(),
+            cache_entries: Gauge::default(),
+            cache_bytes: Gauge::default(),
+            cache_capacity: Gauge::default(),
+            route_requests: Family::default(),
+            route_hits: Family::default(),
+            route_bytes: Family::default(),
+            routes,
+            registry: Registry::default(),
+        };
+        m.cache_capacity.set(capacity as i64);
+        let stats = &cache.stats;
+        let r = &mut registry;
+        r.register(
+            "requests",
+            "Requests answered, by mode and cache status",
+            m.requests.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Requests served from the cache",
+            m.hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Requests whose body came from the origin",
+            m.misses.clone(),
+        );
+        r.register(
+            "response_bytes",
+            "Response body bytes sent to clients, by where they came from",
+            m.response_bytes.clone(),
+        );
+        r.register("cache_entries", "URLs stored", m.cache_entries.clone());
+        r.register(
+            "cache_bytes",
+            "Bytes charged against the cache capacity",
+            m.cache_bytes.clone(),
+        );
+        r.register(
+            "cache_capacity_bytes",
+            "Configured cache capacity",
+            m.cache_capacity.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Entries evicted for space or expiry",
+            stats.evictions.clone(),
+        );
+        r.register(
+            "cache_not_stored",
+            "Forwarded responses not stored, by reason",
+            m.not_stored.clone(),
+        );
+        r.register(
+            "cache_collapsed",
+            "Requests answered from another request's fetch",
+            stats.collapsed.clone(),
+        );
+        r.register(
+            "cache_stale_served",
+            "Stale responses served (RFC 5861, max-stale)",
+            stats.stale_served.clone(),
+        );
+        r.register(
+            "cache_background_revalidations",
+            "Background revalidations started (stale-while-revalidate)",
+            stats.background_revalidations.clone(),
+        );
+        r.register(
+            "cache_purges",
+            "URLs removed by purge requests",
+            stats.purges.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Requests sent to origins (retries included)",
+            m.upstream.requests.clone(),
+        );
+        r.register(
+            "upstream_connections",
+            "New connections opened to origins",
+            m.upstream.connections.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed origin requests, by kind",
+            m.upstream.errors.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to the end of the response, by cache status",
+            m.duration.clone(),
+        );
+        r.register(
+            "client_connections",
+            "Open client connections",
+            m.client_connections.clone(),
+        );
+        r.register(
+            "route_requests",
+            "Requests per route",
+            m.route_requests.clone(),
+        );
+        r.register(
+            "route_hits",
+            "Requests served from the cache, per route",
+            m.route_hits.clone(),
+        );
+        r.register(
+            "route_response_bytes",
+            "Response body bytes, per route",
+            m.route_bytes.clone(),
+        );
+        r.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one finished request.
+    pub fn record(
+        &self,
+        mode: Mode,
+        route: Option<&str>,
+        status: &CacheStatus,
+        bytes: u64,
+        took: Duration,
+    ) {
+        let cache = status.as_str();
+        self.requests
+            .get_or_create(&RequestLabels {
+                mode: mode.as_str(),
+                cache,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&CacheLabels { cache })
+            .observe(took.as_secs_f64());
+        let from_cache = served_from_cache(status);
+        match from_cache {
+            Some(true) => {
+                self.hits.inc();
+            }
+            Some(false) if is_miss(status) => {
+                self.misses.inc();
+            }
+            _ => {}
+        }
+        if let Some(source) = bytes_source(status) {
+            self.response_bytes
+                .get_or_create(&SourceLabels { source })
+                .inc_by(bytes);
+        }
+        if let CacheStatus::Forward {
+            outcome: Stored::No(why),
+            ..
+        } = status
+        {
+            self.not_stored
+                .get_or_create(&ReasonLabels {
+                    reason: why.as_str(),
+                })
+                .inc();
+        }
+        if let Some(route) = route {
+            let labels = RouteLabels {
+                route: route.to_string(),
+            };
+            self.route_requests.get_or_create(&labels).inc();
+            self.route_bytes.get_or_create(&labels).inc_by(bytes);
+            if from_cache == Some(true) {
+                self.route_hits.get_or_create(&labels).inc();
+            }
+        }
+    }
+
+    /// The Prometheus text exposition, with the cache gauges refreshed.
+    pub fn encode(&self, cache: &Cache) -> String {
+        self.refresh(cache);
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    fn refresh(&self, cache: &Cache) {
+        self.cache_entries.set(cache.store.entry_count() as i64);
+        self.cache_bytes.set(cache.store.weighted_size() as i64);
+    }
+}
+
+/// Hits count requests answered without the origin sending the body:
+/// fresh hits, stale serves and collapsed followers. Misses count bodies
+/// fetched for the cache. Revalidations, passes and local answers are neither.
+fn served_from_cache(status: &CacheStatus) -> Option<bool> {
+    match status {
+        CacheStatus::Hit { .. }
+        | CacheStatus::StaleServed { .. }
+        | CacheStatus::Collapsed { .. } => Some(true),
+        CacheStatus::Forward { .. } => Some(false),
+        CacheStatus::Local { .. } => None,
+    }
+}
+
+fn is_miss(status: &CacheStatus) -> bool {
+    matches!(status.as_str(), "miss" | "refresh")
+}
+
+/// Where the body bytes came from, for the byte hit ratio.
+fn bytes_source(status: &CacheStatus) -> Option<&'static str> {
+    match status {
+        CacheStatus::Hit { .. }
+        | CacheStatus::StaleServed { .. }
+        | CacheStatus::Collapsed { .. } => Some("cache"),
+        CacheStatus::Forward {
+            status: Some(304), ..
+        } => Some("cache"),
+        CacheStatus::Forward { .. } => Some("upstream"),
+        CacheStatus::Local { .. } => None,
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
