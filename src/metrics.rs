@@ -6,6 +6,7 @@
 //! Labels stay bounded: cache statuses, modes, reasons and error kinds are
 //! fixed sets; routes appear by their configured name, never by URL or client.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::cache::policy::NotStored;
 use crate::cache::{Cache, CacheStatus, Stored};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +61,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Forward, Mode::Reverse, Mode::Local];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Forward => "forward",
@@ -100,6 +104,21 @@ pub struct Metrics {
     pub route_bytes: Family<RouteLabels, Counter>,
     /// Configured routes (name, upstream), so `/stats` lists them before traffic.
     pub routes: Vec<(String, String)>,
+    // The per-request path uses these, resolved once from the families above:
+    // no hashing, locking or allocation per request.
+    by_mode_and_cache: Vec<Counter>,
+    duration_by_cache: Vec<Histogram>,
+    bytes_from_cache: Counter,
+    bytes_from_upstream: Counter,
+    not_stored_by_reason: Vec<Counter>,
+    by_route: HashMap<String, RouteCounters>,
+}
+
+/// One route's counters.
+struct RouteCounters {
+    requests: Counter,
+    hits: Counter,
+    bytes: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -110,22 +129,75 @@ fn duration_histogram() -> Histogram {
 impl Metrics {
     pub fn new(cache: &Cache, capacity: u64, routes: Vec<(String, String)>) -> Metrics {
         let mut registry = Registry::with_prefix("viaduct");
+        let requests: Family<RequestLabels, Counter> = Family::default();
+        let duration: DurationFamily = Family::new_with_constructor(duration_histogram);
+        let response_bytes: Family<SourceLabels, Counter> = Family::default();
+        let not_stored: Family<ReasonLabels, Counter> = Family::default();
+        let (route_requests, route_hits, route_bytes) = (
+            Family::<RouteLabels, Counter>::default(),
+            Family::default(),
+            Family::default(),
+        );
+        let by_mode_and_cache = Mode::ALL
+            .iter()
+            .flat_map(|mode| {
+                CacheStatus::LABELS.iter().map(|cache| {
+                    requests.get_or_create_owned(&RequestLabels {
+                        mode: mode.as_str(),
+                        cache,
+                    })
+                })
+            })
+            .collect();
+        let duration_by_cache = CacheStatus::LABELS
+            .iter()
+            .map(|cache| duration.get_or_create_owned(&CacheLabels { cache }))
+            .collect();
+        let not_stored_by_reason = NotStored::ALL
+            .iter()
+            .map(|why| {
+                not_stored.get_or_create_owned(&ReasonLabels {
+                    reason: why.as_str(),
+                })
+            })
+            .collect();
+        let by_route = routes
+            .iter()
+            .map(|(name, _)| {
+                let labels = RouteLabels {
+                    route: name.clone(),
+                };
+                let counters = RouteCounters {
+                    requests: route_requests.get_or_create_owned(&labels),
+                    hits: route_hits.get_or_create_owned(&labels),
+                    bytes: route_bytes.get_or_create_owned(&labels),
+                };
+                (name.clone(), counters)
+            })
+            .collect();
         let m = Metrics {
+            bytes_from_cache: response_bytes.get_or_create_owned(&SourceLabels { source: "cache" }),
+            bytes_from_upstream: response_bytes
+                .get_or_create_owned(&SourceLabels { source: "upstream" }),
+            by_mode_and_cache,
+            duration_by_cache,
+            not_stored_by_reason,
+            by_route,
             started: Instant::now(),
-            requests: Family::default(),
+            requests,
             hits: Counter::default(),
             misses: Counter::default(),
-            response_bytes: Family::default(),
-            not_stored: Family::default(),
+            response_bytes,
+            not_stored,
             upstream: UpstreamMetrics::default(),
-            duration: Family::new_with_constructor(duration_histogram),
+            duration,
             client_connections: Gauge::default(),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_capacity: Gauge::default(),
-            route_requests: Family::default(),
-            route_hits: Family::default(),
-            route_bytes: Family::default(),
+            route_requests,
+            route_hits,
+            route_bytes,
             routes,
             registry: Registry::default(),
         };
@@ -250,16 +322,10 @@ impl Metrics {
         bytes: u64,
         took: Duration,
     ) {
-        let cache = status.as_str();
-        self.requests
-            .get_or_create(&RequestLabels {
-                mode: mode.as_str(),
-                cache,
-            })
-            .inc();
-        self.duration
-            .get_or_create(&CacheLabels { cache })
-            .observe(took.as_secs_f64());
+        let cache = status.label_index();
+        let mode_index = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(2);
+        self.by_mode_and_cache[mode_index * CacheStatus::LABELS.len() + cache].inc();
+        self.duration_by_cache[cache].observe(took.as_secs_f64());
         let from_cache = served_from_cache(status);
         match from_cache {
             Some(true) => {
@@ -270,30 +336,29 @@ impl Metrics {
             }
             _ => {}
         }
-        if let Some(source) = bytes_source(status) {
-            self.response_bytes
-                .get_or_create(&SourceLabels { source })
-                .inc_by(bytes);
+        match bytes_source(status) {
+            Some("cache") => {
+                self.bytes_from_cache.inc_by(bytes);
+            }
+            Some(_) => {
+                self.bytes_from_upstream.inc_by(bytes);
+            }
+            None => {}
         }
         if let CacheStatus::Forward {
             outcome: Stored::No(why),
             ..
         } = status
         {
-            self.not_stored
-                .get_or_create(&ReasonLabels {
-                    reason: why.as_str(),
-                })
-                .inc();
+            if let Some(i) = NotStored::ALL.iter().position(|w| w == why) {
+                self.not_stored_by_reason[i].inc();
+            }
         }
-        if let Some(route) = route {
-            let labels = RouteLabels {
-                route: route.to_string(),
-            };
-            self.route_requests.get_or_create(&labels).inc();
-            self.route_bytes.get_or_create(&labels).inc_by(bytes);
+        if let Some(counters) = route.and_then(|r| self.by_route.get(r)) {
+            counters.requests.inc();
+            counters.bytes.inc_by(bytes);
             if from_cache == Some(true) {
-                self.route_hits.get_or_create(&labels).inc();
+                counters.hits.inc();
             }
         }
     }

@@ -75,6 +75,32 @@ pub enum Stored {
 }
 
 impl CacheStatus {
+    /// Every value `as_str` returns, in `label_index` order.
+    pub const LABELS: [&'static str; 8] = [
+        "hit",
+        "stale",
+        "collapsed",
+        "revalidated",
+        "refresh",
+        "miss",
+        "pass",
+        "local",
+    ];
+
+    /// Position of `as_str()` in `LABELS` (for metric tables without lookups).
+    pub fn label_index(&self) -> usize {
+        match self.as_str() {
+            "hit" => 0,
+            "stale" => 1,
+            "collapsed" => 2,
+            "revalidated" => 3,
+            "refresh" => 4,
+            "miss" => 5,
+            "pass" => 6,
+            _ => 7,
+        }
+    }
+
     /// A bounded label for logs and metrics.
     pub fn as_str(&self) -> &'static str {
         match self {
