@@ -51,7 +51,7 @@ impl Proxy {
             .map_err(|e| StartError(format!("cannot read the admin address: {e}")))?;
         let access_log = AccessLog::open(config.log.access.trim(), config.log.format)
             .map_err(|e| StartError(e.to_string()))?;
-        let handler = Arc::new(Handler::new(&config, addrs.clone(), access_log));
+        let handler = Arc::new(Handler::new(&config, addrs.clone(), admin_addr, access_log));
         let settings = Arc::new(ConnectionSettings::new(&config.server));
         // Validated to at most 2^24, well inside both u32 and the semaphore's limit.
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
@@ -126,7 +126,7 @@ impl Running {
 
     /// New connections opened to origins since start.
     pub fn upstream_connections_opened(&self) -> u64 {
-        self.handler.upstream().connections_opened()
+        self.handler.upstream_connections_opened()
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish for up

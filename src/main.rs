@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use viaduct::{Config, Proxy};
 
 #[derive(Parser, Debug)]
@@ -17,6 +17,7 @@ Examples:
   viaduct -c /etc/viaduct/proxy.toml   run with another configuration
   viaduct --check -c proxy.toml        validate a configuration and exit
   curl -x http://127.0.0.1:8080 http://example.test/   use it as a forward proxy
+  echo -n 'secret' | viaduct hash-password             a hash for [forward.auth] users
 
 Logging: RUST_LOG (e.g. RUST_LOG=debug) overrides [log] level."
 )]
@@ -28,10 +29,22 @@ struct Args {
     /// Validate the configuration and exit: 0 when valid, 2 with `file:line: message` when not.
     #[arg(long)]
     check: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read a password on stdin and print its bcrypt hash, for `[forward.auth] users`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::HashPassword) = args.command {
+        return hash_password();
+    }
     let config = match load(&args) {
         Ok(config) => config,
         Err(message) => {
@@ -58,6 +71,29 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config))
+}
+
+fn hash_password() -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        eprintln!("cannot read the password: {e}");
+        return ExitCode::from(2);
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("no password on stdin");
+        return ExitCode::from(2);
+    }
+    match bcrypt::hash(password, bcrypt::DEFAULT_COST) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot hash: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(args: &Args) -> Result<Config, String> {

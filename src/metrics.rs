@@ -43,6 +43,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     pub cache: &'static str,
 }
@@ -57,16 +62,18 @@ pub struct RouteLabels {
 pub enum Mode {
     Forward,
     Reverse,
+    Tunnel,
     Local,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Forward, Mode::Reverse, Mode::Local];
+    pub const ALL: [Mode; 4] = [Mode::Forward, Mode::Reverse, Mode::Tunnel, Mode::Local];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Forward => "forward",
             Mode::Reverse => "reverse",
+            Mode::Tunnel => "tunnel",
             Mode::Local => "local",
         }
     }
@@ -96,6 +103,9 @@ pub struct Metrics {
     pub upstream: UpstreamMetrics,
     pub duration: DurationFamily,
     pub client_connections: Gauge,
+    pub tunnels_open: Gauge,
+    pub tunnel_bytes_up: Counter,
+    pub tunnel_bytes_down: Counter,
     cache_entries: Gauge,
     cache_bytes: Gauge,
     cache_capacity: Gauge,
@@ -133,6 +143,7 @@ impl Metrics {
         let duration: DurationFamily = Family::new_with_constructor(duration_histogram);
         let response_bytes: Family<SourceLabels, Counter> = Family::default();
         let not_stored: Family<ReasonLabels, Counter> = Family::default();
+        let tunnel_bytes: Family<DirectionLabels, Counter> = Family::default();
         let (route_requests, route_hits, route_bytes) = (
             Family::<RouteLabels, Counter>::default(),
             Family::default(),
@@ -192,6 +203,13 @@ impl Metrics {
             upstream: UpstreamMetrics::default(),
             duration,
             client_connections: Gauge::default(),
+            tunnels_open: Gauge::default(),
+            tunnel_bytes_up: tunnel_bytes.get_or_create_owned(&DirectionLabels {
+                direction: "to-origin",
+            }),
+            tunnel_bytes_down: tunnel_bytes.get_or_create_owned(&DirectionLabels {
+                direction: "to-client",
+            }),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_capacity: Gauge::default(),
@@ -323,7 +341,7 @@ impl Metrics {
         took: Duration,
     ) {
         let cache = status.label_index();
-        let mode_index = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(2);
+        let mode_index = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(3);
         self.by_mode_and_cache[mode_index * CacheStatus::LABELS.len() + cache].inc();
         self.duration_by_cache[cache].observe(took.as_secs_f64());
         let from_cache = served_from_cache(status);

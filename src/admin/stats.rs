@@ -26,7 +26,7 @@ const CACHE_LABELS: [&str; 8] = [
     "pass",
     "local",
 ];
-const MODES: [&str; 3] = ["forward", "reverse", "local"];
+const MODES: [&str; 4] = ["forward", "reverse", "tunnel", "local"];
 
 fn read<
     S: Clone + std::hash::Hash + Eq + prometheus_client::encoding::EncodeLabelSet + std::fmt::Debug,
@@ -136,6 +136,11 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
             "errors": errors,
         },
         "client_connections": m.client_connections.get(),
+        "tunnels": {
+            "open": m.tunnels_open.get(),
+            "bytes_to_origin": m.tunnel_bytes_up.get(),
+            "bytes_to_client": m.tunnel_bytes_down.get(),
+        },
         "routes": routes,
     })
 }

@@ -131,6 +131,31 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
     if c.cache.max_variants == 0 {
         return Err((("cache", None), "max_variants", "must be at least 1".into()));
     }
+    if let Some(auth) = &c.forward.auth {
+        if auth.users.is_empty() {
+            return Err((
+                ("forward.auth", None),
+                "users",
+                "at least one user is required".into(),
+            ));
+        }
+        for (name, hash) in &auth.users {
+            if name.contains(':') {
+                return Err((
+                    ("forward.auth", None),
+                    "users",
+                    format!("user name {name:?} must not contain ':'"),
+                ));
+            }
+            if !hash.starts_with("$2") {
+                return Err((
+                    ("forward.auth", None),
+                    "users",
+                    format!("the password of {name:?} must be a bcrypt hash: make one with `viaduct hash-password`"),
+                ));
+            }
+        }
+    }
     let upstream = ("upstream", None);
     for (key, value) in [
         ("connect_timeout", c.upstream.connect_timeout),

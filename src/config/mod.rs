@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Dur,
     /// Accept HTTP/2 with prior knowledge (h2c) on the proxy port.
     pub http2: bool,
+    /// Answer TRACE (RFC 9110 §9.3.8); false refuses it with 405.
+    pub trace: bool,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             max_request_body: Size(64 << 20),
             shutdown_timeout: Dur(std::time::Duration::from_secs(30)),
             http2: true,
+            trace: true,
         }
     }
 }
@@ -152,6 +155,18 @@ pub struct ForwardConfig {
     /// Client networks allowed to use the forward proxy. Never an open proxy:
     /// the default is loopback only.
     pub allow_clients: Vec<Cidr>,
+    /// Ports CONNECT may reach (HTTPS by default).
+    pub connect_ports: Vec<u16>,
+    /// A tunnel with no traffic either way for this long is closed.
+    pub tunnel_idle_timeout: Dur,
+    /// Destinations the forward proxy refuses (checked on resolved addresses):
+    /// networks (`"10.0.0.0/8"`) and host names (`"metadata.internal"`,
+    /// `"*.corp"`). The admin listener is always refused.
+    pub deny_destinations: Vec<Destination>,
+    /// Proxy authentication (RFC 7617 Basic) for forward requests and CONNECT.
+    pub auth: Option<AuthConfig>,
+    /// The PAC file at `/proxy.pac` and `/wpad.dat`.
+    pub pac: PacConfig,
 }
 
 impl Default for ForwardConfig {
@@ -162,6 +177,80 @@ impl Default for ForwardConfig {
                 "127.0.0.0/8".parse().expect("valid literal"),
                 "::1/128".parse().expect("valid literal"),
             ],
+            connect_ports: vec![443],
+            tunnel_idle_timeout: Dur(std::time::Duration::from_secs(300)),
+            deny_destinations: vec![
+                "169.254.0.0/16".parse().expect("valid literal"),
+                "fe80::/10".parse().expect("valid literal"),
+            ],
+            auth: None,
+            pac: PacConfig::default(),
+        }
+    }
+}
+
+/// A destination the forward proxy refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Network(Cidr),
+    Host(HostPattern),
+}
+
+impl std::str::FromStr for Destination {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(net) = s.parse::<Cidr>() {
+            return Ok(Destination::Network(net));
+        }
+        s.parse::<HostPattern>()
+            .map(Destination::Host)
+            .map_err(|_| {
+                format!(
+                    "{s:?} is neither a network (\"10.0.0.0/8\") nor a host name (\"*.internal\")"
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Destination {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shown by browsers in the login prompt.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// User name → bcrypt hash (make one with `viaduct hash-password`).
+    pub users: std::collections::BTreeMap<String, String>,
+}
+
+fn default_realm() -> String {
+    "viaduct".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacConfig {
+    pub enabled: bool,
+    /// `host:port` the PAC file names; by default the address the client used.
+    pub proxy: Option<String>,
+    /// Extra hosts that go DIRECT: patterns (`"*.corp"`) or IPv4 networks.
+    /// Plain host names and loopback always go DIRECT.
+    pub bypass: Vec<String>,
+}
+
+impl Default for PacConfig {
+    fn default() -> Self {
+        PacConfig {
+            enabled: true,
+            proxy: None,
+            bypass: Vec::new(),
         }
     }
 }

@@ -103,7 +103,8 @@ pub struct ProxyBody {
     kind: Kind,
     done: Option<Completion>,
     /// Copies the body into the cache; stored only if the body ends whole.
-    fill: Option<Fill>,
+    /// Boxed: most responses carry none, and the body moves around a lot.
+    fill: Option<Box<Fill>>,
 }
 
 enum Kind {
@@ -148,7 +149,7 @@ impl ProxyBody {
             // An empty body (Content-Length: 0, 204) is never polled.
             fill.finish();
         } else {
-            self.fill = Some(fill);
+            self.fill = Some(Box::new(fill));
         }
         self
     }

@@ -3,6 +3,7 @@
 //! other requests for the same URL, see `collapse.rs`). Every path reports a
 //! `CacheStatus`.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap};
@@ -31,6 +32,8 @@ pub(super) struct Exchange {
     pub upstream: String,
     /// Primary cache key: the target URI as the client named it.
     pub key: String,
+    /// The pool to send it with (forward traffic is guarded).
+    pub pool: Arc<crate::upstream::Upstream>,
 }
 
 pub(super) type Answer = (Result<Response<ProxyBody>, ProxyError>, CacheStatus);
@@ -129,7 +132,7 @@ impl Handler {
         let method = ex.parts.method.clone();
         let key = ex.key;
         let out = Request::from_parts(ex.parts, ex.body);
-        match self.upstream.send(out, &ex.upstream).await {
+        match ex.pool.send(out, &ex.upstream).await {
             Err(e) => (
                 Err(e.into()),
                 forwarded(fwd, None, Stored::NotApplicable(detail)),
@@ -172,7 +175,7 @@ impl Handler {
         let key = std::mem::take(&mut ex.key);
         let request_time = SystemTime::now();
         let out = Request::from_parts(ex.parts, ex.body);
-        match self.upstream.send(out, &ex.upstream).await {
+        match ex.pool.send(out, &ex.upstream).await {
             Err(e) => (
                 Err(e.into()),
                 forwarded(fwd, None, Stored::NotApplicable("")),
@@ -219,7 +222,7 @@ impl Handler {
         let request_time = SystemTime::now();
         let out = Request::from_parts(ex.parts, ex.body);
         let stale = refill.stale.as_ref();
-        let resp = match self.upstream.send(out, &ex.upstream).await {
+        let resp = match ex.pool.send(out, &ex.upstream).await {
             Ok(resp) => resp,
             Err(e) => {
                 if let Some((resp, status)) =
@@ -291,6 +294,7 @@ impl Handler {
                     body: RequestBody::Empty,
                     upstream: ex.upstream,
                     key: ex.key,
+                    pool: ex.pool,
                 };
                 self.fetch(retry, fwd).await
             }

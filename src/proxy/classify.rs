@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::uri::Authority;
-use http::{header, HeaderValue, Method, Request, Version};
+use http::{header, HeaderValue, Request, Version};
 
 use super::error::ProxyError;
 use super::routes::{normalize_host, Route, RouteTable};
@@ -34,11 +34,6 @@ impl Classifier {
         req: &Request<B>,
         client: IpAddr,
     ) -> Result<Target<'a>, ProxyError> {
-        if req.method() == Method::CONNECT {
-            return Err(ProxyError::NotImplemented(
-                "CONNECT tunnels (HTTPS through the proxy) are not supported yet".into(),
-            ));
-        }
         let uri = req.uri();
         // HTTP/2 requests always carry scheme and authority; they are reverse
         // traffic (browsers do not speak h2c to proxies).
@@ -77,6 +72,12 @@ impl Classifier {
             let host = HeaderValue::from_str(authority.as_str()).ok();
             return self.reverse(host, uri.path());
         }
+        self.admit_forward(client)?;
+        Ok(Target::Forward { authority })
+    }
+
+    /// Forward proxying (and CONNECT) only when enabled, for allowed clients.
+    pub fn admit_forward(&self, client: IpAddr) -> Result<(), ProxyError> {
         if !self.forward.enabled {
             return Err(ProxyError::Forbidden(
                 "forward proxying is disabled on this proxy".into(),
@@ -92,7 +93,7 @@ impl Classifier {
                 "client {client} is not allowed to use this proxy"
             )));
         }
-        Ok(Target::Forward { authority })
+        Ok(())
     }
 
     fn reverse(&self, host: Option<HeaderValue>, path: &str) -> Result<Target<'_>, ProxyError> {
@@ -108,7 +109,7 @@ impl Classifier {
     }
 
     /// True when `authority` names one of our own listeners.
-    fn is_self(&self, authority: &Authority) -> bool {
+    pub fn is_self(&self, authority: &Authority) -> bool {
         let port = authority.port_u16().unwrap_or(80);
         let host = normalize_host(authority.host());
         let ip = host

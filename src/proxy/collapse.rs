@@ -52,6 +52,7 @@ impl Handler {
                     body: RequestBody::Empty,
                     upstream: ex.upstream.clone(),
                     key: ex.key.clone(),
+                    pool: ex.pool.clone(),
                 };
                 let job = self.fill_job(ex, refill.revalidating.clone());
                 tokio::spawn(fill_task::run(job, flight.clone(), guard));
@@ -85,6 +86,7 @@ impl Handler {
                 body: RequestBody::Empty,
                 upstream: ex.upstream.clone(),
                 key: ex.key.clone(),
+                pool: ex.pool.clone(),
             };
             let job = self.fill_job(copy, Some((all, Some(index))));
             tokio::spawn(fill_task::run(job, flight, guard));
@@ -113,7 +115,7 @@ impl Handler {
             }
         }
         FillJob {
-            upstream: self.upstream.clone(),
+            upstream: ex.pool,
             cache: self.cache.clone(),
             request: Request::from_parts(parts, ex.body),
             plain,

@@ -19,6 +19,12 @@ pub enum ProxyError {
     Upstream(UpstreamError),
     /// `only-if-cached` and nothing usable stored (RFC 9111 §5.2.1.7).
     NotCached,
+    /// 407 with the `Proxy-Authenticate` challenge (RFC 9110 §11.7.1).
+    ProxyAuthRequired {
+        challenge: http::HeaderValue,
+        why: String,
+    },
+    MethodNotAllowed(String),
     /// A stored response that must be revalidated could not be (§5.2.2.2).
     RevalidationFailed(UpstreamError),
 }
@@ -36,6 +42,8 @@ impl ProxyError {
             ProxyError::NotCached | ProxyError::RevalidationFailed(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            ProxyError::ProxyAuthRequired { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -50,6 +58,8 @@ impl ProxyError {
             ProxyError::Loop => "loop",
             ProxyError::Upstream(_) => "upstream-error",
             ProxyError::NotCached => "only-if-cached",
+            ProxyError::ProxyAuthRequired { .. } => "proxy-auth",
+            ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::RevalidationFailed(_) => "must-revalidate",
         }
     }
@@ -80,6 +90,10 @@ impl fmt::Display for ProxyError {
             ),
             ProxyError::Upstream(e) => e.fmt(f),
             ProxyError::NotCached => write!(f, "only-if-cached: no usable response is stored"),
+            ProxyError::ProxyAuthRequired { why, .. } => {
+                write!(f, "proxy authentication required: {why}")
+            }
+            ProxyError::MethodNotAllowed(why) => write!(f, "method not allowed: {why}"),
             ProxyError::RevalidationFailed(e) => {
                 write!(
                     f,

@@ -1,6 +1,7 @@
 //! The request pipeline (design.md, "The request's walk"):
 //! classify → admit → route → [cache lookup] → upstream → deliver → log.
 
+mod auth;
 mod body;
 mod cached;
 mod classify;
@@ -8,16 +9,18 @@ mod collapse;
 mod error;
 mod fill_task;
 mod headers;
+mod local;
 mod purge;
-mod routes;
+pub(crate) mod routes;
 mod serve;
+mod tunnel;
 mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 pub use body::{BodyTooLarge, BoxError, ProxyBody, RequestBody};
@@ -28,6 +31,7 @@ use crate::cache::{key, Cache, CacheStatus, Fwd, Stored};
 use crate::config::Config;
 use crate::metrics::{self, Metrics, Mode};
 use crate::server::{Activity, InFlight};
+use crate::upstream::guard::Guard;
 use crate::upstream::Upstream;
 use cached::{Answer, Exchange};
 use classify::{Classifier, Target};
@@ -48,7 +52,11 @@ pub struct Handler {
     cache: Arc<Cache>,
     /// `[server] name`, used in Cache-Status.
     name: String,
+    /// Reverse routes: operator-chosen origins.
     upstream: Arc<Upstream>,
+    /// Forward traffic: every destination checked by the guard.
+    forward_upstream: Arc<Upstream>,
+    guard: Arc<Guard>,
     access_log: AccessLog,
     via: Via,
     /// `[server] max_request_body` in bytes; 0 means unlimited.
@@ -59,6 +67,18 @@ pub struct Handler {
     /// `[cache] x_cache`: also send `X-Cache: HIT|MISS`.
     x_cache: bool,
     forward_route: Arc<str>,
+    auth: Option<auth::ProxyAuth>,
+    pac: crate::config::PacConfig,
+    trace_enabled: bool,
+    connect_ports: Vec<u16>,
+    tunnel_idle: std::time::Duration,
+    upstream_connect_timeout: std::time::Duration,
+}
+
+/// A request either goes on (to the cache and the origin) or is answered here.
+enum Prepared {
+    Exchange(Exchange, Option<hyper::upgrade::OnUpgrade>),
+    Local(Response<ProxyBody>),
 }
 
 /// What the pipeline learned about a request, for the log and the metrics.
@@ -71,7 +91,12 @@ pub(super) struct Trace {
 static X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
 
 impl Handler {
-    pub fn new(config: &Config, local_addrs: Vec<SocketAddr>, access_log: AccessLog) -> Handler {
+    pub fn new(
+        config: &Config,
+        local_addrs: Vec<SocketAddr>,
+        admin: SocketAddr,
+        access_log: AccessLog,
+    ) -> Handler {
         let cache = Arc::new(Cache::new(&config.cache));
         let routes = routes::RouteTable::new(&config.routes);
         let mut route_rows = vec![(metrics::FORWARD_ROUTE.to_string(), "(any)".to_string())];
@@ -80,6 +105,7 @@ impl Handler {
                 .all()
                 .map(|r| (r.name.to_string(), r.upstream.authority.to_string())),
         );
+        let guard = Arc::new(Guard::new(config.forward.deny_destinations.clone(), admin));
         let metrics = Arc::new(Metrics::new(
             &cache,
             config.cache.capacity.bytes(),
@@ -91,11 +117,27 @@ impl Handler {
                 routes,
                 local_addrs,
             },
-            upstream: Arc::new(Upstream::new(&config.upstream, metrics.upstream.clone())),
+            upstream: Arc::new(Upstream::new(
+                &config.upstream,
+                metrics.upstream.clone(),
+                None,
+            )),
+            forward_upstream: Arc::new(Upstream::new(
+                &config.upstream,
+                metrics.upstream.clone(),
+                Some(guard.clone()),
+            )),
+            guard,
             cache,
             metrics,
             x_cache: config.cache.x_cache,
             forward_route: Arc::from(metrics::FORWARD_ROUTE),
+            auth: config.forward.auth.as_ref().map(auth::ProxyAuth::new),
+            pac: config.forward.pac.clone(),
+            trace_enabled: config.server.trace,
+            connect_ports: config.forward.connect_ports.clone(),
+            tunnel_idle: config.forward.tunnel_idle_timeout.get(),
+            upstream_connect_timeout: config.upstream.connect_timeout.get(),
             name: config.server.name.clone(),
             access_log,
             via: Via::new(&config.server.name),
@@ -104,8 +146,9 @@ impl Handler {
         }
     }
 
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// New origin connections opened by both pools.
+    pub fn upstream_connections_opened(&self) -> u64 {
+        self.upstream.connections_opened()
     }
 
     pub fn cache(&self) -> &Cache {
@@ -187,8 +230,54 @@ impl Handler {
         if req.method().as_str() == "PURGE" {
             return self.purge(&req, client);
         }
-        let (exchange, client_upgrade) = match self.prepare(req, client, index, trace) {
-            Ok(prepared) => prepared,
+        if req.method() == Method::CONNECT {
+            trace.mode = Mode::Tunnel;
+            trace.route = Some(self.forward_route.clone());
+            trace.upstream = req.uri().authority().map(|a| Arc::from(a.as_str()));
+            let result = match self.admit_forward(&req, client).await {
+                Ok(()) => self.connect(req).await,
+                Err(e) => Err(e),
+            };
+            return match result {
+                Ok(resp) => {
+                    let outcome = Stored::NotApplicable("tunnel");
+                    (
+                        Ok(resp),
+                        CacheStatus::Forward {
+                            fwd: Fwd::Method,
+                            status: Some(200),
+                            outcome,
+                        },
+                    )
+                }
+                Err(e) => {
+                    let detail = e.detail();
+                    (Err(e), CacheStatus::Local { detail })
+                }
+            };
+        }
+        if req.method() == Method::TRACE && !self.trace_enabled {
+            let e = ProxyError::MethodNotAllowed("TRACE is disabled on this proxy".into());
+            return (
+                Err(e),
+                CacheStatus::Local {
+                    detail: "trace-disabled",
+                },
+            );
+        }
+        if let Some(resp) = self.pac(&req, client) {
+            return (Ok(resp), CacheStatus::Local { detail: "pac" });
+        }
+        let (exchange, client_upgrade) = match self.prepare(req, client, index, trace).await {
+            Ok(Prepared::Exchange(exchange, upgrade)) => (exchange, upgrade),
+            Ok(Prepared::Local(resp)) => {
+                return (
+                    Ok(resp),
+                    CacheStatus::Local {
+                        detail: "max-forwards",
+                    },
+                )
+            }
             Err(e) => {
                 let detail = e.detail();
                 return (Err(e), CacheStatus::Local { detail });
@@ -199,7 +288,7 @@ impl Handler {
         };
         // An upgrade becomes a tunnel: nothing to look up or store.
         let out = Request::from_parts(exchange.parts, exchange.body);
-        let result = match self.upstream.send(out, &exchange.upstream).await {
+        let result = match exchange.pool.send(out, &exchange.upstream).await {
             Ok(resp) => self.deliver(resp, Some(client_upgrade), &exchange.upstream),
             Err(e) => Err(e.into()),
         };
@@ -217,13 +306,13 @@ impl Handler {
 
     /// admit → classify → route: the request as it will go upstream, and its
     /// cache key.
-    fn prepare(
+    async fn prepare(
         &self,
         mut req: Request<Incoming>,
         client: &ClientConn,
         index: u64,
         trace: &mut Trace,
-    ) -> Result<(Exchange, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
+    ) -> Result<Prepared, ProxyError> {
         // admit
         if client.activity.is_ambiguous(index) {
             return Err(ProxyError::BadRequest(
@@ -236,6 +325,19 @@ impl Handler {
         }
         if self.max_body > 0 && declared_length(&req).is_some_and(|len| len > self.max_body) {
             return Err(ProxyError::PayloadTooLarge(self.max_body));
+        }
+        if let (Target::Forward { .. }, Some(auth)) = (&target, &self.auth) {
+            auth.check(req.headers(), client.peer.ip()).await?;
+        }
+        // RFC 9110 §7.6.2: TRACE and OPTIONS count down Max-Forwards; at zero
+        // this proxy is the recipient.
+        match local::max_forwards(&req) {
+            local::MaxForwards::Answer => return Ok(Prepared::Local(local::answer_here(&req))),
+            local::MaxForwards::Decrement(n) => {
+                req.headers_mut()
+                    .insert(header::MAX_FORWARDS, HeaderValue::from(n));
+            }
+            local::MaxForwards::Forward => {}
         }
 
         let upgrade = upgrade::requested(&req);
@@ -250,7 +352,7 @@ impl Handler {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let (uri, upstream_label, key) = match &target {
+        let (uri, upstream_label, key, pool) = match &target {
             Target::Forward { authority } => {
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
                     ProxyError::BadRequest("invalid host in the request URI".into())
@@ -261,7 +363,12 @@ impl Handler {
                 trace.mode = Mode::Forward;
                 trace.route = Some(self.forward_route.clone());
                 trace.upstream = Some(Arc::from(authority.as_str()));
-                (parts.uri.clone(), authority.to_string(), key)
+                (
+                    parts.uri.clone(),
+                    authority.to_string(),
+                    key,
+                    self.forward_upstream.clone(),
+                )
             }
             Target::Reverse { route, host } => {
                 tracing::trace!(route = %route.name, "reverse route");
@@ -284,7 +391,12 @@ impl Handler {
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or(route.upstream.authority.as_str());
                 let key = key::primary("http", client_host, 80, &path);
-                (uri, route.upstream.authority.to_string(), key)
+                (
+                    uri,
+                    route.upstream.authority.to_string(),
+                    key,
+                    self.upstream.clone(),
+                )
             }
         };
         parts.uri = uri;
@@ -315,8 +427,55 @@ impl Handler {
             body: RequestBody::new(body, self.max_body),
             upstream: upstream_label,
             key,
+            pool,
         };
-        Ok((exchange, client_upgrade))
+        Ok(Prepared::Exchange(exchange, client_upgrade))
+    }
+
+    /// CONNECT is forward traffic: the same admission as absolute-form requests.
+    async fn admit_forward(
+        &self,
+        req: &Request<Incoming>,
+        client: &ClientConn,
+    ) -> Result<(), ProxyError> {
+        self.classifier.admit_forward(client.peer.ip())?;
+        if let Some(auth) = &self.auth {
+            auth.check(req.headers(), client.peer.ip()).await?;
+        }
+        Ok(())
+    }
+
+    /// The PAC file, for `GET /proxy.pac` (or `/wpad.dat`) addressed to us.
+    fn pac(&self, req: &Request<Incoming>, client: &ClientConn) -> Option<Response<ProxyBody>> {
+        if !self.pac.enabled || !self.classifier.forward.enabled {
+            return None;
+        }
+        if !(req.method() == Method::GET || req.method() == Method::HEAD)
+            || !local::is_pac_path(req.uri().path())
+        {
+            return None;
+        }
+        let to_us = match req.uri().authority() {
+            None => true,
+            Some(authority) => self.classifier.is_self(authority),
+        };
+        if !to_us {
+            return None;
+        }
+        // The address the client used to reach us, unless configured.
+        let proxy = self.pac.proxy.clone().unwrap_or_else(|| {
+            req.uri()
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| {
+                    req.headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| client.local.to_string())
+        });
+        Some(local::pac(&self.pac, &proxy))
     }
 
     /// The origin's response, made fit for the client.
@@ -375,6 +534,15 @@ fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match e {
+        ProxyError::ProxyAuthRequired { challenge, .. } => {
+            h.insert(header::PROXY_AUTHENTICATE, challenge.clone());
+        }
+        ProxyError::MethodNotAllowed(_) => {
+            h.insert(header::ALLOW, HeaderValue::from_static(local::ALLOW));
+        }
+        _ => {}
+    }
     if e.closes_connection() && version != Version::HTTP_2 {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
+use super::guard::Guard;
 use crate::proxy::BoxError;
 
 /// Forgetting idle per-origin slots keeps the map small for a forward proxy
@@ -27,6 +28,9 @@ const PRUNE_ABOVE: usize = 1024;
 pub struct CountingConnector {
     http: HttpConnector,
     shared: Arc<Shared>,
+    /// Forward traffic: resolve and check every destination, then connect to
+    /// exactly the checked address.
+    guard: Option<Arc<Guard>>,
 }
 
 struct Shared {
@@ -40,9 +44,11 @@ impl CountingConnector {
         http: HttpConnector,
         max_per_host: usize,
         opened: prometheus_client::metrics::counter::Counter,
+        guard: Option<Arc<Guard>>,
     ) -> CountingConnector {
         CountingConnector {
             http,
+            guard,
             shared: Arc::new(Shared {
                 opened,
                 max_per_host,
@@ -86,9 +92,33 @@ impl Service<Uri> for CountingConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let mut http = self.http.clone();
         let shared = self.shared.clone();
+        let guard = self.guard.clone();
         Box::pin(async move {
             let slot = shared.slots_for(&uri).acquire_owned().await?;
-            let io = http.call(uri).await?;
+            let io = match guard {
+                None => http.call(uri).await?,
+                Some(guard) => {
+                    let host = uri.host().unwrap_or_default();
+                    let port = uri.port_u16().unwrap_or(80);
+                    let mut last = None;
+                    let mut connected = None;
+                    for addr in guard.resolve(host, port).await? {
+                        let exact: Uri = format!("http://{addr}").parse()?;
+                        match http.call(exact).await {
+                            Ok(io) => {
+                                connected = Some(io);
+                                break;
+                            }
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    match (connected, last) {
+                        (Some(io), _) => io,
+                        (None, Some(e)) => return Err(e.into()),
+                        (None, None) => return Err("no address to connect to".into()),
+                    }
+                }
+            };
             shared.opened.inc();
             Ok(CountedStream { io, _slot: slot })
         })

@@ -8,10 +8,15 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::guard::GuardError;
 use crate::proxy::BodyTooLarge;
 
 #[derive(Debug)]
 pub enum UpstreamError {
+    /// The destination guard refused it (`[forward] deny_destinations`).
+    Denied {
+        upstream: String,
+    },
     Refused {
         upstream: String,
     },
@@ -56,13 +61,15 @@ impl UpstreamError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             UpstreamError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            UpstreamError::Denied { .. } => StatusCode::FORBIDDEN,
             UpstreamError::RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// Every value `kind` can return.
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 11] = [
+        "denied",
         "refused",
         "connect-timeout",
         "resolve",
@@ -78,6 +85,7 @@ impl UpstreamError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            UpstreamError::Denied { .. } => "denied",
             UpstreamError::Refused { .. } => "refused",
             UpstreamError::ConnectTimeout { .. } => "connect-timeout",
             UpstreamError::Resolve { .. } => "resolve",
@@ -100,6 +108,12 @@ impl UpstreamError {
         let upstream = upstream.to_string();
         if let Some(limit) = find::<BodyTooLarge>(e) {
             return UpstreamError::RequestBodyTooLarge(limit.0);
+        }
+        if let Some(guard) = find::<GuardError>(e) {
+            return match guard {
+                GuardError::Denied(_) => UpstreamError::Denied { upstream },
+                GuardError::Resolve(_) => UpstreamError::Resolve { upstream },
+            };
         }
         if e.is_connect() {
             return match find::<io::Error>(e).map(io::Error::kind) {
@@ -193,6 +207,9 @@ fn innermost(e: &(dyn StdError + 'static)) -> String {
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            UpstreamError::Denied { upstream } => {
+                write!(f, "forwarding to {upstream} is not allowed by this proxy")
+            }
             UpstreamError::Refused { upstream } => {
                 write!(f, "upstream {upstream} refused the connection")
             }

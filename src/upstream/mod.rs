@@ -3,7 +3,9 @@
 
 mod connector;
 mod error;
+pub mod guard;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, Version};
@@ -32,7 +34,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, metrics: UpstreamMetrics) -> Upstream {
+    /// `guard`: check every destination (forward traffic).
+    pub fn new(
+        config: &UpstreamConfig,
+        metrics: UpstreamMetrics,
+        guard: Option<Arc<guard::Guard>>,
+    ) -> Upstream {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout.get()));
         http.set_nodelay(true);
@@ -41,6 +48,7 @@ impl Upstream {
             http,
             config.max_connections_per_host,
             metrics.connections.clone(),
+            guard,
         );
         let build = |max_idle: usize| {
             Client::builder(TokioExecutor::new())
@@ -60,6 +68,10 @@ impl Upstream {
             connect_timeout: config.connect_timeout.get(),
             response_header_timeout: config.response_header_timeout.get(),
         }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// New origin connections opened since start (reuse shows as a low number).
