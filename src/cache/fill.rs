@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::key::Secondary;
 use super::policy::StoredResponse;
@@ -61,20 +61,9 @@ impl Fill {
             tracing::debug!(key = %self.key, "body length differs from Content-Length; not stored");
             return;
         }
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.into_iter().next().expect("one chunk"),
-            _ => {
-                let mut all = BytesMut::with_capacity(self.received as usize);
-                for chunk in &self.chunks {
-                    all.extend_from_slice(chunk);
-                }
-                all.freeze()
-            }
-        };
-        self.cache.store.insert(
-            &self.key,
-            Arc::new(Entry::new(self.head, body, self.secondary)),
-        );
+        // One allocation for the header values and body: hyper's chunks are
+        // slices of larger read buffers that must not be kept alive.
+        let entry = Entry::compact(self.head, &self.chunks, self.secondary);
+        self.cache.store.insert(&self.key, Arc::new(entry));
     }
 }

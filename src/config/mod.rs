@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub http2: bool,
     /// Answer TRACE (RFC 9110 §9.3.8); false refuses it with 405.
     pub trace: bool,
+    /// Worker threads; 0 means one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Dur(std::time::Duration::from_secs(30)),
             http2: true,
             trace: true,
+            workers: 0,
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -132,7 +132,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
     if length.is_some_and(|l| l != received) {
         return flight.body_failed();
     }
-    let entry = Arc::new(Entry::new(head, concat(chunks, received), secondary));
+    let entry = Arc::new(Entry::compact(head, &chunks, secondary));
     cache.store.insert(&key, entry.clone());
     flight.done(entry, status, ttl);
 }
@@ -150,10 +150,17 @@ pub(super) fn refresh(
     let response_time = SystemTime::now();
     let index = validation::select_for_update(all.iter().map(|e| &e.head), selected, not_modified)?;
     let old = &all[index];
-    let merged = validation::merge_not_modified(&old.head.headers, not_modified);
+    let merged = owned_copy(&validation::merge_not_modified(
+        &old.head.headers,
+        not_modified,
+    ));
     let head = StoredResponse::new(old.head.status, merged, request_time, response_time);
     let ttl = freshness_left(&head, &cache.heuristics, response_time);
-    let entry = Arc::new(Entry::new(head, old.body.clone(), old.secondary.clone()));
+    let entry = Arc::new(Entry::compact(
+        head,
+        std::slice::from_ref(&old.body),
+        old.secondary.clone(),
+    ));
     cache.store.insert(key, entry.clone());
     Some((entry, ttl))
 }
@@ -174,7 +181,7 @@ pub(super) fn plan_store(
     if content_length(response).is_some_and(|len| len > cache.max_object_size) {
         return Err(NotStored::TooLarge);
     }
-    let mut stored = response.clone();
+    let mut stored = owned_copy(response);
     for name in &strip {
         stored.remove(name);
     }
@@ -229,13 +236,15 @@ pub(super) fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     copy
 }
 
-fn concat(chunks: Vec<Bytes>, total: u64) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.into_iter().next().expect("one chunk");
+/// A copy of `headers` that owns its bytes (header values parsed by hyper
+/// point into the connection's read buffer, see `concat`).
+pub(super) fn owned_copy(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = header::HeaderName::from_bytes(name.as_str().as_bytes())
+            .unwrap_or_else(|_| name.clone());
+        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.append(name, value);
     }
-    let mut all = BytesMut::with_capacity(total as usize);
-    for chunk in &chunks {
-        all.extend_from_slice(chunk);
-    }
-    all.freeze()
+    copy
 }

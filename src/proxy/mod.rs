@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 
 pub use body::{BodyTooLarge, BoxError, ProxyBody, RequestBody};
 pub use error::ProxyError;
+pub use serve::stored_response;
 
 use crate::access_log::{AccessLog, Outcome};
 use crate::cache::{key, Cache, CacheStatus, Fwd, Stored};

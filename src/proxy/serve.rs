@@ -27,91 +27,14 @@ impl Handler {
         now: SystemTime,
         unvalidated: bool,
     ) -> Response<ProxyBody> {
-        let stored = &entry.head;
-        let (status, mut headers, body) =
-            if validation::client_not_modified(method, request, &stored.headers) {
-                (
-                    StatusCode::NOT_MODIFIED,
-                    validation::not_modified_head(&stored.headers),
-                    ProxyBody::empty(),
-                )
-            } else {
-                self.representation(entry, method, request)
-            };
-        if unvalidated {
-            for name in policy::fields_to_strip_on_reuse(stored) {
-                headers.remove(name);
-            }
-        }
-        let age = policy::current_age(stored, now);
-        headers.insert(header::AGE, HeaderValue::from(age));
-        self.via.append(&mut headers, Version::HTTP_11);
-        let mut resp = Response::new(body);
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        resp
-    }
-
-    /// The stored response, or the part a single byte range asks for.
-    fn representation(
-        &self,
-        entry: &Entry,
-        method: &Method,
-        request: &HeaderMap,
-    ) -> (StatusCode, HeaderMap, ProxyBody) {
-        let stored = &entry.head;
-        let mut headers = stored.headers.clone();
-        let whole = |headers| {
-            let body = if method == Method::HEAD {
-                ProxyBody::empty()
-            } else {
-                ProxyBody::full(entry.body.clone())
-            };
-            (stored.status, headers, body)
-        };
-        if stored.status != StatusCode::OK || *method != Method::GET {
-            return whole(headers);
-        }
-        headers
-            .entry(header::ACCEPT_RANGES)
-            .or_insert(HeaderValue::from_static("bytes"));
-        let Some(requested) = request.get(header::RANGE) else {
-            return whole(headers);
-        };
-        // §13.1.5: a changed representation gets the whole body.
-        if request
-            .get(header::IF_RANGE)
-            .is_some_and(|v| !range::if_range_holds(v, &stored.headers))
-        {
-            return whole(headers);
-        }
-        let len = entry.body.len() as u64;
-        match range::evaluate(requested, len) {
-            RangeAnswer::Full => whole(headers),
-            RangeAnswer::Partial { start, end } => {
-                let value = format!("bytes {start}-{end}/{len}");
-                headers.insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&value).expect("ascii"),
-                );
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
-                let part = entry.body.slice(start as usize..=end as usize);
-                (StatusCode::PARTIAL_CONTENT, headers, ProxyBody::full(part))
-            }
-            RangeAnswer::Unsatisfiable => {
-                let value = format!("bytes */{len}");
-                headers.insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&value).expect("ascii"),
-                );
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-                (
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    headers,
-                    ProxyBody::empty(),
-                )
-            }
-        }
+        stored_response(
+            entry,
+            method,
+            request,
+            now,
+            unvalidated,
+            self.via.entry(Version::HTTP_11),
+        )
     }
 
     /// A stale entry the origin failure lets us serve (RFC 5861 §4), with the
@@ -146,4 +69,101 @@ impl Handler {
 /// (RFC 5861 §4); connection failures count too.
 pub(super) fn triggers_stale_if_error(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// The answer built from a stored entry (public for the micro-benchmarks).
+/// `via` is this proxy's Via entry.
+pub fn stored_response(
+    entry: &Entry,
+    method: &Method,
+    request: &HeaderMap,
+    now: SystemTime,
+    unvalidated: bool,
+    via: HeaderValue,
+) -> Response<ProxyBody> {
+    let stored = &entry.head;
+
+    let (status, mut headers, body) =
+        if validation::client_not_modified(method, request, &stored.headers) {
+            (
+                StatusCode::NOT_MODIFIED,
+                validation::not_modified_head(&stored.headers),
+                ProxyBody::empty(),
+            )
+        } else {
+            representation(entry, method, request)
+        };
+    if unvalidated {
+        for name in policy::fields_to_strip_on_reuse(stored) {
+            headers.remove(name);
+        }
+    }
+    let age = policy::current_age(stored, now);
+    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.append(header::VIA, via);
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The stored response, or the part a single byte range asks for.
+fn representation(
+    entry: &Entry,
+    method: &Method,
+    request: &HeaderMap,
+) -> (StatusCode, HeaderMap, ProxyBody) {
+    let stored = &entry.head;
+    let mut headers = stored.headers.clone();
+    let whole = |headers| {
+        let body = if method == Method::HEAD {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::full(entry.body.clone())
+        };
+        (stored.status, headers, body)
+    };
+    if stored.status != StatusCode::OK || *method != Method::GET {
+        return whole(headers);
+    }
+    headers
+        .entry(header::ACCEPT_RANGES)
+        .or_insert(HeaderValue::from_static("bytes"));
+    let Some(requested) = request.get(header::RANGE) else {
+        return whole(headers);
+    };
+    // §13.1.5: a changed representation gets the whole body.
+    if request
+        .get(header::IF_RANGE)
+        .is_some_and(|v| !range::if_range_holds(v, &stored.headers))
+    {
+        return whole(headers);
+    }
+    let len = entry.body.len() as u64;
+    match range::evaluate(requested, len) {
+        RangeAnswer::Full => whole(headers),
+        RangeAnswer::Partial { start, end } => {
+            let value = format!("bytes {start}-{end}/{len}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("ascii"),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            let part = entry.body.slice(start as usize..=end as usize);
+            (StatusCode::PARTIAL_CONTENT, headers, ProxyBody::full(part))
+        }
+        RangeAnswer::Unsatisfiable => {
+            let value = format!("bytes */{len}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("ascii"),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                headers,
+                ProxyBody::empty(),
+            )
+        }
+    }
 }
