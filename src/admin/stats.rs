@@ -13,20 +13,11 @@ use serde_json::{json, Map, Value};
 use super::purge::{key_of, percent_decode};
 use super::{json, text, Admin};
 use crate::cache::policy::{self, NotStored};
-use crate::metrics::{KindLabels, ReasonLabels, RequestLabels, RouteLabels, SourceLabels};
+use crate::cache::CacheStatus;
+use crate::metrics::{KindLabels, Mode, ReasonLabels, RequestLabels, RouteLabels, SourceLabels};
 use crate::upstream::UpstreamError;
 
-const CACHE_LABELS: [&str; 8] = [
-    "hit",
-    "stale",
-    "collapsed",
-    "revalidated",
-    "refresh",
-    "miss",
-    "pass",
-    "local",
-];
-const MODES: [&str; 4] = ["forward", "reverse", "tunnel", "local"];
+const CACHE_LABELS: [&str; 8] = CacheStatus::LABELS;
 
 fn read<
     S: Clone + std::hash::Hash + Eq + prometheus_client::encoding::EncodeLabelSet + std::fmt::Debug,
@@ -52,19 +43,35 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
     let mut by_mode = Map::new();
     let mut total = 0;
     for label in CACHE_LABELS {
-        let n: u64 = MODES
+        let n: u64 = Mode::ALL
             .iter()
-            .map(|mode| read(&m.requests, &RequestLabels { mode, cache: label }))
+            .map(|mode| {
+                read(
+                    &m.requests,
+                    &RequestLabels {
+                        mode: mode.as_str(),
+                        cache: label,
+                    },
+                )
+            })
             .sum();
         by_cache.insert(label.into(), json!(n));
         total += n;
     }
-    for mode in MODES {
+    for mode in Mode::ALL {
         let n: u64 = CACHE_LABELS
             .iter()
-            .map(|label| read(&m.requests, &RequestLabels { mode, cache: label }))
+            .map(|label| {
+                read(
+                    &m.requests,
+                    &RequestLabels {
+                        mode: mode.as_str(),
+                        cache: label,
+                    },
+                )
+            })
             .sum();
-        by_mode.insert(mode.into(), json!(n));
+        by_mode.insert(mode.as_str().into(), json!(n));
     }
     let (hits, misses) = (m.hits.get(), m.misses.get());
     let bytes_cache = read(&m.response_bytes, &SourceLabels { source: "cache" });

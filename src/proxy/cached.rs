@@ -36,6 +36,20 @@ pub(super) struct Exchange {
     pub pool: Arc<crate::upstream::Upstream>,
 }
 
+impl Exchange {
+    /// The same request again, without a body (GET and HEAD have none worth
+    /// resending): for a second fetch or a background revalidation.
+    pub(super) fn replay(&self) -> Exchange {
+        Exchange {
+            parts: fill_task::copy_parts(&self.parts),
+            body: RequestBody::Empty,
+            upstream: self.upstream.clone(),
+            key: self.key.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
 pub(super) type Answer = (Result<Response<ProxyBody>, ProxyError>, CacheStatus);
 
 /// Preconditions the cache does not evaluate itself: such requests go to the origin.
@@ -213,7 +227,7 @@ impl Handler {
         }
         let client_headers = ex.parts.headers.clone();
         let method = ex.parts.method.clone();
-        let retry_parts = fill_task::copy_parts(&ex.parts);
+        let retry = ex.replay();
         ex.parts.headers.remove(header::IF_NONE_MATCH);
         ex.parts.headers.remove(header::IF_MODIFIED_SINCE);
         for (name, value) in fields {
@@ -289,13 +303,6 @@ impl Handler {
             }
             None => {
                 // The 304 names a representation we do not hold: fetch it whole.
-                let retry = Exchange {
-                    parts: retry_parts,
-                    body: RequestBody::Empty,
-                    upstream: ex.upstream,
-                    key: ex.key,
-                    pool: ex.pool,
-                };
                 self.fetch(retry, fwd).await
             }
         }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, Version};
 
-use super::body::{ProxyBody, RequestBody};
+use super::body::ProxyBody;
 use super::cached::{forwarded, Answer, Exchange};
 use super::error::ProxyError;
 use super::fill_task::{self, copy_parts, FillJob};
@@ -47,13 +47,7 @@ impl Handler {
             Join::Leader(flight, guard) => {
                 let method = ex.parts.method.clone();
                 let client = ex.parts.headers.clone();
-                let fallback = Exchange {
-                    parts: copy_parts(&ex.parts),
-                    body: RequestBody::Empty,
-                    upstream: ex.upstream.clone(),
-                    key: ex.key.clone(),
-                    pool: ex.pool.clone(),
-                };
+                let fallback = ex.replay();
                 let job = self.fill_job(ex, refill.revalidating.clone());
                 tokio::spawn(fill_task::run(job, flight.clone(), guard));
                 match self
@@ -81,13 +75,7 @@ impl Handler {
     pub(super) fn revalidate_in_background(&self, ex: &Exchange, all: Variants, index: usize) {
         if let Join::Leader(flight, guard) = self.cache.flights.join(&ex.key) {
             CacheStats::count(&self.cache.stats.background_revalidations);
-            let copy = Exchange {
-                parts: copy_parts(&ex.parts),
-                body: RequestBody::Empty,
-                upstream: ex.upstream.clone(),
-                key: ex.key.clone(),
-                pool: ex.pool.clone(),
-            };
+            let copy = ex.replay();
             let job = self.fill_job(copy, Some((all, Some(index))));
             tokio::spawn(fill_task::run(job, flight, guard));
         }

@@ -1,0 +1,197 @@
+//! admit → classify → route: turning a client request into the request that
+//! goes upstream (or an answer given here), with its cache key.
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+
+use super::body::{ProxyBody, RequestBody};
+use super::cached::Exchange;
+use super::classify::Target;
+use super::error::ProxyError;
+use super::{fill_task, headers, local, upgrade, ClientConn, Handler, Prepared, Trace};
+use crate::cache::key;
+use crate::metrics::Mode;
+
+impl Handler {
+    /// admit → classify → route: the request as it will go upstream, and its
+    /// cache key.
+    pub(super) async fn prepare(
+        &self,
+        mut req: Request<Incoming>,
+        client: &ClientConn,
+        index: u64,
+        trace: &mut Trace,
+    ) -> Result<Prepared, ProxyError> {
+        // admit
+        if client.activity.is_ambiguous(index) {
+            return Err(ProxyError::BadRequest(
+                "Content-Length together with Transfer-Encoding".into(),
+            ));
+        }
+        let target = self.classifier.classify(&req, client.peer.ip())?;
+        if self.via.is_loop(req.headers()) {
+            return Err(ProxyError::Loop);
+        }
+        if self.max_body > 0
+            && fill_task::content_length(req.headers()).is_some_and(|len| len > self.max_body)
+        {
+            return Err(ProxyError::PayloadTooLarge(self.max_body));
+        }
+        if let (Target::Forward { .. }, Some(auth)) = (&target, &self.auth) {
+            auth.check(req.headers(), client.peer.ip()).await?;
+        }
+        // RFC 9110 §7.6.2: TRACE and OPTIONS count down Max-Forwards; at zero
+        // this proxy is the recipient.
+        match local::max_forwards(&req) {
+            local::MaxForwards::Answer => return Ok(Prepared::Local(local::answer_here(&req))),
+            local::MaxForwards::Decrement(n) => {
+                req.headers_mut()
+                    .insert(header::MAX_FORWARDS, HeaderValue::from(n));
+            }
+            local::MaxForwards::Forward => {}
+        }
+
+        let upgrade = upgrade::requested(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+        // route: where the request goes, the head it goes with, and the key
+        // of the URI the client asked for.
+        let client_version = req.version();
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let (uri, upstream_label, key, pool) = match &target {
+            Target::Forward { authority } => {
+                let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
+                    ProxyError::BadRequest("invalid host in the request URI".into())
+                })?;
+                // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
+                parts.headers.insert(header::HOST, host);
+                let key = key::primary("http", authority.as_str(), 80, &path);
+                trace.mode = Mode::Forward;
+                trace.route = Some(self.forward_route.clone());
+                trace.upstream = Some(Arc::from(authority.as_str()));
+                (
+                    parts.uri.clone(),
+                    authority.to_string(),
+                    key,
+                    self.forward_upstream.clone(),
+                )
+            }
+            Target::Reverse { route, host } => {
+                tracing::trace!(route = %route.name, "reverse route");
+                trace.mode = Mode::Reverse;
+                trace.route = Some(route.name.clone());
+                trace.upstream = Some(route.upstream_label.clone());
+                let uri = Uri::builder()
+                    .scheme("http")
+                    .authority(route.upstream.authority.clone())
+                    .path_and_query(path.as_str())
+                    .build()
+                    .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
+                let sent_host = match (route.preserve_host, host) {
+                    (true, Some(host)) => host.clone(),
+                    _ => route.upstream_host.clone(),
+                };
+                parts.headers.insert(header::HOST, sent_host);
+                let client_host = host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(route.upstream.authority.as_str());
+                let key = key::primary("http", client_host, 80, &path);
+                (
+                    uri,
+                    route.upstream.authority.to_string(),
+                    key,
+                    self.upstream.clone(),
+                )
+            }
+        };
+        parts.uri = uri;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocols) = upgrade {
+            upgrade::restore(&mut parts.headers, protocols);
+        }
+        // The client's 100-continue was answered by this hop (hyper sends it
+        // when the body is first read); the origin gets the body regardless.
+        if parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        {
+            parts.headers.remove(header::EXPECT);
+        }
+        if let Target::Reverse { route, host } = &target {
+            headers::add_forwarded(
+                &mut parts.headers,
+                route.forwarded,
+                client.peer.ip(),
+                host.as_ref(),
+            );
+        }
+        self.via.append(&mut parts.headers, client_version);
+        let exchange = Exchange {
+            parts,
+            body: RequestBody::new(body, self.max_body),
+            upstream: upstream_label,
+            key,
+            pool,
+        };
+        Ok(Prepared::Exchange(exchange, client_upgrade))
+    }
+
+    /// CONNECT is forward traffic: the same admission as absolute-form requests.
+    pub(super) async fn admit_forward(
+        &self,
+        req: &Request<Incoming>,
+        client: &ClientConn,
+    ) -> Result<(), ProxyError> {
+        self.classifier.admit_forward(client.peer.ip())?;
+        if let Some(auth) = &self.auth {
+            auth.check(req.headers(), client.peer.ip()).await?;
+        }
+        Ok(())
+    }
+
+    /// The PAC file, for `GET /proxy.pac` (or `/wpad.dat`) addressed to us.
+    pub(super) fn pac(
+        &self,
+        req: &Request<Incoming>,
+        client: &ClientConn,
+    ) -> Option<Response<ProxyBody>> {
+        if !self.pac.enabled || !self.classifier.forward.enabled {
+            return None;
+        }
+        if !(req.method() == Method::GET || req.method() == Method::HEAD)
+            || !local::is_pac_path(req.uri().path())
+        {
+            return None;
+        }
+        let to_us = match req.uri().authority() {
+            None => true,
+            Some(authority) => self.classifier.is_self(authority),
+        };
+        if !to_us {
+            return None;
+        }
+        // The address the client used to reach us, unless configured.
+        let proxy = self.pac.proxy.clone().unwrap_or_else(|| {
+            req.uri()
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| {
+                    req.headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| client.local.to_string())
+        });
+        Some(local::pac(&self.pac, &proxy))
+    }
+}
