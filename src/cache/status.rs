@@ -186,7 +186,9 @@ impl CacheStatus {
                 let _ = write!(s, "; detail={detail}");
             }
         }
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("viaduct"))
+        // Hands the buffer over instead of copying it.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+            .unwrap_or_else(|_| HeaderValue::from_static("viaduct"))
     }
 }
 

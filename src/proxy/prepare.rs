@@ -60,11 +60,12 @@ impl Handler {
         // of the URI the client asked for.
         let client_version = req.version();
         let (mut parts, body) = req.into_parts();
+        // A cheap clone (shared bytes), and no re-parse for the upstream URI.
         let path = parts
             .uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let (uri, upstream_label, key, pool) = match &target {
             Target::Forward { authority } => {
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
@@ -72,7 +73,7 @@ impl Handler {
                 })?;
                 // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
                 parts.headers.insert(header::HOST, host);
-                let key = key::primary("http", authority.as_str(), 80, &path);
+                let key = key::primary("http", authority.as_str(), 80, path.as_str());
                 trace.mode = Mode::Forward;
                 trace.route = Some(self.forward_route.clone());
                 trace.upstream = Some(Arc::from(authority.as_str()));
@@ -91,7 +92,7 @@ impl Handler {
                 let uri = Uri::builder()
                     .scheme("http")
                     .authority(route.upstream.authority.clone())
-                    .path_and_query(path.as_str())
+                    .path_and_query(path.clone())
                     .build()
                     .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
                 let sent_host = match (route.preserve_host, host) {
@@ -103,7 +104,7 @@ impl Handler {
                     .as_ref()
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or(route.upstream.authority.as_str());
-                let key = key::primary("http", client_host, 80, &path);
+                let key = key::primary("http", client_host, 80, path.as_str());
                 (
                     uri,
                     route.upstream.authority.to_string(),
