@@ -14,12 +14,11 @@ use hyper::body::Incoming;
 use super::body::{ProxyBody, RequestBody};
 use super::collapse::Refill;
 use super::error::ProxyError;
-use super::fill_task::{self, add_date, content_length, plan_store};
+use super::fill_task::{self, finish_origin_head, forget_replaced, plan_store};
 use super::headers;
 use super::Handler;
 use crate::cache::control::RequestControl;
 use crate::cache::fill::Fill;
-use crate::cache::key::{self, Vary};
 use crate::cache::policy::{self, validation, Reuse, Why};
 use crate::cache::store::{Lookup, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
@@ -313,8 +312,7 @@ impl Handler {
     fn store_and_deliver(&self, resp: Response<Incoming>, ctx: Delivery<'_>) -> Answer {
         let response_time = SystemTime::now();
         let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        add_date(&mut parts.headers, response_time);
+        finish_origin_head(&mut parts.headers, response_time);
         let status = parts.status;
         let plan = plan_store(
             &self.cache,
@@ -326,20 +324,19 @@ impl Handler {
             response_time,
         );
         let (outcome, fill) = match plan {
-            Ok((head, ttl)) => {
-                let secondary = match Vary::of(&parts.headers) {
-                    Vary::Fields(names) => key::secondary(&names, ctx.request_headers),
-                    Vary::Star => Vec::new(),
-                };
-                let expected = content_length(&parts.headers);
-                let fill = Fill::new(self.cache.clone(), ctx.key, head, secondary, expected);
-                (Stored::Yes { ttl }, Some(fill))
+            Ok(plan) => {
+                let fill = Fill::new(
+                    self.cache.clone(),
+                    ctx.key,
+                    plan.head,
+                    plan.secondary,
+                    plan.length,
+                );
+                (Stored::Yes { ttl: plan.ttl }, Some(fill))
             }
             Err(why) => {
-                // A new representation that may not be stored must not leave
-                // the old one behind (a 5xx keeps it, for stale-if-error).
-                if ctx.replacing && !status.is_server_error() {
-                    self.cache.store.remove(&ctx.key);
+                if ctx.replacing {
+                    forget_replaced(&self.cache, &ctx.key, status);
                 }
                 (Stored::No(why), None)
             }

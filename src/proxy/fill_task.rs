@@ -75,8 +75,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
 
     let response_time = SystemTime::now();
     let (mut parts, mut body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    add_date(&mut parts.headers, response_time);
+    finish_origin_head(&mut parts.headers, response_time);
     let plan = plan_store(
         &cache,
         &method,
@@ -86,23 +85,23 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
         request_time,
         response_time,
     );
-    let (head, ttl) = match plan {
-        Ok(planned) => planned,
+    let Plan {
+        head,
+        ttl,
+        secondary,
+        length,
+    } = match plan {
+        Ok(plan) => plan,
         Err(why) => {
             // Hit-for-miss: the next crowd fetches alone instead of queueing.
             cache.flights.mark_uncollapsible(&key);
-            if revalidating.is_some() && !parts.status.is_server_error() {
-                cache.store.remove(&key);
+            if revalidating.is_some() {
+                forget_replaced(&cache, &key, parts.status);
             }
             let resp = http::Response::from_parts(parts, body);
             return flight.leader_only(LeaderAnswer::Response(resp, why));
         }
     };
-    let secondary = match Vary::of(&parts.headers) {
-        Vary::Fields(names) => key::secondary(&names, &request_headers),
-        Vary::Star => Vec::new(),
-    };
-    let length = content_length(&parts.headers);
     let status = parts.status.as_u16();
     flight.filling(parts, ttl, length);
 
@@ -150,10 +149,7 @@ pub(super) fn refresh(
     let response_time = SystemTime::now();
     let index = validation::select_for_update(all.iter().map(|e| &e.head), selected, not_modified)?;
     let old = &all[index];
-    let merged = owned_copy(&validation::merge_not_modified(
-        &old.head.headers,
-        not_modified,
-    ));
+    let merged = validation::merge_not_modified(&old.head.headers, not_modified);
     let head = StoredResponse::new(old.head.status, merged, request_time, response_time);
     let ttl = freshness_left(&head, &cache.heuristics, response_time);
     let entry = Arc::new(Entry::compact(
@@ -165,7 +161,38 @@ pub(super) fn refresh(
     Some((entry, ttl))
 }
 
-/// The stored head and its freshness, or why the response is not stored.
+/// What storing a response needs, decided before its body arrives.
+pub(super) struct Plan {
+    pub head: StoredResponse,
+    /// Freshness left in seconds.
+    pub ttl: i64,
+    /// The request's values of the fields the response's Vary names.
+    pub secondary: key::Secondary,
+    /// Content-Length, when declared.
+    pub length: Option<u64>,
+}
+
+/// An origin head made fit for the client and the store: hop-by-hop fields
+/// removed, and the Date it did not send added (RFC 9110 §6.6.1).
+pub(super) fn finish_origin_head(headers: &mut HeaderMap, received: SystemTime) {
+    headers::strip_hop_by_hop(headers);
+    if !headers.contains_key(header::DATE) {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(received)) {
+            headers.insert(header::DATE, v);
+        }
+    }
+}
+
+/// A revalidation brought a new representation that may not be stored: it
+/// must not leave the old one behind (a 5xx keeps it, for stale-if-error).
+pub(super) fn forget_replaced(cache: &Cache, key: &str, status: StatusCode) {
+    if !status.is_server_error() {
+        cache.store.remove(key);
+    }
+}
+
+/// The stored head, its freshness and Vary key, or why the response is not
+/// stored.
 pub(super) fn plan_store(
     cache: &Cache,
     method: &Method,
@@ -174,14 +201,15 @@ pub(super) fn plan_store(
     response: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
-) -> Result<(StoredResponse, i64), NotStored> {
+) -> Result<Plan, NotStored> {
     let req_cc = RequestControl::parse(request_headers);
     let control = ResponseControl::parse(response);
     let strip = policy::storable(method, request_headers, &req_cc, status, response, &control)?;
     if content_length(response).is_some_and(|len| len > cache.max_object_size) {
         return Err(NotStored::TooLarge);
     }
-    let mut stored = owned_copy(response);
+    // Entry::compact makes the owned copy when the body is complete.
+    let mut stored = response.clone();
     for name in &strip {
         stored.remove(name);
     }
@@ -196,16 +224,16 @@ pub(super) fn plan_store(
     if ttl <= 0 && !validators && !stale_window {
         return Err(NotStored::NoFreshness);
     }
-    Ok((head, ttl))
-}
-
-/// RFC 9110 §6.6.1: a cache adds the Date it did not receive.
-pub(super) fn add_date(headers: &mut HeaderMap, received: SystemTime) {
-    if !headers.contains_key(header::DATE) {
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(received)) {
-            headers.insert(header::DATE, v);
-        }
-    }
+    let secondary = match Vary::of(response) {
+        Vary::Fields(names) => key::secondary(&names, request_headers),
+        Vary::Star => Vec::new(),
+    };
+    Ok(Plan {
+        head,
+        ttl,
+        secondary,
+        length: content_length(response),
+    })
 }
 
 /// Freshness left in seconds (negative when stale).
@@ -233,18 +261,5 @@ pub(super) fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     copy.uri = parts.uri.clone();
     copy.version = parts.version;
     copy.headers = parts.headers.clone();
-    copy
-}
-
-/// A copy of `headers` that owns its bytes (header values parsed by hyper
-/// point into the connection's read buffer, see `concat`).
-pub(super) fn owned_copy(headers: &HeaderMap) -> HeaderMap {
-    let mut copy = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name = header::HeaderName::from_bytes(name.as_str().as_bytes())
-            .unwrap_or_else(|_| name.clone());
-        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.append(name, value);
-    }
     copy
 }
