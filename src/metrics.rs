@@ -341,8 +341,8 @@ impl Metrics {
         took: Duration,
     ) {
         let cache = status.label_index();
-        let mode_index = Mode::ALL.iter().position(|m| *m == mode).unwrap_or(3);
-        self.by_mode_and_cache[mode_index * CacheStatus::LABELS.len() + cache].inc();
+        // Mode::ALL and NotStored::ALL list the variants in declaration order.
+        self.by_mode_and_cache[mode as usize * CacheStatus::LABELS.len() + cache].inc();
         self.duration_by_cache[cache].observe(took.as_secs_f64());
         let from_cache = served_from_cache(status);
         match from_cache {
@@ -368,9 +368,7 @@ impl Metrics {
             ..
         } = status
         {
-            if let Some(i) = NotStored::ALL.iter().position(|w| w == why) {
-                self.not_stored_by_reason[i].inc();
-            }
+            self.not_stored_by_reason[*why as usize].inc();
         }
         if let Some(counters) = route.and_then(|r| self.by_route.get(r)) {
             counters.requests.inc();
@@ -428,3 +426,19 @@ fn bytes_source(status: &CacheStatus) -> Option<&'static str> {
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_tables_are_indexed_by_declaration_order() {
+        // `record` indexes its pre-resolved counters with `as usize`.
+        for (i, mode) in Mode::ALL.iter().enumerate() {
+            assert_eq!(*mode as usize, i);
+        }
+        for (i, why) in NotStored::ALL.iter().enumerate() {
+            assert_eq!(*why as usize, i);
+        }
+    }
+}

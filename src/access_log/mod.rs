@@ -156,6 +156,11 @@ impl Completion {
         self.outcome = outcome;
     }
 
+    /// Time since the request started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     pub fn add_bytes(&mut self, n: u64) {
         self.bytes += n;
     }

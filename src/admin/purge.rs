@@ -9,13 +9,7 @@ use crate::cache::{key, CacheStats};
 
 impl Admin {
     pub(super) fn purge(&self, query: &str) -> Response<Full<Bytes>> {
-        let param = |name: &str| {
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| percent_decode(v))
-        };
+        let param = |name| query_param(query, name);
         if let Some(url) = param("url") {
             let Some(target) = key_of(&url) else {
                 return text(
@@ -65,8 +59,17 @@ pub(super) fn key_of(url: &str) -> Option<String> {
     Some(key::primary("http", authority.as_str(), 80, path))
 }
 
+/// The decoded value of `name` in a query string.
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+}
+
 /// Decodes `%XX` escapes and `+` (form encoding) in a query value.
-pub(super) fn percent_decode(value: &str) -> String {
+fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

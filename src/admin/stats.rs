@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::{json, Map, Value};
 
-use super::purge::{key_of, percent_decode};
+use super::purge::{key_of, query_param};
 use super::{json, text, Admin};
 use crate::cache::policy::{self, NotStored};
 use crate::cache::CacheStatus;
@@ -39,40 +39,40 @@ fn ratio(part: u64, whole: u64) -> Value {
 pub(super) fn snapshot(admin: &Admin) -> Value {
     let m = &admin.metrics;
     let cache = &admin.cache;
-    let mut by_cache = Map::new();
-    let mut by_mode = Map::new();
-    let mut total = 0;
-    for label in CACHE_LABELS {
-        let n: u64 = Mode::ALL
-            .iter()
-            .map(|mode| {
-                read(
-                    &m.requests,
-                    &RequestLabels {
-                        mode: mode.as_str(),
-                        cache: label,
-                    },
-                )
-            })
-            .sum();
-        by_cache.insert(label.into(), json!(n));
-        total += n;
-    }
-    for mode in Mode::ALL {
-        let n: u64 = CACHE_LABELS
-            .iter()
-            .map(|label| {
-                read(
-                    &m.requests,
-                    &RequestLabels {
-                        mode: mode.as_str(),
-                        cache: label,
-                    },
-                )
-            })
-            .sum();
-        by_mode.insert(mode.as_str().into(), json!(n));
-    }
+    // requests[mode][cache], read once and summed both ways.
+    let table: Vec<Vec<u64>> = Mode::ALL
+        .iter()
+        .map(|mode| {
+            CACHE_LABELS
+                .iter()
+                .map(|cache| {
+                    read(
+                        &m.requests,
+                        &RequestLabels {
+                            mode: mode.as_str(),
+                            cache,
+                        },
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let by_cache: Map<String, Value> = CACHE_LABELS
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            (
+                label.to_string(),
+                json!(table.iter().map(|row| row[i]).sum::<u64>()),
+            )
+        })
+        .collect();
+    let by_mode: Map<String, Value> = Mode::ALL
+        .iter()
+        .zip(&table)
+        .map(|(mode, row)| (mode.as_str().to_string(), json!(row.iter().sum::<u64>())))
+        .collect();
+    let total: u64 = table.iter().flatten().sum();
     let (hits, misses) = (m.hits.get(), m.misses.get());
     let bytes_cache = read(&m.response_bytes, &SourceLabels { source: "cache" });
     let bytes_upstream = read(&m.response_bytes, &SourceLabels { source: "upstream" });
@@ -155,12 +155,7 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
 /// `GET /cache?url=...`: every stored variant of a URL with its age, ttl,
 /// size and stored header fields.
 pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
-    let url = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "url")
-        .map(|(_, v)| percent_decode(v));
-    let Some(url) = url else {
+    let Some(url) = query_param(query, "url") else {
         return text(
             StatusCode::BAD_REQUEST,
             "use GET /cache?url=http://host/path\n".into(),

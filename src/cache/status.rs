@@ -89,16 +89,11 @@ impl CacheStatus {
 
     /// Position of `as_str()` in `LABELS` (for metric tables without lookups).
     pub fn label_index(&self) -> usize {
-        match self.as_str() {
-            "hit" => 0,
-            "stale" => 1,
-            "collapsed" => 2,
-            "revalidated" => 3,
-            "refresh" => 4,
-            "miss" => 5,
-            "pass" => 6,
-            _ => 7,
-        }
+        let label = self.as_str();
+        Self::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .unwrap_or(Self::LABELS.len() - 1)
     }
 
     /// A bounded label for logs and metrics.

@@ -40,7 +40,7 @@ impl Exchange {
     /// resending): for a second fetch or a background revalidation.
     pub(super) fn replay(&self) -> Exchange {
         Exchange {
-            parts: fill_task::copy_parts(&self.parts),
+            parts: crate::upstream::copy_parts(&self.parts),
             body: RequestBody::Empty,
             upstream: self.upstream.clone(),
             key: self.key.clone(),

@@ -10,13 +10,14 @@ use http::{Method, Request, Response, Version};
 use super::body::ProxyBody;
 use super::cached::{forwarded, Answer, Exchange};
 use super::error::ProxyError;
-use super::fill_task::{self, copy_parts, FillJob};
+use super::fill_task::{self, FillJob};
 use super::Handler;
 use crate::cache::control::RequestControl;
 use crate::cache::flight::{Flight, FlightBody, Join, LeaderAnswer, Phase};
 use crate::cache::policy::{validation, NotStored};
 use crate::cache::store::{Entry, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
+use crate::upstream::copy_parts;
 
 /// What the stored side knows when a request goes to the origin.
 pub(super) struct Refill {

@@ -18,7 +18,7 @@ use crate::cache::key::{self, Vary};
 use crate::cache::policy::{self, validation, NotStored, StoredResponse};
 use crate::cache::store::{Entry, Variants};
 use crate::cache::Cache;
-use crate::upstream::Upstream;
+use crate::upstream::{copy_parts, Upstream};
 
 pub(super) struct FillJob {
     pub upstream: Arc<Upstream>,
@@ -253,13 +253,4 @@ pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-pub(super) fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
-    let (mut copy, ()) = Request::new(()).into_parts();
-    copy.method = parts.method.clone();
-    copy.uri = parts.uri.clone();
-    copy.version = parts.version;
-    copy.headers = parts.headers.clone();
-    copy
 }

@@ -172,7 +172,6 @@ impl Handler {
         let mut done =
             self.access_log
                 .begin(&req, client.peer.ip(), self.metrics.clone(), in_flight);
-        let started = std::time::Instant::now();
         let version = req.version();
         let mut trace = Trace {
             mode: Mode::Local,
@@ -211,7 +210,7 @@ impl Handler {
         done.set_outcome(Outcome {
             status: response.status().as_u16(),
             upstream_status,
-            upstream_time: went_upstream.then(|| started.elapsed()),
+            upstream_time: went_upstream.then(|| done.elapsed()),
             cache: cache_status,
             cache_header: Some(cache_header),
             mode: trace.mode,

@@ -87,8 +87,10 @@ impl Upstream {
         upstream: &str,
     ) -> Result<Response<Incoming>, UpstreamError> {
         // Only a request without a body can be sent again: a streamed body is gone.
-        let replay = (is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body()))
-            .then(|| copy_head(&req));
+        let (parts, body) = req.into_parts();
+        let replay = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
+            .then(|| Request::from_parts(copy_parts(&parts), RequestBody::Empty));
+        let req = Request::from_parts(parts, body);
         match self.timed(&self.pooled, req, upstream).await {
             Err(Failed::Pool(e)) if replay.is_some() && error::is_stale_connection(&e) => {
                 tracing::debug!(upstream, error = %e, "pooled connection was stale; retrying once");
@@ -150,11 +152,12 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
-    let mut copy = Request::new(RequestBody::Empty);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
+/// A copy of a request head (method, URI, version, fields) for sending again.
+pub fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
     copy
 }
