@@ -14,16 +14,15 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::response::Parts;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::store::Entry;
 use crate::proxy::BoxError;
-use crate::upstream::UpstreamError;
+use crate::upstream::{OriginBody, UpstreamError};
 
 /// Where a flight stands, as readers see it.
 pub enum Phase {
@@ -48,7 +47,7 @@ pub enum Phase {
 
 pub enum LeaderAnswer {
     /// A response that streams to the leader alone; `why` says why it was not shared.
-    Response(http::Response<Incoming>, super::policy::NotStored),
+    Response(Box<http::Response<OriginBody>>, super::policy::NotStored),
     Error(UpstreamError),
 }
 
@@ -59,8 +58,10 @@ struct State {
     /// Whole body received (`Some(true)`), or broken off (`Some(false)`).
     finished: Option<bool>,
     /// After the body outgrew `max_object_size`: the rest, for the leader only.
-    rest: Option<Incoming>,
+    rest: Option<OriginBody>,
     overflowed: bool,
+    /// When the head or the last body chunk arrived.
+    progress: Instant,
     wakers: Vec<Waker>,
 }
 
@@ -77,6 +78,7 @@ impl Flight {
                 finished: None,
                 rest: None,
                 overflowed: false,
+                progress: Instant::now(),
                 wakers: Vec::new(),
             }),
         }
@@ -100,6 +102,7 @@ impl Flight {
     /// The fill task: the response head is in and will be stored.
     pub fn filling(&self, head: Parts, ttl: i64, length: Option<u64>) {
         self.update(|s| {
+            s.progress = Instant::now();
             s.phase = Phase::Filling {
                 head: Arc::new(head),
                 ttl,
@@ -109,11 +112,34 @@ impl Flight {
     }
 
     pub fn chunk(&self, data: Bytes) {
-        self.update(|s| s.chunks.push(data));
+        self.update(|s| {
+            s.progress = Instant::now();
+            s.chunks.push(data)
+        });
+    }
+
+    /// A fill of known length that is still arriving and made progress
+    /// within `within`: worth streaming to a follower whose wait ran out,
+    /// rather than fetching the whole object again. A stalled fill is not.
+    pub fn flowing(&self, within: Duration) -> Option<(Arc<Parts>, i64, u64)> {
+        let state = self.lock();
+        match &state.phase {
+            Phase::Filling {
+                head,
+                ttl,
+                length: Some(length),
+            } if state.finished.is_none()
+                && !state.overflowed
+                && state.progress.elapsed() <= within =>
+            {
+                Some((head.clone(), *ttl, *length))
+            }
+            _ => None,
+        }
     }
 
     /// The body outgrew what may be stored: `last` was read, `rest` is unread.
-    pub fn overflow(&self, last: Bytes, rest: Incoming) {
+    pub fn overflow(&self, last: Bytes, rest: OriginBody) {
         self.update(|s| {
             s.chunks.push(last);
             s.rest = Some(rest);
@@ -260,7 +286,7 @@ pub struct FlightBody {
     flight: Arc<Flight>,
     next: usize,
     leader: bool,
-    rest: Option<Incoming>,
+    rest: Option<OriginBody>,
     length: Option<u64>,
 }
 

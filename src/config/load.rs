@@ -164,6 +164,7 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             c.upstream.response_header_timeout,
         ),
         ("idle_timeout", c.upstream.idle_timeout),
+        ("body_idle_timeout", c.upstream.body_idle_timeout),
     ] {
         if value.get().is_zero() {
             return Err((upstream, key, "must be greater than zero".into()));

@@ -265,6 +265,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Dur,
     /// Time from sending the request to receiving the response head (→ 504).
     pub response_header_timeout: Dur,
+    /// Longest silence inside a response body before it is ended as an error
+    /// (the client sees a truncated response; nothing is stored).
+    pub body_idle_timeout: Dur,
     /// How long an idle pooled origin connection is kept for reuse.
     pub idle_timeout: Dur,
     /// Idle connections kept per origin.
@@ -279,6 +282,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             connect_timeout: Dur(std::time::Duration::from_secs(5)),
             response_header_timeout: Dur(std::time::Duration::from_secs(60)),
+            body_idle_timeout: Dur(std::time::Duration::from_secs(30)),
             idle_timeout: Dur(std::time::Duration::from_secs(90)),
             max_idle_per_host: 64,
             max_connections_per_host: 512,

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::OriginBody;
+
 use crate::access_log::Completion;
 use crate::cache::fill::Fill;
 use crate::cache::flight::FlightBody;
@@ -109,7 +111,7 @@ pub struct ProxyBody {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(OriginBody),
     /// Shared with other requests through a collapsed fetch.
     Flight(FlightBody),
 }
@@ -127,7 +129,7 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(body: Incoming) -> ProxyBody {
+    pub fn upstream(body: OriginBody) -> ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             done: None,
@@ -194,7 +196,7 @@ impl Body for ProxyBody {
         let frame = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Kind::Upstream(body) => {
-                ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(BoxError::from))
+                ready!(Pin::new(body).poll_frame(cx))
             }
             Kind::Flight(body) => ready!(Pin::new(body).poll_frame(cx)),
         };

@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use super::body::{ProxyBody, RequestBody};
 use super::collapse::Refill;
@@ -22,6 +21,7 @@ use crate::cache::fill::Fill;
 use crate::cache::policy::{self, validation, Reuse, Why};
 use crate::cache::store::{Lookup, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
+use crate::upstream::OriginBody;
 
 /// A request ready for the origin, with what the cache needs to know about it.
 pub(super) struct Exchange {
@@ -309,7 +309,7 @@ impl Handler {
 
     /// Delivers an origin response, teeing its body into the store when RFC
     /// 9111 §3 allows and it fits.
-    fn store_and_deliver(&self, resp: Response<Incoming>, ctx: Delivery<'_>) -> Answer {
+    fn store_and_deliver(&self, resp: Response<OriginBody>, ctx: Delivery<'_>) -> Answer {
         let response_time = SystemTime::now();
         let (mut parts, body) = resp.into_parts();
         finish_origin_head(&mut parts.headers, response_time);

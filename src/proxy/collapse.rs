@@ -29,6 +29,9 @@ pub(super) struct Refill {
     pub req_cc: RequestControl,
 }
 
+/// A fill that received bytes this recently is flowing, not stalled.
+const FLOWING: std::time::Duration = std::time::Duration::from_secs(1);
+
 enum Next {
     Stream(Arc<http::response::Parts>, i64, Option<u64>),
     Entry(Arc<Entry>, u16, i64),
@@ -61,11 +64,21 @@ impl Handler {
             }
             Join::Follower(flight) => {
                 let method = ex.parts.method.clone();
+                let timeout = self.cache.flights.timeout;
                 let wait = self.await_flight(&flight, false, &method, &ex.parts.headers, &refill);
-                match tokio::time::timeout(self.cache.flights.timeout, wait).await {
+                match tokio::time::timeout(timeout, wait).await {
                     Ok(Some(answer)) => answer,
-                    // Timed out, or the leader's answer cannot be shared.
-                    _ => self.alone(ex, refill).await,
+                    Ok(None) => self.alone(ex, refill).await,
+                    // The wait ran out: join a fill that is still flowing,
+                    // fetch alone past one that stalled.
+                    Err(_) => match flight.flowing(FLOWING.min(timeout)) {
+                        Some((head, ttl, length))
+                            if !ex.parts.headers.contains_key(header::RANGE) =>
+                        {
+                            self.stream_flight(&flight, false, refill.fwd, head, ttl, Some(length))
+                        }
+                        _ => self.alone(ex, refill).await,
+                    },
                 }
             }
         }
@@ -130,7 +143,10 @@ impl Handler {
             Phase::Pending => Next::WaitForWhole,
             Phase::Filling { .. } if overflowed && !leader => Next::Alone,
             Phase::Filling { head, ttl, length } => {
-                if (leader || length.is_some()) && !wants_range {
+                // Followers take only a whole body (or, when their wait runs
+                // out, a fill still flowing): a fill that stalls must never
+                // hold them, and nothing is sent to them before that is known.
+                if leader && !wants_range {
                     Next::Stream(head.clone(), *ttl, *length)
                 } else if leader && overflowed {
                     // Too large to store: the leader gets the whole body.
@@ -151,13 +167,7 @@ impl Handler {
         let answer = match next {
             Next::WaitForWhole | Next::Alone => return None,
             Next::Stream(head, ttl, length) => {
-                let mut parts = (*head).clone();
-                self.via.append(&mut parts.headers, parts.version);
-                parts.version = Version::HTTP_11;
-                let status = parts.status.as_u16();
-                let body = ProxyBody::flight(FlightBody::new(flight.clone(), leader, length));
-                let cache_status = self.shared_status(leader, fwd, status, ttl);
-                (Ok(Response::from_parts(parts, body)), cache_status)
+                self.stream_flight(flight, leader, fwd, head, ttl, length)
             }
             Next::Entry(entry, status, ttl) => {
                 let resp = self.serve_stored(&entry, method, client, SystemTime::now(), false);
@@ -182,7 +192,7 @@ impl Handler {
                         return Some((Ok(served.0), served.1));
                     }
                 }
-                let (mut parts, body) = resp.into_parts();
+                let (mut parts, body) = (*resp).into_parts();
                 self.via.append(&mut parts.headers, parts.version);
                 parts.version = Version::HTTP_11;
                 let resp = Response::from_parts(parts, ProxyBody::upstream(body));
@@ -219,6 +229,25 @@ impl Handler {
             Next::Leader(None) => return None,
         };
         Some(answer)
+    }
+
+    /// Streams a fill's body as it arrives.
+    fn stream_flight(
+        &self,
+        flight: &Arc<Flight>,
+        leader: bool,
+        fwd: Fwd,
+        head: Arc<http::response::Parts>,
+        ttl: i64,
+        length: Option<u64>,
+    ) -> Answer {
+        let mut parts = (*head).clone();
+        self.via.append(&mut parts.headers, parts.version);
+        parts.version = Version::HTTP_11;
+        let status = parts.status.as_u16();
+        let body = ProxyBody::flight(FlightBody::new(flight.clone(), leader, length));
+        let cache_status = self.shared_status(leader, fwd, status, ttl);
+        (Ok(Response::from_parts(parts, body)), cache_status)
     }
 
     fn shared_status(&self, leader: bool, fwd: Fwd, status: u16, ttl: i64) -> CacheStatus {

@@ -99,7 +99,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
                 forget_replaced(&cache, &key, parts.status);
             }
             let resp = http::Response::from_parts(parts, body);
-            return flight.leader_only(LeaderAnswer::Response(resp, why));
+            return flight.leader_only(LeaderAnswer::Response(Box::new(resp), why));
         }
     };
     let status = parts.status.as_u16();

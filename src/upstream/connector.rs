@@ -1,73 +1,94 @@
-//! The connector under the pool: TCP with a connect timeout, a count of new
-//! connections (so reuse is measurable), and a hard cap on connections open to
-//! one origin. The cap lives here, not per request, because the pool may finish
-//! a connect in the background after a request was served by an idle connection.
+//! Opening origin connections: resolve (through the destination guard for
+//! forward traffic), connect with a timeout, TCP_NODELAY and keep-alive, a
+//! count of new connections (so reuse is measurable), and a hard cap on
+//! connections open to one origin. The cap's permit travels with the socket and
+//! frees when the connection closes, whether it was busy or idle.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_service::Service;
 
-use super::guard::Guard;
-use crate::proxy::BoxError;
+use super::guard::{Guard, GuardError};
 
 /// Forgetting idle per-origin slots keeps the map small for a forward proxy
 /// that talks to many hosts.
 const PRUNE_ABOVE: usize = 1024;
 
-#[derive(Clone)]
-pub struct CountingConnector {
-    http: HttpConnector,
-    shared: Arc<Shared>,
+/// TCP keep-alive probes on origin connections find peers that vanished.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+pub struct Connector {
+    opened: Counter,
+    max_per_host: usize,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    connect_timeout: Duration,
     /// Forward traffic: resolve and check every destination, then connect to
     /// exactly the checked address.
     guard: Option<Arc<Guard>>,
 }
 
-struct Shared {
-    opened: prometheus_client::metrics::counter::Counter,
-    max_per_host: usize,
-    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+/// Why no connection could be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    Guard(GuardError),
+    Resolve,
+    Refused,
+    Timeout,
+    Io(io::Error),
 }
 
-impl CountingConnector {
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Guard(e) => e.fmt(f),
+            ConnectError::Resolve => f.write_str("host name could not be resolved"),
+            ConnectError::Refused => f.write_str("connection refused"),
+            ConnectError::Timeout => f.write_str("connect timed out"),
+            ConnectError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A connected socket and its place under the per-origin cap.
+pub struct Opened {
+    pub stream: TcpStream,
+    pub slot: OwnedSemaphorePermit,
+}
+
+impl Connector {
     pub fn new(
-        http: HttpConnector,
         max_per_host: usize,
-        opened: prometheus_client::metrics::counter::Counter,
+        connect_timeout: Duration,
+        opened: Counter,
         guard: Option<Arc<Guard>>,
-    ) -> CountingConnector {
-        CountingConnector {
-            http,
+    ) -> Connector {
+        Connector {
+            opened,
+            max_per_host,
+            slots: Mutex::new(HashMap::new()),
+            connect_timeout,
             guard,
-            shared: Arc::new(Shared {
-                opened,
-                max_per_host,
-                slots: Mutex::new(HashMap::new()),
-            }),
         }
     }
 
     /// Connections opened since start.
     pub fn opened(&self) -> u64 {
-        self.shared.opened.get()
+        self.opened.get()
     }
-}
 
-impl Shared {
-    fn slots_for(&self, uri: &Uri) -> Arc<Semaphore> {
-        let key = uri.authority().map_or("", |a| a.as_str());
+    /// The origin's connection slots (one permit per open connection).
+    pub fn slots_for(&self, origin: &str) -> Arc<Semaphore> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sem) = slots.get(key) {
+        if let Some(sem) = slots.get(origin) {
             return sem.clone();
         }
         if slots.len() >= PRUNE_ABOVE {
@@ -75,104 +96,53 @@ impl Shared {
             slots.retain(|_, sem| sem.available_permits() < max);
         }
         let sem = Arc::new(Semaphore::new(self.max_per_host));
-        slots.insert(key.to_string(), sem.clone());
+        slots.insert(origin.to_string(), sem.clone());
         sem
     }
-}
 
-impl Service<Uri> for CountingConnector {
-    type Response = CountedStream;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<CountedStream, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let mut http = self.http.clone();
-        let shared = self.shared.clone();
-        let guard = self.guard.clone();
-        Box::pin(async move {
-            let slot = shared.slots_for(&uri).acquire_owned().await?;
-            let io = match guard {
-                None => http.call(uri).await?,
-                Some(guard) => {
-                    let host = uri.host().unwrap_or_default();
-                    let port = uri.port_u16().unwrap_or(80);
-                    let mut last = None;
-                    let mut connected = None;
-                    for addr in guard.resolve(host, port).await? {
-                        let exact: Uri = format!("http://{addr}").parse()?;
-                        match http.call(exact).await {
-                            Ok(io) => {
-                                connected = Some(io);
-                                break;
-                            }
-                            Err(e) => last = Some(e),
-                        }
-                    }
-                    match (connected, last) {
-                        (Some(io), _) => io,
-                        (None, Some(e)) => return Err(e.into()),
-                        (None, None) => return Err("no address to connect to".into()),
-                    }
+    /// Opens a connection to `host:port` in the origin slot `slot`.
+    pub async fn connect(
+        &self,
+        slot: OwnedSemaphorePermit,
+        host: &str,
+        port: u16,
+    ) -> Result<Opened, ConnectError> {
+        let addrs = self.resolve(host, port).await?;
+        let mut last = ConnectError::Resolve;
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+                    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+                    self.opened.inc();
+                    return Ok(Opened { stream, slot });
                 }
-            };
-            shared.opened.inc();
-            Ok(CountedStream { io, _slot: slot })
-        })
-    }
-}
-
-/// An origin connection; its slot frees when the connection closes.
-pub struct CountedStream {
-    io: TokioIo<TcpStream>,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Connection for CountedStream {
-    fn connected(&self) -> Connected {
-        self.io.connected()
-    }
-}
-
-impl Read for CountedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl Write for CountedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    last = ConnectError::Refused
+                }
+                Ok(Err(e)) => last = ConnectError::Io(e),
+                Err(_) => last = ConnectError::Timeout,
+            }
+        }
+        Err(last)
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+        if let Some(guard) = &self.guard {
+            return guard.resolve(host, port).await.map_err(ConnectError::Guard);
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|_| ConnectError::Resolve)?
+            .collect();
+        if addrs.is_empty() {
+            return Err(ConnectError::Resolve);
+        }
+        Ok(addrs)
     }
 }

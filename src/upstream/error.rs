@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::connector::ConnectError;
 use super::guard::GuardError;
 use crate::proxy::BodyTooLarge;
 
@@ -68,7 +69,7 @@ impl UpstreamError {
     }
 
     /// Every value `kind` can return.
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 14] = [
         "denied",
         "refused",
         "connect-timeout",
@@ -80,6 +81,10 @@ impl UpstreamError {
         "client-body",
         "request-too-large",
         "other",
+        // Counted where they happen, not as answers to a client:
+        "unsolicited",
+        "body-timeout",
+        "framing",
     ];
 
     /// A fixed label for metrics.
@@ -99,55 +104,54 @@ impl UpstreamError {
         }
     }
 
-    /// Sorts a pool error into what the client is told.
-    pub fn classify(
-        e: &hyper_util::client::legacy::Error,
+    /// Names a failed connect for the client.
+    pub(super) fn from_connect(
+        e: ConnectError,
         upstream: &str,
         connect_timeout: Duration,
     ) -> UpstreamError {
         let upstream = upstream.to_string();
+        match e {
+            ConnectError::Guard(GuardError::Denied(_)) => UpstreamError::Denied { upstream },
+            ConnectError::Guard(GuardError::Resolve(_)) | ConnectError::Resolve => {
+                UpstreamError::Resolve { upstream }
+            }
+            ConnectError::Refused => UpstreamError::Refused { upstream },
+            ConnectError::Timeout => UpstreamError::ConnectTimeout {
+                upstream,
+                after: connect_timeout,
+            },
+            ConnectError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+                UpstreamError::ConnectTimeout {
+                    upstream,
+                    after: connect_timeout,
+                }
+            }
+            ConnectError::Io(e) => UpstreamError::Connect {
+                upstream,
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    /// Names a failed exchange on an open connection for the client.
+    pub(super) fn from_hyper(e: &hyper::Error, upstream: &str) -> UpstreamError {
+        let upstream = upstream.to_string();
         if let Some(limit) = find::<BodyTooLarge>(e) {
             return UpstreamError::RequestBodyTooLarge(limit.0);
         }
-        if let Some(guard) = find::<GuardError>(e) {
-            return match guard {
-                GuardError::Denied(_) => UpstreamError::Denied { upstream },
-                GuardError::Resolve(_) => UpstreamError::Resolve { upstream },
+        if e.is_user() {
+            return UpstreamError::ClientBody {
+                detail: innermost(e),
             };
         }
-        if e.is_connect() {
-            return match find::<io::Error>(e).map(io::Error::kind) {
-                Some(io::ErrorKind::ConnectionRefused) => UpstreamError::Refused { upstream },
-                Some(io::ErrorKind::TimedOut) => UpstreamError::ConnectTimeout {
-                    upstream,
-                    after: connect_timeout,
-                },
-                _ if chain(e).any(|s| s.to_string().contains("dns error")) => {
-                    UpstreamError::Resolve { upstream }
-                }
-                _ => UpstreamError::Connect {
-                    upstream,
-                    detail: innermost(e),
-                },
+        if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            return UpstreamError::Invalid {
+                upstream,
+                detail: e.to_string(),
             };
         }
-        if let Some(h) = find::<hyper::Error>(e) {
-            if h.is_user() {
-                return UpstreamError::ClientBody {
-                    detail: innermost(e),
-                };
-            }
-            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-                return UpstreamError::Invalid {
-                    upstream,
-                    detail: h.to_string(),
-                };
-            }
-            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return UpstreamError::Closed { upstream };
-            }
-        }
-        if find::<io::Error>(e).is_some_and(|io| is_reset(io.kind())) {
+        if e.is_incomplete_message() || e.is_canceled() || e.is_closed() || is_reset_chain(e) {
             return UpstreamError::Closed { upstream };
         }
         UpstreamError::Other {
@@ -157,21 +161,8 @@ impl UpstreamError {
     }
 }
 
-/// Whether a failed request may have died on a pooled connection the origin
-/// had already closed: the request never got a response head. Only such
-/// failures are worth one retry on a fresh connection.
-pub fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.is_connect() || find::<BodyTooLarge>(e).is_some() {
-        return false;
-    }
-    if let Some(h) = find::<hyper::Error>(e) {
-        if h.is_user() || h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-            return false;
-        }
-        if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-            return true;
-        }
-    }
+/// Whether an I/O reset (the origin closed under us) is behind `e`.
+pub(super) fn is_reset_chain(e: &(dyn StdError + 'static)) -> bool {
     find::<io::Error>(e).is_some_and(|io| is_reset(io.kind()))
 }
 

@@ -1,36 +1,58 @@
-//! The upstream pool: persistent connections to origins, timeouts, and the one
-//! retry RFC 9110 §9.2.2 allows for idempotent requests.
+//! The upstream pool: persistent HTTP/1.1 connections to origins, driven from
+//! the request's own task (no dispatcher in between), with timeouts, the
+//! destination guard, a cap per origin, and the one retry RFC 9110 §9.2.2
+//! allows for idempotent requests.
+//!
+//! Responses are only ever matched to the request written on that connection:
+//! a connection is reused only after its previous response was read to the
+//! end and only if nothing arrived since (see `socket.rs`).
 
+mod body;
 mod connector;
 mod error;
 pub mod guard;
+mod pool;
+mod socket;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, Version};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
 
-pub use connector::CountingConnector;
+pub use body::{BodyStalled, OriginBody};
 pub use error::UpstreamError;
 
 use crate::config::UpstreamConfig;
 use crate::metrics::{KindLabels, UpstreamMetrics};
 use crate::proxy::RequestBody;
+use connector::{ConnectError, Connector};
+use pool::{Conn, Pool};
+use socket::Socket;
 
-type Pool = Client<CountingConnector, RequestBody>;
+/// Marks a response that arrived with both Content-Length and
+/// Transfer-Encoding (RFC 9112 §6.3): delivered by its chunked framing, but
+/// never stored and never followed by another request on that connection.
+#[derive(Debug, Clone, Copy)]
+pub struct FramingConflict;
 
 pub struct Upstream {
     metrics: UpstreamMetrics,
-    pooled: Pool,
-    /// Never reuses a connection: for the retry after a stale pooled one.
-    fresh: Pool,
-    connector: CountingConnector,
+    pool: Arc<Pool>,
+    connector: Connector,
     connect_timeout: Duration,
     response_header_timeout: Duration,
+    body_idle_timeout: Duration,
+}
+
+/// Why one attempt failed, before it is named for the client.
+enum Failed {
+    Connect(ConnectError),
+    Http(hyper::Error),
+    Timeout,
+    Upgrade(&'static str),
 }
 
 impl Upstream {
@@ -40,33 +62,19 @@ impl Upstream {
         metrics: UpstreamMetrics,
         guard: Option<Arc<guard::Guard>>,
     ) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(config.connect_timeout.get()));
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = CountingConnector::new(
-            http,
+        let connector = Connector::new(
             config.max_connections_per_host,
+            config.connect_timeout.get(),
             metrics.connections.clone(),
             guard,
         );
-        let build = |max_idle: usize| {
-            Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(config.idle_timeout.get())
-                .pool_max_idle_per_host(max_idle)
-                // The proxy sets Host itself (client's or upstream's).
-                .set_host(false)
-                .build(connector.clone())
-        };
         Upstream {
             metrics,
-            pooled: build(config.max_idle_per_host),
-            fresh: build(0),
+            pool: Pool::new(config.max_idle_per_host, config.idle_timeout.get()),
             connector,
             connect_timeout: config.connect_timeout.get(),
             response_header_timeout: config.response_header_timeout.get(),
+            body_idle_timeout: config.body_idle_timeout.get(),
         }
     }
 
@@ -79,69 +87,260 @@ impl Upstream {
         self.connector.opened()
     }
 
+    fn error_counter(&self, kind: &'static str) -> prometheus_client::metrics::counter::Counter {
+        self.metrics
+            .errors
+            .get_or_create(&KindLabels { kind })
+            .clone()
+    }
+
     /// Sends `req` (absolute URI, hop-by-hop headers already removed) to the
     /// origin named `upstream` in messages.
     pub async fn send(
         &self,
         req: Request<RequestBody>,
         upstream: &str,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<OriginBody>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        let Some(authority) = parts.uri.authority().cloned() else {
+            return Err(self.describe(
+                Failed::Upgrade("the request has no origin to go to"),
+                upstream,
+            ));
+        };
+        // RFC 9112 §3.2.1: origin-form to an origin server.
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+        // Whatever the client spoke, we speak HTTP/1.1 to origins.
+        parts.version = Version::HTTP_11;
+        let asked_upgrade = parts.headers.get(header::UPGRADE).cloned();
         // Only a request without a body can be sent again: a streamed body is gone.
-        let (parts, body) = req.into_parts();
         let replay = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
-            .then(|| Request::from_parts(copy_parts(&parts), RequestBody::Empty));
-        let req = Request::from_parts(parts, body);
-        match self.timed(&self.pooled, req, upstream).await {
-            Err(Failed::Pool(e)) if replay.is_some() && error::is_stale_connection(&e) => {
-                tracing::debug!(upstream, error = %e, "pooled connection was stale; retrying once");
-                let retry = replay.expect("checked above");
-                self.timed(&self.fresh, retry, upstream)
-                    .await
-                    .map_err(|f| self.describe(f, upstream))
+            .then(|| copy_parts(&parts));
+        let attempt = async {
+            let first = self
+                .attempt(Request::from_parts(parts, body), &authority, false)
+                .await;
+            match (first, replay) {
+                // Usually a pooled connection the origin had just closed;
+                // a new connection that dies the same way gets one more try too.
+                (Err((Failed::Http(e), _)), Some(replay)) if is_stale_connection(&e) => {
+                    tracing::debug!(upstream, error = %e, "pooled connection was stale; retrying once");
+                    let retry = Request::from_parts(replay, RequestBody::Empty);
+                    self.attempt(retry, &authority, true).await
+                }
+                (other, _) => other,
             }
-            other => other.map_err(|f| self.describe(f, upstream)),
+        };
+        let (resp, conn) = match tokio::time::timeout(self.response_header_timeout, attempt).await {
+            Ok(Ok(done)) => done,
+            Ok(Err((failed, _))) => return Err(self.describe(failed, upstream)),
+            Err(_) => {
+                tracing::debug!(upstream, "response head timeout");
+                return Err(self.describe(Failed::Timeout, upstream));
+            }
+        };
+        self.finish(resp, conn, asked_upgrade.as_ref())
+            .map_err(|f| self.describe(f, upstream))
+    }
+
+    /// One try on a pooled (or, with `fresh`, a new) connection. The flag in
+    /// the error says whether the connection had been reused.
+    async fn attempt(
+        &self,
+        req: Request<RequestBody>,
+        authority: &Authority,
+        fresh: bool,
+    ) -> Result<(Response<hyper::body::Incoming>, Conn), (Failed, bool)> {
+        self.metrics.requests.inc();
+        let origin = authority.as_str();
+        let pooled = if fresh {
+            None
+        } else {
+            self.pool.checkout(origin)
+        };
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self
+                .conn_for(authority, fresh)
+                .await
+                .map_err(|f| (f, false))?,
+        };
+        let reused = conn.reused;
+        if let Err(e) = conn.sender.ready().await {
+            return Err((Failed::Http(e), reused));
+        }
+        match conn.sender.send_request(req).await {
+            Ok(resp) => Ok((resp, conn)),
+            Err(e) => Err((Failed::Http(e), reused)),
         }
     }
 
-    async fn timed(
-        &self,
-        pool: &Pool,
-        mut req: Request<RequestBody>,
-        upstream: &str,
-    ) -> Result<Response<Incoming>, Failed> {
-        // Whatever the client spoke, we speak HTTP/1.1 to origins.
-        *req.version_mut() = Version::HTTP_11;
-        self.metrics.requests.inc();
-        match tokio::time::timeout(self.response_header_timeout, pool.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(Failed::Pool(e)),
-            Err(_) => {
-                tracing::debug!(upstream, "response head timeout");
-                Err(Failed::Timeout)
+    /// A connection once the origin has a free slot: a new one, or one
+    /// another request hands back while this one waits at the cap.
+    async fn conn_for(&self, authority: &Authority, fresh: bool) -> Result<Conn, Failed> {
+        let slots = self.connector.slots_for(authority.as_str());
+        loop {
+            let returned = self.pool.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if !fresh {
+                if let Some(conn) = self.pool.checkout(authority.as_str()) {
+                    return Ok(conn);
+                }
             }
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => tokio::select! {
+                    _ = returned => continue,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => continue,
+                    },
+                },
+            };
+            return self.open(authority, slot).await;
         }
+    }
+
+    /// A new connection with hyper's HTTP/1.1 client on it.
+    async fn open(
+        &self,
+        authority: &Authority,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Conn, Failed> {
+        let port = authority.port_u16().unwrap_or(80);
+        let opened = self
+            .connector
+            .connect(slot, authority.host(), port)
+            .await
+            .map_err(Failed::Connect)?;
+        let (socket, peeker) = Socket::new(opened.stream, self.error_counter("unsolicited"));
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(socket))
+            .await
+            .map_err(Failed::Http)?;
+        let slot = opened.slot;
+        let watch = peeker.watch.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                // hyper refuses bytes that arrive on an idle connection.
+                if e.to_string().contains("unexpected message") {
+                    watch.flag_unsolicited();
+                }
+                tracing::debug!(error = %e, "origin connection ended");
+            }
+            // The origin's slot frees only when the connection is gone.
+            drop(slot);
+        });
+        Ok(Conn {
+            sender,
+            peeker,
+            origin: Arc::from(authority.as_str()),
+            reused: false,
+        })
+    }
+
+    /// Checks the response head and ties the connection to its body.
+    fn finish(
+        &self,
+        resp: Response<hyper::body::Incoming>,
+        conn: Conn,
+        asked_upgrade: Option<&HeaderValue>,
+    ) -> Result<Response<OriginBody>, Failed> {
+        let (mut parts, body) = resp.into_parts();
+        let mut reusable = true;
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            // RFC 9110 §7.8: only to a protocol the request asked for.
+            let agreed = match (asked_upgrade, parts.headers.get(header::UPGRADE)) {
+                (Some(asked), Some(chosen)) => offered(asked, chosen),
+                _ => false,
+            };
+            if !agreed {
+                return Err(Failed::Upgrade(
+                    "101 Switching Protocols to a request that did not ask for that upgrade",
+                ));
+            }
+            // The connection now belongs to the upgraded protocol.
+            reusable = false;
+        }
+        if parts.headers.contains_key(header::TRANSFER_ENCODING)
+            && parts.headers.remove(header::CONTENT_LENGTH).is_some()
+        {
+            // RFC 9112 §6.3 (3): Transfer-Encoding overrides; an intermediary
+            // that forwards such a message MUST remove Content-Length first.
+            // Where the origin thinks the message ends is now in doubt, so the
+            // connection is not reused.
+            tracing::debug!(origin = %conn.origin, "response with Content-Length and Transfer-Encoding");
+            self.error_counter("framing").inc();
+            parts.extensions.insert(FramingConflict);
+            reusable = false;
+        }
+        if matches!(parts.status.as_u16(), 204 | 304) {
+            // RFC 9110 §8.6: no Content-Length on a 204; on a 304 it would
+            // describe a body that is not there.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let conn = reusable.then(|| (conn, self.pool.clone()));
+        let body = OriginBody::new(
+            body,
+            conn,
+            self.body_idle_timeout,
+            self.error_counter("body-timeout"),
+        );
+        Ok(Response::from_parts(parts, body))
     }
 
     fn describe(&self, failed: Failed, upstream: &str) -> UpstreamError {
         let error = match failed {
-            Failed::Pool(e) => UpstreamError::classify(&e, upstream, self.connect_timeout),
+            Failed::Connect(e) => UpstreamError::from_connect(e, upstream, self.connect_timeout),
+            Failed::Http(e) => UpstreamError::from_hyper(&e, upstream),
             Failed::Timeout => UpstreamError::ResponseTimeout {
                 upstream: upstream.to_string(),
                 after: self.response_header_timeout,
             },
+            Failed::Upgrade(detail) => UpstreamError::Invalid {
+                upstream: upstream.to_string(),
+                detail: detail.into(),
+            },
         };
-        let kind = error.kind();
-        self.metrics
-            .errors
-            .get_or_create(&KindLabels { kind })
-            .inc();
+        self.error_counter(error.kind()).inc();
         error
+    }
+
+    /// Idle connections kept for `origin` (`host:port`).
+    pub fn idle_connections(&self, origin: &str) -> usize {
+        self.pool.idle_count(origin)
     }
 }
 
-enum Failed {
-    Pool(hyper_util::client::legacy::Error),
-    Timeout,
+/// Whether `chosen` (the 101's Upgrade) names a protocol from `asked`.
+fn offered(asked: &HeaderValue, chosen: &HeaderValue) -> bool {
+    let names = |v: &HeaderValue| -> Vec<String> {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    let asked = names(asked);
+    let chosen = names(chosen);
+    !chosen.is_empty() && chosen.iter().all(|c| asked.contains(c))
+}
+
+/// Whether a failed request may have died on a pooled connection the origin
+/// had already closed: the request never got a response head. Only such
+/// failures are worth one retry on a fresh connection.
+fn is_stale_connection(e: &hyper::Error) -> bool {
+    if e.is_user() || e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        return false;
+    }
+    e.is_incomplete_message() || e.is_canceled() || e.is_closed() || error::is_reset_chain(e)
 }
 
 /// RFC 9110 §9.2.2.

@@ -1,0 +1,125 @@
+//! An origin's response body: hands its connection back to the pool once the
+//! body has been read to the end, and ends as an error when the origin goes
+//! silent in the middle of it for longer than `[upstream] body_idle_timeout`
+//! (a stalled body would otherwise hold the client, and every request
+//! collapsed onto it, for as long as TCP keeps the connection up).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::{Instant, Sleep};
+
+use super::pool::{Conn, Pool};
+use crate::proxy::BoxError;
+
+/// The origin stopped sending in the middle of a body.
+#[derive(Debug)]
+pub struct BodyStalled(pub Duration);
+
+impl fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the origin sent nothing for {} in the middle of the body",
+            humantime::format_duration(self.0)
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+pub struct OriginBody {
+    inner: Incoming,
+    /// Returned to the pool at the end of the body; `None` when the
+    /// connection may not be reused.
+    conn: Option<(Conn, Arc<Pool>)>,
+    idle_timeout: Duration,
+    /// Armed the first time the body waits; pushed back whenever data came.
+    timer: Option<Pin<Box<Sleep>>>,
+    progressed: bool,
+    stalls: Counter,
+}
+
+impl OriginBody {
+    pub(super) fn new(
+        inner: Incoming,
+        conn: Option<(Conn, Arc<Pool>)>,
+        idle_timeout: Duration,
+        stalls: Counter,
+    ) -> OriginBody {
+        let mut body = OriginBody {
+            inner,
+            conn,
+            idle_timeout,
+            timer: None,
+            progressed: false,
+            stalls,
+        };
+        // HEAD, 204 and 304 answers have no body to read.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some((conn, pool)) = self.conn.take() {
+            pool.checkin(conn);
+        }
+    }
+}
+
+impl Body for OriginBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.progressed = true;
+                match &frame {
+                    None => this.release(),
+                    // A body of known length is not polled past its end.
+                    Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => this.conn = None,
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.idle_timeout;
+                match this.timer.as_mut() {
+                    None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    Some(timer) if this.progressed => timer.as_mut().reset(deadline),
+                    Some(_) => {}
+                }
+                this.progressed = false;
+                let timer = this.timer.as_mut().expect("armed above");
+                ready!(timer.as_mut().poll(cx));
+                this.conn = None;
+                this.stalls.inc();
+                Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_timeout)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,133 @@
+//! Idle origin connections, per origin, for reuse (RFC 9112 §9.3).
+//!
+//! A connection comes back here only when its response body was read to the
+//! end, so the next request is never written behind unread bytes. Before one
+//! is handed out again it must be quiet (`Socket`): no bytes arrived while it
+//! was idle, none are waiting unread, and the origin has not closed it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::SendRequest;
+
+use super::socket::{Peeker, Quiet};
+use crate::proxy::RequestBody;
+
+/// One HTTP/1.1 connection to an origin, busy or idle.
+pub struct Conn {
+    pub sender: SendRequest<RequestBody>,
+    pub peeker: Peeker,
+    /// Pool key: the origin's authority.
+    pub origin: Arc<str>,
+    /// Taken from the idle list (a stale connection is possible) rather than new.
+    pub reused: bool,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+pub struct Pool {
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    /// Wakes requests waiting for a connection to an origin at its cap.
+    pub returned: tokio::sync::Notify,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            returned: tokio::sync::Notify::new(),
+            max_idle,
+            idle_timeout,
+        });
+        if max_idle > 0 {
+            tokio::spawn(sweep(Arc::downgrade(&pool), idle_timeout));
+        }
+        pool
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection to `origin` that is safe to write a request on.
+    /// One that holds bytes nobody asked for is closed and counted.
+    pub fn checkout(&self, origin: &str) -> Option<Conn> {
+        loop {
+            // Newest first: the most recently used connection is the least
+            // likely to have been closed by the origin.
+            let idle = self.lock().get_mut(origin)?.pop()?;
+            if idle.since.elapsed() >= self.idle_timeout || idle.conn.sender.is_closed() {
+                continue;
+            }
+            match idle.conn.peeker.quiet() {
+                Quiet::Yes => {}
+                Quiet::Unsolicited => {
+                    idle.conn.peeker.watch.flag_unsolicited();
+                    tracing::debug!(
+                        origin,
+                        "idle origin connection held unsolicited bytes; closed"
+                    );
+                    continue;
+                }
+                Quiet::Closed => continue,
+            }
+            let mut conn = idle.conn;
+            conn.peeker.watch.set_idle(false);
+            conn.reused = true;
+            return Some(conn);
+        }
+    }
+
+    /// Parks `conn` for reuse after its response ended cleanly.
+    pub fn checkin(&self, conn: Conn) {
+        if self.max_idle == 0 || conn.sender.is_closed() || conn.peeker.watch.unsolicited() {
+            return;
+        }
+        conn.peeker.watch.set_idle(true);
+        let mut idle = self.lock();
+        let list = idle.entry(conn.origin.clone()).or_default();
+        if list.len() < self.max_idle {
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+        drop(idle);
+        self.returned.notify_waiters();
+    }
+
+    /// Closes connections idle for longer than the idle timeout.
+    fn expire(&self) {
+        let mut idle = self.lock();
+        idle.retain(|_, list| {
+            list.retain(|i| i.since.elapsed() < self.idle_timeout && !i.conn.sender.is_closed());
+            !list.is_empty()
+        });
+    }
+
+    /// Idle connections to `origin` (for tests and stats).
+    pub fn idle_count(&self, origin: &str) -> usize {
+        self.lock().get(origin).map_or(0, Vec::len)
+    }
+}
+
+/// Runs until the pool is dropped, closing expired idle connections so they do
+/// not hold sockets (and origin slots) for ever.
+async fn sweep(pool: Weak<Pool>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.expire(),
+            None => return,
+        }
+    }
+}
