@@ -63,6 +63,7 @@ impl Proxy {
             config.admin.token.clone(),
             config.server.name.clone(),
             phase_rx.clone(),
+            handler.cache_namespaces(),
         ));
         tokio::spawn(admin.serve(admin_listener));
         let accept_tasks = listeners

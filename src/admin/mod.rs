@@ -38,6 +38,9 @@ pub struct Admin {
     token: Option<String>,
     name: String,
     phase: watch::Receiver<Phase>,
+    /// (label, namespace) of every part of the cache: forward traffic, then
+    /// each reverse route by name.
+    namespaces: Vec<(String, String)>,
 }
 
 impl Admin {
@@ -47,6 +50,7 @@ impl Admin {
         token: Option<String>,
         name: String,
         phase: watch::Receiver<Phase>,
+        namespaces: Vec<(String, String)>,
     ) -> Admin {
         Admin {
             cache,
@@ -54,6 +58,7 @@ impl Admin {
             token,
             name,
             phase,
+            namespaces,
         }
     }
 

@@ -1,4 +1,5 @@
-//! `POST /purge?url=...` and `POST /purge?prefix=...`.
+//! `POST /purge?url=...` and `POST /purge?prefix=...`, in every part of the
+//! cache, or only in one: `&route=NAME` (a reverse route) or `&mode=forward`.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -10,6 +11,10 @@ use crate::cache::{key, CacheStats};
 impl Admin {
     pub(super) fn purge(&self, query: &str) -> Response<Full<Bytes>> {
         let param = |name| query_param(query, name);
+        let namespaces = match self.namespaces(query) {
+            Ok(namespaces) => namespaces,
+            Err(resp) => return resp,
+        };
         if let Some(url) = param("url") {
             let Some(target) = key_of(&url) else {
                 return text(
@@ -17,7 +22,11 @@ impl Admin {
                     format!("not an absolute http URL: {url}\n"),
                 );
             };
-            return if self.cache.store.remove(&target) {
+            let removed = namespaces
+                .iter()
+                .filter(|ns| self.cache.store.remove(&key::in_namespace(ns, &target)))
+                .count();
+            return if removed > 0 {
                 CacheStats::count(&self.cache.stats.purges);
                 text(StatusCode::OK, format!("purged {target}\n"))
             } else {
@@ -31,7 +40,7 @@ impl Admin {
                     format!("not an absolute http URL: {prefix}\n"),
                 );
             };
-            let removed = self.cache.store.remove_prefix(&target);
+            let removed = self.cache.store.remove_prefix(&namespaces, &target);
             for _ in 0..removed {
                 CacheStats::count(&self.cache.stats.purges);
             }
@@ -47,7 +56,37 @@ impl Admin {
     }
 }
 
-/// The cache key of an absolute `http://` URL (or URL prefix).
+impl Admin {
+    /// The parts of the cache a request names: `route=NAME`, `mode=forward`,
+    /// or (neither) all of them.
+    pub(super) fn namespaces(&self, query: &str) -> Result<Vec<&str>, Response<Full<Bytes>>> {
+        let route = query_param(query, "route");
+        let mode = query_param(query, "mode");
+        let chosen: Vec<&str> = self
+            .namespaces
+            .iter()
+            .filter(|(label, ns)| match (&route, &mode) {
+                (Some(route), _) => ns.starts_with("route:") && label == route,
+                (None, Some(mode)) => mode == "forward" && ns.as_str() == key::FORWARD,
+                (None, None) => true,
+            })
+            .map(|(_, ns)| ns.as_str())
+            .collect();
+        if chosen.is_empty() {
+            let what = match (route, mode) {
+                (Some(route), _) => format!("no route named {route:?}\n"),
+                (None, Some(mode)) => {
+                    format!("unknown mode {mode:?} (use mode=forward or route=NAME)\n")
+                }
+                (None, None) => "no cache namespaces\n".into(),
+            };
+            return Err(text(StatusCode::BAD_REQUEST, what));
+        }
+        Ok(chosen)
+    }
+}
+
+/// The URL part of the cache key of an absolute `http://` URL (or URL prefix).
 pub(super) fn key_of(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
     if uri.scheme_str() != Some("http") {
@@ -56,7 +95,7 @@ pub(super) fn key_of(url: &str) -> Option<String> {
     let authority = uri.authority()?;
     // A URL without a path means "/", which also prefixes every key of the origin.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    Some(key::primary("http", authority.as_str(), 80, path))
+    Some(key::primary("", "http", authority.as_str(), 80, path))
 }
 
 /// The decoded value of `name` in a query string.

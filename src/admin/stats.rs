@@ -167,48 +167,53 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
             format!("not an absolute http URL: {url}\n"),
         );
     };
+    let namespaces = match admin.namespaces(query) {
+        Ok(namespaces) => namespaces,
+        Err(resp) => return resp,
+    };
     let now = SystemTime::now();
-    let variants: Vec<Value> = admin
-        .cache
-        .store
-        .variants(&key)
-        .map(|all| {
-            all.iter()
-                .map(|e| {
-                    let (lifetime, heuristic) = policy::lifetime(&e.head, &admin.cache.heuristics);
-                    let age = policy::current_age(&e.head, now);
-                    let mut headers = Map::new();
-                    for (name, value) in e.head.headers.iter() {
-                        let list = headers
-                            .entry(name.as_str().to_string())
-                            .or_insert_with(|| Value::Array(Vec::new()));
-                        if let Value::Array(list) = list {
-                            list.push(json!(String::from_utf8_lossy(value.as_bytes())));
-                        }
-                    }
-                    let vary: Map<String, Value> = e
-                        .secondary
-                        .iter()
-                        .map(|(name, value)| (name.as_str().to_string(), json!(value)))
-                        .collect();
-                    json!({
-                        "status": e.head.status.as_u16(),
-                        "vary": vary,
-                        "age": age,
-                        "freshness_lifetime": lifetime,
-                        "heuristic": heuristic,
-                        "ttl": lifetime as i64 - age as i64,
-                        "body_bytes": e.body.len(),
-                        "size": e.weight(),
-                        "headers": headers,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut keys = Vec::new();
+    let mut variants: Vec<Value> = Vec::new();
+    for ns in namespaces {
+        let full = crate::cache::key::in_namespace(ns, &key);
+        let Some(all) = admin.cache.store.variants(&full) else {
+            continue;
+        };
+        keys.push(full);
+        variants.extend(all.iter().map(|e| {
+            let (lifetime, heuristic) = policy::lifetime(&e.head, &admin.cache.heuristics);
+            let age = policy::current_age(&e.head, now);
+            let mut headers = Map::new();
+            for (name, value) in e.head.headers.iter() {
+                let list = headers
+                    .entry(name.as_str().to_string())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(list) = list {
+                    list.push(json!(String::from_utf8_lossy(value.as_bytes())));
+                }
+            }
+            let vary: Map<String, Value> = e
+                .secondary
+                .iter()
+                .map(|(name, value)| (name.as_str().to_string(), json!(value)))
+                .collect();
+            json!({
+                "namespace": ns,
+                "status": e.head.status.as_u16(),
+                "vary": vary,
+                "age": age,
+                "freshness_lifetime": lifetime,
+                "heuristic": heuristic,
+                "ttl": lifetime as i64 - age as i64,
+                "body_bytes": e.body.len(),
+                "size": e.weight(),
+                "headers": headers,
+            })
+        }));
+    }
     json(json!({
         "url": url,
-        "key": key,
+        "keys": keys,
         "stored": !variants.is_empty(),
         "variants": variants,
     }))

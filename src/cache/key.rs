@@ -1,13 +1,37 @@
-//! Cache keys. The primary key is the target URI: scheme, lower-cased host,
-//! port (always written, so `:80` and no port are one key), path and query.
-//! Leaving the host out would let virtual hosts poison each other.
+//! Cache keys. The primary key is the traffic's namespace, then the target
+//! URI: scheme, lower-cased host, port (always written, so `:80` and no port
+//! are one key), path and query. Leaving the host out would let virtual hosts
+//! poison each other; leaving the namespace out would let a client of one
+//! reverse route (or of the forward proxy) fill entries that another serves:
+//! `Host: www.bank.test` sent to a catch-all route would answer forward
+//! requests for `http://www.bank.test/`.
 //! The secondary key (RFC 9111 §4.1) is the normalized values of the request
 //! fields a response's `Vary` names.
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// `http://example.com:80/path?q`: the key, and the origin for §4.4 same-origin checks.
-pub fn primary(scheme: &str, host: &str, default_port: u16, path_and_query: &str) -> String {
+/// The namespace of forward-proxy traffic.
+pub const FORWARD: &str = "forward";
+
+/// The namespace of one reverse route, by its name (no spaces: a space ends
+/// the namespace in a key).
+pub fn route_namespace(route: &str) -> String {
+    let name: String = route
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
+    format!("route:{name}")
+}
+
+/// `ns http://example.com:80/path?q`: the key. `origin_of` gives the origin
+/// (with its namespace) for §4.4 same-origin checks.
+pub fn primary(
+    namespace: &str,
+    scheme: &str,
+    host: &str,
+    default_port: u16,
+    path_and_query: &str,
+) -> String {
     let host = host.trim();
     let (name, port) = split_port(host);
     let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -17,10 +41,23 @@ pub fn primary(scheme: &str, host: &str, default_port: u16, path_and_query: &str
     } else {
         path_and_query
     };
-    format!("{scheme}://{name}:{port}{path}")
+    if namespace.is_empty() {
+        return format!("{scheme}://{name}:{port}{path}");
+    }
+    format!("{namespace} {scheme}://{name}:{port}{path}")
 }
 
-/// The `scheme://host:port` prefix of a primary key.
+/// The key of `url_key` (a namespace-less `primary`) in `namespace`.
+pub fn in_namespace(namespace: &str, url_key: &str) -> String {
+    format!("{namespace} {url_key}")
+}
+
+/// A key split into its namespace and its URL part.
+pub fn split(key: &str) -> (&str, &str) {
+    key.split_once(' ').unwrap_or(("", key))
+}
+
+/// The `ns scheme://host:port` prefix of a primary key.
 pub fn origin_of(key: &str) -> &str {
     let after_scheme = key.find("://").map_or(0, |i| i + 3);
     let end = key[after_scheme..]
@@ -140,14 +177,43 @@ mod tests {
 
     #[test]
     fn primary_key_normalizes_host_and_default_port() {
-        let a = primary("http", "Example.COM", 80, "/a?b=1");
-        assert_eq!(a, "http://example.com:80/a?b=1");
-        assert_eq!(primary("http", "example.com:80", 80, "/a?b=1"), a);
-        assert_eq!(primary("http", "example.com.", 80, "/a?b=1"), a);
-        assert_ne!(primary("http", "example.com:8080", 80, "/a?b=1"), a);
-        assert_ne!(primary("http", "other.com", 80, "/a?b=1"), a);
-        assert_eq!(primary("http", "[::1]:81", 80, ""), "http://[::1]:81/");
-        assert_eq!(origin_of("http://a:80/x/y"), "http://a:80");
+        let a = primary(FORWARD, "http", "Example.COM", 80, "/a?b=1");
+        assert_eq!(a, "forward http://example.com:80/a?b=1");
+        assert_eq!(primary(FORWARD, "http", "example.com:80", 80, "/a?b=1"), a);
+        assert_eq!(primary(FORWARD, "http", "example.com.", 80, "/a?b=1"), a);
+        assert_ne!(
+            primary(FORWARD, "http", "example.com:8080", 80, "/a?b=1"),
+            a
+        );
+        assert_ne!(primary(FORWARD, "http", "other.com", 80, "/a?b=1"), a);
+        assert_eq!(
+            primary("route:x", "http", "[::1]:81", 80, ""),
+            "route:x http://[::1]:81/"
+        );
+        assert_eq!(origin_of("forward http://a:80/x/y"), "forward http://a:80");
+        assert_eq!(split(&a), (FORWARD, "http://example.com:80/a?b=1"));
+    }
+
+    #[test]
+    fn forward_and_each_route_key_apart() {
+        let forward = primary(FORWARD, "http", "www.bank.test", 80, "/login");
+        let catch_all = primary(
+            &route_namespace("*/"),
+            "http",
+            "www.bank.test",
+            80,
+            "/login",
+        );
+        let other = primary(
+            &route_namespace("api"),
+            "http",
+            "www.bank.test",
+            80,
+            "/login",
+        );
+        assert_ne!(forward, catch_all);
+        assert_ne!(catch_all, other);
+        assert_eq!(route_namespace("my route"), "route:my_route");
     }
 
     #[test]

@@ -191,14 +191,17 @@ impl Store {
         self.cache.remove(key).is_some()
     }
 
-    /// Removes every URL whose key starts with `prefix` (an eager ban: the
-    /// keys are walked now, so later requests never see the banned objects).
-    /// Returns how many URLs went.
-    pub fn remove_prefix(&self, prefix: &str) -> usize {
+    /// Removes every URL in one of `namespaces` whose URL part starts with
+    /// `url_prefix` (an eager ban: the keys are walked now, so later requests
+    /// never see the banned objects). Returns how many URLs went.
+    pub fn remove_prefix(&self, namespaces: &[&str], url_prefix: &str) -> usize {
         let keys: Vec<Arc<String>> = self
             .cache
             .iter()
-            .filter(|(key, _)| key.starts_with(prefix))
+            .filter(|(key, _)| {
+                let (namespace, url) = key::split(key);
+                url.starts_with(url_prefix) && namespaces.contains(&namespace)
+            })
             .map(|(key, _)| key)
             .collect();
         keys.iter()

@@ -18,10 +18,11 @@ use super::headers;
 use super::Handler;
 use crate::cache::control::RequestControl;
 use crate::cache::fill::Fill;
+use crate::cache::policy::NotStored;
 use crate::cache::policy::{self, validation, Reuse, Why};
 use crate::cache::store::{Lookup, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
-use crate::upstream::OriginBody;
+use crate::upstream::{FramingConflict, OriginBody};
 
 /// A request ready for the origin, with what the cache needs to know about it.
 pub(super) struct Exchange {
@@ -314,15 +315,19 @@ impl Handler {
         let (mut parts, body) = resp.into_parts();
         finish_origin_head(&mut parts.headers, response_time);
         let status = parts.status;
-        let plan = plan_store(
-            &self.cache,
-            ctx.method,
-            ctx.request_headers,
-            status,
-            &parts.headers,
-            ctx.request_time,
-            response_time,
-        );
+        let plan = if parts.extensions.get::<FramingConflict>().is_some() {
+            Err(NotStored::Framing)
+        } else {
+            plan_store(
+                &self.cache,
+                ctx.method,
+                ctx.request_headers,
+                status,
+                &parts.headers,
+                ctx.request_time,
+                response_time,
+            )
+        };
         let (outcome, fill) = match plan {
             Ok(plan) => {
                 let fill = Fill::new(

@@ -18,7 +18,7 @@ use crate::cache::key::{self, Vary};
 use crate::cache::policy::{self, validation, NotStored, StoredResponse};
 use crate::cache::store::{Entry, Variants};
 use crate::cache::Cache;
-use crate::upstream::{copy_parts, Upstream};
+use crate::upstream::{copy_parts, FramingConflict, Upstream};
 
 pub(super) struct FillJob {
     pub upstream: Arc<Upstream>,
@@ -76,15 +76,19 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
     let response_time = SystemTime::now();
     let (mut parts, mut body) = resp.into_parts();
     finish_origin_head(&mut parts.headers, response_time);
-    let plan = plan_store(
-        &cache,
-        &method,
-        &request_headers,
-        parts.status,
-        &parts.headers,
-        request_time,
-        response_time,
-    );
+    let plan = if parts.extensions.get::<FramingConflict>().is_some() {
+        Err(NotStored::Framing)
+    } else {
+        plan_store(
+            &cache,
+            &method,
+            &request_headers,
+            parts.status,
+            &parts.headers,
+            request_time,
+            response_time,
+        )
+    };
     let Plan {
         head,
         ttl,

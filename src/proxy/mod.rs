@@ -160,6 +160,20 @@ impl Handler {
         &self.cache
     }
 
+    /// (label, namespace) of every part of the cache: forward traffic, then
+    /// each reverse route by name.
+    pub fn cache_namespaces(&self) -> Vec<(String, String)> {
+        let forward = crate::cache::key::FORWARD;
+        std::iter::once((forward.to_string(), forward.to_string()))
+            .chain(
+                self.classifier
+                    .routes
+                    .all()
+                    .map(|r| (r.name.to_string(), r.namespace.to_string())),
+            )
+            .collect()
+    }
+
     pub fn cache_handle(&self) -> Arc<Cache> {
         self.cache.clone()
     }

@@ -73,7 +73,7 @@ impl Handler {
                 })?;
                 // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
                 parts.headers.insert(header::HOST, host);
-                let key = key::primary("http", authority.as_str(), 80, path.as_str());
+                let key = key::primary(key::FORWARD, "http", authority.as_str(), 80, path.as_str());
                 trace.mode = Mode::Forward;
                 trace.route = Some(self.forward_route.clone());
                 trace.upstream = Some(Arc::from(authority.as_str()));
@@ -104,7 +104,7 @@ impl Handler {
                     .as_ref()
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or(route.upstream.authority.as_str());
-                let key = key::primary("http", client_host, 80, path.as_str());
+                let key = key::primary(&route.namespace, "http", client_host, 80, path.as_str());
                 (
                     uri,
                     route.upstream.authority.to_string(),

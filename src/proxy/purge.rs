@@ -41,8 +41,14 @@ impl Handler {
                 }
             },
         };
-        let target = key::primary("http", &host, 80, path);
-        let (code, text) = if self.cache.store.remove(&target) {
+        // Every part of the cache (forward traffic and each route) loses it.
+        let target = key::primary("", "http", &host, 80, path);
+        let removed = self
+            .cache_namespaces()
+            .iter()
+            .filter(|(_, ns)| self.cache.store.remove(&key::in_namespace(ns, &target)))
+            .count();
+        let (code, text) = if removed > 0 {
             CacheStats::count(&self.cache.stats.purges);
             (StatusCode::OK, format!("purged {target}\n"))
         } else {

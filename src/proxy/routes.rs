@@ -11,6 +11,8 @@ use crate::config::{ForwardedHeaders, HostPattern, RouteConfig, UpstreamUrl};
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    /// This route's part of the cache (`cache::key::route_namespace`).
+    pub namespace: Arc<str>,
     /// `host:port` of the upstream, for logs.
     pub upstream_label: Arc<str>,
     pub path_prefix: String,
@@ -36,16 +38,18 @@ impl RouteTable {
             } else {
                 c.upstream.authority.to_string()
             };
+            let name: Arc<str> = Arc::from(c.name.clone().unwrap_or_else(|| {
+                let host = match &c.host {
+                    HostPattern::Any => "*".to_string(),
+                    HostPattern::Suffix(s) => format!("*{s}"),
+                    HostPattern::Exact(h) => h.clone(),
+                };
+                format!("{host}{}", c.path_prefix)
+            }));
             let route = Route {
+                namespace: Arc::from(crate::cache::key::route_namespace(&name)),
+                name,
                 upstream_label: Arc::from(c.upstream.authority.as_str()),
-                name: Arc::from(c.name.clone().unwrap_or_else(|| {
-                    let host = match &c.host {
-                        HostPattern::Any => "*".to_string(),
-                        HostPattern::Suffix(s) => format!("*{s}"),
-                        HostPattern::Exact(h) => h.clone(),
-                    };
-                    format!("{host}{}", c.path_prefix)
-                })),
                 path_prefix: c.path_prefix.clone(),
                 upstream: c.upstream.clone(),
                 upstream_host: HeaderValue::from_str(&host_header)

@@ -23,10 +23,13 @@ pub enum NotStored {
     TooLarge,
     Incomplete,
     Disabled,
+    /// The origin framed the body two ways (Content-Length and
+    /// Transfer-Encoding): delivered, never kept (RFC 9112 §6.3).
+    Framing,
 }
 
 impl NotStored {
-    pub const ALL: [NotStored; 13] = [
+    pub const ALL: [NotStored; 14] = [
         NotStored::Method,
         NotStored::Status,
         NotStored::Partial,
@@ -40,6 +43,7 @@ impl NotStored {
         NotStored::TooLarge,
         NotStored::Incomplete,
         NotStored::Disabled,
+        NotStored::Framing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl NotStored {
             NotStored::TooLarge => "too-large",
             NotStored::Incomplete => "incomplete",
             NotStored::Disabled => "disabled",
+            NotStored::Framing => "framing",
         }
     }
 }

@@ -130,7 +130,8 @@ pub fn is_unsafe(method: &Method) -> bool {
 
 /// Keys to invalidate after `status` answered an unsafe request (§4.4): the
 /// target, plus `Location` and `Content-Location` when they are on the same
-/// origin. `target_key` is the request's primary key (`http://host:port/path`).
+/// origin. `target_key` is the request's primary key (`ns http://host:port/path`);
+/// the targets stay in its namespace.
 pub fn invalidation_targets(
     method: &Method,
     status: StatusCode,
@@ -163,7 +164,8 @@ fn resolve_same_origin(origin: &str, target_key: &str, reference: &str) -> Optio
     if let Ok(uri) = reference.parse::<http::Uri>() {
         if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
-            let key = crate::cache::key::primary(scheme, authority.as_str(), 80, path);
+            let (namespace, _) = crate::cache::key::split(target_key);
+            let key = crate::cache::key::primary(namespace, scheme, authority.as_str(), 80, path);
             return (crate::cache::key::origin_of(&key) == origin).then_some(key);
         }
     }
