@@ -13,7 +13,7 @@ impl Admin {
         let param = |name| query_param(query, name);
         let namespaces = match self.namespaces(query) {
             Ok(namespaces) => namespaces,
-            Err(resp) => return resp,
+            Err(why) => return text(StatusCode::BAD_REQUEST, why),
         };
         if let Some(url) = param("url") {
             let Some(target) = key_of(&url) else {
@@ -59,7 +59,8 @@ impl Admin {
 impl Admin {
     /// The parts of the cache a request names: `route=NAME`, `mode=forward`,
     /// or (neither) all of them.
-    pub(super) fn namespaces(&self, query: &str) -> Result<Vec<&str>, Response<Full<Bytes>>> {
+    /// `Err` says what was wrong with the choice (a 400).
+    pub(super) fn namespaces(&self, query: &str) -> Result<Vec<&str>, String> {
         let route = query_param(query, "route");
         let mode = query_param(query, "mode");
         let chosen: Vec<&str> = self
@@ -80,7 +81,7 @@ impl Admin {
                 }
                 (None, None) => "no cache namespaces\n".into(),
             };
-            return Err(text(StatusCode::BAD_REQUEST, what));
+            return Err(what);
         }
         Ok(chosen)
     }

@@ -169,7 +169,7 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     };
     let namespaces = match admin.namespaces(query) {
         Ok(namespaces) => namespaces,
-        Err(resp) => return resp,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     let now = SystemTime::now();
     let mut keys = Vec::new();
