@@ -71,7 +71,7 @@ impl Handler {
                     Ok(None) => self.alone(ex, refill).await,
                     // The wait ran out: join a fill that is still flowing,
                     // fetch alone past one that stalled.
-                    Err(_) => match flight.flowing(FLOWING.min(timeout)) {
+                    Err(_) => match flight.flowing(FLOWING.min(timeout / 2)) {
                         Some((head, ttl, length))
                             if !ex.parts.headers.contains_key(header::RANGE) =>
                         {
