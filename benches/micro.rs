@@ -74,7 +74,13 @@ fn benches(c: &mut Criterion) {
     let shared = Arc::new(entry(now));
     for i in 0..100_000 {
         store.insert(
-            &key::primary(key::FORWARD, "http", "bench.test", 80, &format!("/objects/{i}")),
+            &key::primary(
+                key::FORWARD,
+                "http",
+                "bench.test",
+                80,
+                &format!("/objects/{i}"),
+            ),
             shared.clone(),
         );
     }
@@ -83,7 +89,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("key_and_hit_lookup_100k", |b| {
         b.iter(|| {
             i = (i + 7919) % 100_000;
-            let k = key::primary(key::FORWARD, "http", "Bench.test:80", 80, &format!("/objects/{i}"));
+            let k = key::primary(
+                key::FORWARD,
+                "http",
+                "Bench.test:80",
+                80,
+                &format!("/objects/{i}"),
+            );
             matches!(store.lookup(&k, &empty), Lookup::Found { .. })
         })
     });

@@ -22,7 +22,7 @@ use crate::cache::policy::NotStored;
 use crate::cache::policy::{self, validation, Reuse, Why};
 use crate::cache::store::{Lookup, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
-use crate::upstream::{FramingConflict, OriginBody};
+use crate::upstream::{FramingConflict, OriginBody, StoreTag};
 
 /// A request ready for the origin, with what the cache needs to know about it.
 pub(super) struct Exchange {
@@ -187,6 +187,7 @@ impl Handler {
         let request_headers = ex.parts.headers.clone();
         let method = ex.parts.method.clone();
         let key = std::mem::take(&mut ex.key);
+        ex.parts.extensions.insert(StoreTag(key.clone()));
         let request_time = SystemTime::now();
         let out = Request::from_parts(ex.parts, ex.body);
         match ex.pool.send(out, &ex.upstream).await {
@@ -233,6 +234,7 @@ impl Handler {
         for (name, value) in fields {
             ex.parts.headers.insert(name, value);
         }
+        ex.parts.extensions.insert(StoreTag(ex.key.clone()));
         let request_time = SystemTime::now();
         let out = Request::from_parts(ex.parts, ex.body);
         let stale = refill.stale.as_ref();

@@ -17,7 +17,7 @@ use crate::cache::flight::{Flight, FlightBody, Join, LeaderAnswer, Phase};
 use crate::cache::policy::{validation, NotStored};
 use crate::cache::store::{Entry, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
-use crate::upstream::copy_parts;
+use crate::upstream::{copy_parts, StoreTag};
 
 /// What the stored side knows when a request goes to the origin.
 pub(super) struct Refill {
@@ -119,7 +119,10 @@ impl Handler {
         FillJob {
             upstream: ex.pool,
             cache: self.cache.clone(),
-            request: Request::from_parts(parts, ex.body),
+            request: {
+                parts.extensions.insert(StoreTag(ex.key.clone()));
+                Request::from_parts(parts, ex.body)
+            },
             plain,
             label: ex.upstream,
             key: ex.key,

@@ -36,6 +36,19 @@ impl fmt::Display for BodyStalled {
 
 impl std::error::Error for BodyStalled {}
 
+/// The connection proved out of step with its origin before this body ended:
+/// the body may answer another request, so it must not look complete.
+#[derive(Debug)]
+pub struct Desynchronised;
+
+impl fmt::Display for Desynchronised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the origin sent a response nobody asked for on this connection")
+    }
+}
+
+impl std::error::Error for Desynchronised {}
+
 pub struct OriginBody {
     inner: Incoming,
     /// Returned to the pool at the end of the body; `None` when the
@@ -89,12 +102,25 @@ impl Body for OriginBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.progressed = true;
-                match &frame {
-                    None => this.release(),
-                    // A body of known length is not polled past its end.
-                    Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => this.conn = None,
+                // A body of known length is not polled past its end.
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => this.inner.is_end_stream(),
+                    Some(Err(_)) => {
+                        this.conn = None;
+                        false
+                    }
+                };
+                if ended {
+                    let desynced = this
+                        .conn
+                        .as_ref()
+                        .is_some_and(|(conn, _)| conn.peeker.watch.unsolicited());
+                    if desynced {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(Box::new(Desynchronised))));
+                    }
+                    this.release();
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }

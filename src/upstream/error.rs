@@ -161,6 +161,11 @@ impl UpstreamError {
     }
 }
 
+/// Whether `e` or one of its causes says `text`.
+pub(super) fn mentions(e: &(dyn StdError + 'static), text: &str) -> bool {
+    chain(e).any(|e| e.to_string().contains(text))
+}
+
 /// Whether an I/O reset (the origin closed under us) is behind `e`.
 pub(super) fn is_reset_chain(e: &(dyn StdError + 'static)) -> bool {
     find::<io::Error>(e).is_some_and(|io| is_reset(io.kind()))

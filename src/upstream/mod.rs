@@ -32,6 +32,16 @@ use connector::{ConnectError, Connector};
 use pool::{Conn, Pool};
 use socket::Socket;
 
+/// The cache key a request's response may be stored under, carried in the
+/// request's extensions. The pool keeps the last few per connection and
+/// reports them on `Suspects` if that connection later proves to be out of
+/// step with its origin. Opaque here: the pool knows nothing of the cache.
+#[derive(Debug, Clone)]
+pub struct StoreTag(pub String);
+
+/// Where a desynchronised connection's recent `StoreTag`s are reported.
+pub type Suspects = tokio::sync::mpsc::UnboundedSender<Vec<String>>;
+
 /// Marks a response that arrived with both Content-Length and
 /// Transfer-Encoding (RFC 9112 §6.3): delivered by its chunked framing, but
 /// never stored and never followed by another request on that connection.
@@ -45,6 +55,7 @@ pub struct Upstream {
     connect_timeout: Duration,
     response_header_timeout: Duration,
     body_idle_timeout: Duration,
+    suspects: Suspects,
 }
 
 /// Why one attempt failed, before it is named for the client.
@@ -53,6 +64,20 @@ enum Failed {
     Http(hyper::Error),
     Timeout,
     Upgrade(&'static str),
+    /// The origin sent a response nobody asked for on this connection.
+    Desync,
+}
+
+impl Failed {
+    /// The request may not have reached the origin, or its answer cannot be
+    /// trusted: one more try on a new connection.
+    fn worth_retrying(&self) -> bool {
+        match self {
+            Failed::Http(e) => is_stale_connection(e),
+            Failed::Desync => true,
+            _ => false,
+        }
+    }
 }
 
 impl Upstream {
@@ -61,6 +86,7 @@ impl Upstream {
         config: &UpstreamConfig,
         metrics: UpstreamMetrics,
         guard: Option<Arc<guard::Guard>>,
+        suspects: Suspects,
     ) -> Upstream {
         let connector = Connector::new(
             config.max_connections_per_host,
@@ -75,6 +101,7 @@ impl Upstream {
             connect_timeout: config.connect_timeout.get(),
             response_header_timeout: config.response_header_timeout.get(),
             body_idle_timeout: config.body_idle_timeout.get(),
+            suspects,
         }
     }
 
@@ -102,6 +129,7 @@ impl Upstream {
         upstream: &str,
     ) -> Result<Response<OriginBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
+        let tag = parts.extensions.remove::<StoreTag>();
         let Some(authority) = parts.uri.authority().cloned() else {
             return Err(self.describe(
                 Failed::Upgrade("the request has no origin to go to"),
@@ -128,8 +156,11 @@ impl Upstream {
             match (first, replay) {
                 // Usually a pooled connection the origin had just closed;
                 // a new connection that dies the same way gets one more try too.
-                (Err((Failed::Http(e), _)), Some(replay)) if is_stale_connection(&e) => {
-                    tracing::debug!(upstream, error = %e, "pooled connection was stale; retrying once");
+                (Err((failed, _)), Some(replay)) if failed.worth_retrying() => {
+                    tracing::debug!(
+                        upstream,
+                        "pooled connection was stale or out of step; retrying once"
+                    );
                     let retry = Request::from_parts(replay, RequestBody::Empty);
                     self.attempt(retry, &authority, true).await
                 }
@@ -137,7 +168,12 @@ impl Upstream {
             }
         };
         let (resp, conn) = match tokio::time::timeout(self.response_header_timeout, attempt).await {
-            Ok(Ok(done)) => done,
+            Ok(Ok((resp, conn))) => {
+                if let Some(StoreTag(key)) = tag {
+                    conn.peeker.watch.remember(key);
+                }
+                (resp, conn)
+            }
             Ok(Err((failed, _))) => return Err(self.describe(failed, upstream)),
             Err(_) => {
                 tracing::debug!(upstream, "response head timeout");
@@ -171,12 +207,23 @@ impl Upstream {
                 .map_err(|f| (f, false))?,
         };
         let reused = conn.reused;
-        if let Err(e) = conn.sender.ready().await {
-            return Err((Failed::Http(e), reused));
-        }
-        match conn.sender.send_request(req).await {
+        let sent = match conn.sender.ready().await {
+            Ok(()) => conn.sender.send_request(req).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            // Found out of step while the head was on its way: it may answer
+            // an earlier request.
+            Ok(_) if conn.peeker.watch.unsolicited() => Err((Failed::Desync, reused)),
             Ok(resp) => Ok((resp, conn)),
-            Err(e) => Err((Failed::Http(e), reused)),
+            Err(e) => {
+                // hyper hands the surplus bytes' error to the request queued
+                // on the connection; it is still the origin's desync.
+                if error::mentions(&e, "unexpected message") {
+                    conn.peeker.watch.flag_unsolicited();
+                }
+                Err((Failed::Http(e), reused))
+            }
         }
     }
 
@@ -219,7 +266,11 @@ impl Upstream {
             .connect(slot, authority.host(), port)
             .await
             .map_err(Failed::Connect)?;
-        let (socket, peeker) = Socket::new(opened.stream, self.error_counter("unsolicited"));
+        let (socket, peeker) = Socket::new(
+            opened.stream,
+            self.error_counter("unsolicited"),
+            self.suspects.clone(),
+        );
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(socket))
             .await
@@ -229,7 +280,7 @@ impl Upstream {
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 // hyper refuses bytes that arrive on an idle connection.
-                if e.to_string().contains("unexpected message") {
+                if error::mentions(&e, "unexpected message") {
                     watch.flag_unsolicited();
                 }
                 tracing::debug!(error = %e, "origin connection ended");
@@ -306,6 +357,10 @@ impl Upstream {
             Failed::Upgrade(detail) => UpstreamError::Invalid {
                 upstream: upstream.to_string(),
                 detail: detail.into(),
+            },
+            Failed::Desync => UpstreamError::Invalid {
+                upstream: upstream.to_string(),
+                detail: "a response nobody asked for arrived on the connection".into(),
             },
         };
         self.error_counter(error.kind()).inc();

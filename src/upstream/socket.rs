@@ -13,10 +13,11 @@
 //!   connection task has not read yet. The peek is a plain syscall so tokio's
 //!   readiness state (and the waker of the connection task) is left alone.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +33,16 @@ pub struct Watch {
     unsolicited: AtomicBool,
     /// `viaduct_upstream_errors_total{kind="unsolicited"}`, counted once per connection.
     counter: Counter,
+    /// Cache keys of the last responses read on this connection: suspect
+    /// once the connection is found out of step (see `super::StoreTag`).
+    recent: Mutex<VecDeque<String>>,
+    suspects: super::Suspects,
 }
+
+/// How many recent responses per connection are forgotten when it desyncs:
+/// a desync is found at the latest when the surplus response arrives while
+/// the connection is idle, so only the last few answers can be affected.
+const REMEMBERED: usize = 32;
 
 impl Watch {
     pub fn set_idle(&self, idle: bool) {
@@ -44,13 +54,35 @@ impl Watch {
     }
 
     /// Marks the connection as having sent unsolicited bytes; true (and
-    /// counted) the first time only.
+    /// counted, and its recent answers reported) the first time only.
     pub fn flag_unsolicited(&self) -> bool {
         let first = !self.unsolicited.swap(true, Ordering::AcqRel);
         if first {
             self.counter.inc();
+            let recent: Vec<String> = self.lock_recent().drain(..).collect();
+            if !recent.is_empty() {
+                let _ = self.suspects.send(recent);
+            }
         }
         first
+    }
+
+    /// Notes the cache key a response on this connection may be stored under.
+    pub fn remember(&self, key: String) {
+        if self.unsolicited() {
+            // Found out of step while this response's head was on its way.
+            let _ = self.suspects.send(vec![key]);
+            return;
+        }
+        let mut recent = self.lock_recent();
+        if recent.len() == REMEMBERED {
+            recent.pop_front();
+        }
+        recent.push_back(key);
+    }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -72,12 +104,18 @@ pub enum Quiet {
 }
 
 impl Socket {
-    pub fn new(stream: TcpStream, unsolicited: Counter) -> (Socket, Peeker) {
+    pub fn new(
+        stream: TcpStream,
+        unsolicited: Counter,
+        suspects: super::Suspects,
+    ) -> (Socket, Peeker) {
         let stream = Arc::new(stream);
         let watch = Arc::new(Watch {
             idle: AtomicBool::new(false),
             unsolicited: AtomicBool::new(false),
             counter: unsolicited,
+            recent: Mutex::new(VecDeque::new()),
+            suspects,
         });
         let peeker = Peeker {
             stream: stream.clone(),
