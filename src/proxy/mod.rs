@@ -107,7 +107,12 @@ impl Handler {
                 .all()
                 .map(|r| (r.name.to_string(), r.upstream.authority.to_string())),
         );
-        let guard = Arc::new(Guard::new(config.forward.deny_destinations.clone(), admin));
+        let guard = Arc::new(Guard::new(
+            config.forward.deny_destinations.clone(),
+            admin,
+            local_addrs.clone(),
+            config.forward.allow_loopback,
+        ));
         let metrics = Arc::new(Metrics::new(
             &cache,
             config.cache.capacity.bytes(),

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::guard::GuardError;
+use super::guard::{GuardError, Refusal};
 use crate::proxy::BodyTooLarge;
 
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// The destination guard refused it (`[forward] deny_destinations`).
+    /// The destination guard refused it (`upstream::guard`).
     Denied {
         upstream: String,
+        why: Refusal,
     },
     Refused {
         upstream: String,
@@ -99,6 +100,17 @@ impl UpstreamError {
         }
     }
 
+    /// A destination the guard would not let through (forward traffic and CONNECT).
+    pub fn from_guard(e: &GuardError, upstream: String) -> UpstreamError {
+        match e {
+            GuardError::Denied { why, .. } => UpstreamError::Denied {
+                upstream,
+                why: *why,
+            },
+            GuardError::Resolve(_) => UpstreamError::Resolve { upstream },
+        }
+    }
+
     /// Sorts a pool error into what the client is told.
     pub fn classify(
         e: &hyper_util::client::legacy::Error,
@@ -110,10 +122,7 @@ impl UpstreamError {
             return UpstreamError::RequestBodyTooLarge(limit.0);
         }
         if let Some(guard) = find::<GuardError>(e) {
-            return match guard {
-                GuardError::Denied(_) => UpstreamError::Denied { upstream },
-                GuardError::Resolve(_) => UpstreamError::Resolve { upstream },
-            };
+            return UpstreamError::from_guard(guard, upstream);
         }
         if e.is_connect() {
             return match find::<io::Error>(e).map(io::Error::kind) {
@@ -207,8 +216,11 @@ fn innermost(e: &(dyn StdError + 'static)) -> String {
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UpstreamError::Denied { upstream } => {
-                write!(f, "forwarding to {upstream} is not allowed by this proxy")
+            UpstreamError::Denied { upstream, why } => {
+                write!(
+                    f,
+                    "forwarding to {upstream} is not allowed by this proxy: {why}"
+                )
             }
             UpstreamError::Refused { upstream } => {
                 write!(f, "upstream {upstream} refused the connection")

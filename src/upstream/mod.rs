@@ -1,6 +1,7 @@
 //! The upstream pool: persistent connections to origins, timeouts, and the one
 //! retry RFC 9110 §9.2.2 allows for idempotent requests.
 
+pub(crate) mod addr;
 mod connector;
 mod error;
 pub mod guard;
