@@ -166,6 +166,11 @@ pub struct ForwardConfig {
     /// networks (`"10.0.0.0/8"`) and host names (`"metadata.internal"`,
     /// `"*.corp"`). The admin listener is always refused.
     pub deny_destinations: Vec<Destination>,
+    /// Let forward traffic reach loopback (127.0.0.0/8, ::1). Off by default,
+    /// like Squid's `to_localhost` deny: services on the proxy host that trust
+    /// local callers must not become reachable by every proxy client. The
+    /// proxy's own listeners stay refused either way.
+    pub allow_loopback: bool,
     /// Proxy authentication (RFC 7617 Basic) for forward requests and CONNECT.
     pub auth: Option<AuthConfig>,
     /// The PAC file at `/proxy.pac` and `/wpad.dat`.
@@ -186,6 +191,7 @@ impl Default for ForwardConfig {
                 "169.254.0.0/16".parse().expect("valid literal"),
                 "fe80::/10".parse().expect("valid literal"),
             ],
+            allow_loopback: false,
             auth: None,
             pac: PacConfig::default(),
         }

@@ -1,7 +1,7 @@
 //! Deciding what a request is: forward proxying (absolute-form), a reverse route
 //! (origin-form, by Host and path), or something we answer ourselves.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::uri::Authority;
 use http::{header, HeaderValue, Request, Version};
@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Request, Version};
 use super::error::ProxyError;
 use super::routes::{normalize_host, Route, RouteTable};
 use crate::config::ForwardConfig;
+use crate::upstream::addr;
 
 pub enum Target<'a> {
     /// Absolute-form `http://authority/...` from an allowed client.
@@ -108,28 +109,23 @@ impl Classifier {
         }
     }
 
-    /// True when `authority` names one of our own listeners.
+    /// True when `authority` names one of our own listeners, in any spelling
+    /// the resolver accepts (`0`, `127.1`, `[::ffff:127.0.0.1]`, `[::]`, ...).
+    /// Names other than `localhost` that resolve here are not recognised; the
+    /// destination guard refuses those, so nothing loops either way.
     pub fn is_self(&self, authority: &Authority) -> bool {
         let port = authority.port_u16().unwrap_or(80);
         let host = normalize_host(authority.host());
-        let ip = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok();
-        self.local_addrs.iter().any(|local| {
-            local.port() == port
-                && match ip {
-                    Some(ip) => {
-                        ip == local.ip()
-                            || (local.ip().is_unspecified()
-                                && (ip.is_loopback() || ip.is_unspecified()))
-                    }
-                    None => {
-                        host == "localhost"
-                            && (local.ip().is_loopback() || local.ip().is_unspecified())
-                    }
-                }
-        })
+        let ips: &[IpAddr] = match addr::parse_literal(&host) {
+            Some(ip) => &[ip],
+            None if host == "localhost" => &[
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
+            None => return false,
+        };
+        self.local_addrs
+            .iter()
+            .any(|local| ips.iter().any(|ip| addr::reaches(*local, *ip, port)))
     }
 }

@@ -110,7 +110,12 @@ impl Handler {
                 .all()
                 .map(|r| (r.name.to_string(), r.upstream.authority.to_string())),
         );
-        let guard = Arc::new(Guard::new(config.forward.deny_destinations.clone(), admin));
+        let guard = Arc::new(Guard::new(
+            config.forward.deny_destinations.clone(),
+            admin,
+            local_addrs.clone(),
+            config.forward.allow_loopback,
+        ));
         let suspects = forget_suspects(cache.clone());
         let metrics = Arc::new(Metrics::new(
             &cache,

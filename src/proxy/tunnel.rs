@@ -16,7 +16,6 @@ use tokio::net::TcpStream;
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::Handler;
-use crate::upstream::guard::GuardError;
 use crate::upstream::UpstreamError;
 
 impl Handler {
@@ -39,18 +38,13 @@ impl Handler {
             )));
         }
         let label = authority.to_string();
+        // Every CONNECT target, however spelled, goes through the guard; the
+        // connection is made to exactly the addresses it returns.
         let addrs = self
             .guard
             .resolve(authority.host(), port)
             .await
-            .map_err(|e| match e {
-                GuardError::Denied(_) => ProxyError::Upstream(UpstreamError::Denied {
-                    upstream: label.clone(),
-                }),
-                GuardError::Resolve(_) => ProxyError::Upstream(UpstreamError::Resolve {
-                    upstream: label.clone(),
-                }),
-            })?;
+            .map_err(|e| ProxyError::Upstream(UpstreamError::from_guard(&e, label.clone())))?;
         let origin = self.open(&addrs, &label).await?;
         let on_upgrade = hyper::upgrade::on(&mut req);
         let idle = self.tunnel_idle;

@@ -9,14 +9,15 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::connector::ConnectError;
-use super::guard::GuardError;
+use super::guard::{GuardError, Refusal};
 use crate::proxy::BodyTooLarge;
 
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// The destination guard refused it (`[forward] deny_destinations`).
+    /// The destination guard refused it (`upstream::guard`).
     Denied {
         upstream: String,
+        why: Refusal,
     },
     Refused {
         upstream: String,
@@ -104,6 +105,17 @@ impl UpstreamError {
         }
     }
 
+    /// A destination the guard would not let through (forward traffic and CONNECT).
+    pub fn from_guard(e: &GuardError, upstream: String) -> UpstreamError {
+        match e {
+            GuardError::Denied { why, .. } => UpstreamError::Denied {
+                upstream,
+                why: *why,
+            },
+            GuardError::Resolve(_) => UpstreamError::Resolve { upstream },
+        }
+    }
+
     /// Names a failed connect for the client.
     pub(super) fn from_connect(
         e: ConnectError,
@@ -112,8 +124,8 @@ impl UpstreamError {
     ) -> UpstreamError {
         let upstream = upstream.to_string();
         match e {
-            ConnectError::Guard(GuardError::Denied(_)) => UpstreamError::Denied { upstream },
-            ConnectError::Guard(GuardError::Resolve(_)) | ConnectError::Resolve => {
+            ConnectError::Guard(e) => UpstreamError::from_guard(&e, upstream),
+            ConnectError::Resolve => {
                 UpstreamError::Resolve { upstream }
             }
             ConnectError::Refused => UpstreamError::Refused { upstream },
@@ -203,8 +215,11 @@ fn innermost(e: &(dyn StdError + 'static)) -> String {
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UpstreamError::Denied { upstream } => {
-                write!(f, "forwarding to {upstream} is not allowed by this proxy")
+            UpstreamError::Denied { upstream, why } => {
+                write!(
+                    f,
+                    "forwarding to {upstream} is not allowed by this proxy: {why}"
+                )
             }
             UpstreamError::Refused { upstream } => {
                 write!(f, "upstream {upstream} refused the connection")

@@ -7,6 +7,7 @@
 //! a connection is reused only after its previous response was read to the
 //! end and only if nothing arrived since (see `socket.rs`).
 
+pub(crate) mod addr;
 mod body;
 mod connector;
 mod error;

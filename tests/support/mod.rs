@@ -219,7 +219,10 @@ impl Body for TestBody {
     }
 }
 
-/// The configuration tests start from: port 0, no access log.
+/// The configuration tests start from: port 0, no access log, and
+/// `[forward] allow_loopback = true`, because the test origins listen on
+/// 127.0.0.1 by design. The shipped default is `false`; tests/security_forward.rs
+/// sets it back to `false` explicitly wherever the default is what it proves.
 pub fn base_config() -> Config {
     let mut config = Config::from_toml(
         "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n",
@@ -227,6 +230,7 @@ pub fn base_config() -> Config {
     )
     .unwrap();
     config.server.shutdown_timeout = viaduct::config::Dur(Duration::from_secs(5));
+    config.forward.allow_loopback = true;
     config
 }
 
