@@ -125,9 +125,7 @@ impl UpstreamError {
         let upstream = upstream.to_string();
         match e {
             ConnectError::Guard(e) => UpstreamError::from_guard(&e, upstream),
-            ConnectError::Resolve => {
-                UpstreamError::Resolve { upstream }
-            }
+            ConnectError::Resolve => UpstreamError::Resolve { upstream },
             ConnectError::Refused => UpstreamError::Refused { upstream },
             ConnectError::Timeout => UpstreamError::ConnectTimeout {
                 upstream,
