@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

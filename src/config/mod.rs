@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub trace: bool,
     /// Worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Keep `%2F`, `%5C` (and `\\`) in reverse-proxied paths instead of
+    /// answering 400; a `.` or `..` between them is refused either way.
+    pub allow_encoded_slash: bool,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Dur(std::time::Duration::from_secs(30)),
             http2: true,
             trace: true,
+            allow_encoded_slash: false,
             workers: 0,
         }
     }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use crate::upstream::OriginBody;
 use crate::access_log::Completion;
 use crate::cache::fill::Fill;
 use crate::cache::flight::FlightBody;
+use crate::server::Activity;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,12 +40,17 @@ pub enum RequestBody {
         /// Bytes still allowed; `None` means unlimited.
         remaining: Option<u64>,
         limit: u64,
+        /// The connection's head guard flags a chunk size past the limit
+        /// before its data arrives; the body ends then, not a limit later.
+        activity: Arc<Activity>,
+        index: u64,
     },
 }
 
 impl RequestBody {
-    /// Wraps a client body; `limit` 0 means unlimited.
-    pub fn new(inner: Incoming, limit: u64) -> RequestBody {
+    /// Wraps a client body; `limit` 0 means unlimited. `activity` and
+    /// `index` name the request on its connection.
+    pub fn new(inner: Incoming, limit: u64, activity: Arc<Activity>, index: u64) -> RequestBody {
         if inner.is_end_stream() {
             return RequestBody::Empty;
         }
@@ -51,6 +58,8 @@ impl RequestBody {
             inner,
             remaining: (limit > 0).then_some(limit),
             limit,
+            activity,
+            index,
         }
     }
 }
@@ -69,8 +78,13 @@ impl Body for RequestBody {
                 inner,
                 remaining,
                 limit,
+                activity,
+                index,
             } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
+                if activity.is_oversized(*index) {
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                }
                 if let (Some(Ok(frame)), Some(left)) = (&frame, remaining.as_mut()) {
                     if let Some(data) = frame.data_ref() {
                         let len = data.len() as u64;

@@ -3,12 +3,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use http::uri::Authority;
-use http::{header, HeaderValue, Request, Version};
+use std::borrow::Cow;
+
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderValue, Request, Uri, Version};
 
 use super::error::ProxyError;
 use super::routes::{normalize_host, Route, RouteTable};
 use crate::config::ForwardConfig;
+use crate::http::target;
 use crate::upstream::addr;
 
 pub enum Target<'a> {
@@ -19,6 +22,9 @@ pub enum Target<'a> {
         route: &'a Route,
         /// The host the client asked for, sent on when the route preserves it.
         host: Option<HeaderValue>,
+        /// The normalised path (and the query) when it differs from what the
+        /// client sent: what was routed by, and what is keyed and sent.
+        path: Option<PathAndQuery>,
     },
 }
 
@@ -27,6 +33,8 @@ pub struct Classifier {
     pub routes: RouteTable,
     /// Where the proxy listens, so it never forwards a request to itself.
     pub local_addrs: Vec<SocketAddr>,
+    /// `[server] allow_encoded_slash`: keep `%2F`, `%5C` in reverse paths.
+    pub allow_encoded_slash: bool,
 }
 
 impl Classifier {
@@ -40,17 +48,14 @@ impl Classifier {
         // traffic (browsers do not speak h2c to proxies).
         let absolute = req.version() != Version::HTTP_2 && uri.scheme().is_some();
         if !absolute {
+            // `http::host::check_request` has vetted Host (and :authority).
             let host = match req.headers().get(header::HOST) {
                 Some(h) => Some(h.clone()),
                 None => uri
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
             };
-            if host.is_none() && req.version() == Version::HTTP_11 {
-                // RFC 9112 §3.2: a 1.1 request without Host is a 400.
-                return Err(ProxyError::BadRequest("missing Host header".into()));
-            }
-            return self.reverse(host, uri.path());
+            return self.reverse(host, uri);
         }
 
         if uri.scheme_str() != Some("http") {
@@ -71,7 +76,7 @@ impl Classifier {
         }
         if self.is_self(&authority) {
             let host = HeaderValue::from_str(authority.as_str()).ok();
-            return self.reverse(host, uri.path());
+            return self.reverse(host, uri);
         }
         self.admit_forward(client)?;
         Ok(Target::Forward { authority })
@@ -97,10 +102,28 @@ impl Classifier {
         Ok(())
     }
 
-    fn reverse(&self, host: Option<HeaderValue>, path: &str) -> Result<Target<'_>, ProxyError> {
+    /// Routes by host and by the normalised path (RFC 3986 §5.2.4), so
+    /// `/pub/../secret` is routed, keyed and sent as `/secret`.
+    fn reverse(&self, host: Option<HeaderValue>, uri: &Uri) -> Result<Target<'_>, ProxyError> {
         let name = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-        match self.routes.find(name, path) {
-            Some(route) => Ok(Target::Reverse { route, host }),
+        let normal = target::normalize_path(uri.path(), self.allow_encoded_slash)
+            .map_err(|e| ProxyError::BadRequest(e.reason().into()))?;
+        let path = match normal {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(mut normal) => {
+                if let Some(query) = uri.query() {
+                    normal.push('?');
+                    normal.push_str(query);
+                }
+                Some(
+                    PathAndQuery::try_from(normal)
+                        .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?,
+                )
+            }
+        };
+        let routed = path.as_ref().map_or(uri.path(), PathAndQuery::path);
+        match self.routes.find(name, routed) {
+            Some(route) => Ok(Target::Reverse { route, host, path }),
             None => Err(ProxyError::NoRoute(if name.is_empty() {
                 "(none)".into()
             } else {

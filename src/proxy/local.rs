@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::body::ProxyBody;
+use super::error::ProxyError;
 use crate::config::PacConfig;
 
 /// Methods this proxy handles, for `Allow`.
@@ -71,6 +72,27 @@ fn ipv4_mask(bits: u8) -> Option<String> {
     })
 }
 
+/// `OPTIONS *` gets what this proxy accepts; `*` with any other method is
+/// not a valid request target (RFC 9110 §9.3.7, RFC 9112 §3.2.4).
+pub fn asterisk<B>(req: &Request<B>) -> Result<Response<ProxyBody>, ProxyError> {
+    if req.method() != Method::OPTIONS {
+        return Err(ProxyError::BadRequest(format!(
+            "request target * is only for OPTIONS, not {}",
+            req.method()
+        )));
+    }
+    Ok(options())
+}
+
+fn options() -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
 /// What to do with TRACE/OPTIONS and their `Max-Forwards`.
 pub enum MaxForwards {
     /// Not TRACE/OPTIONS, or no (valid) Max-Forwards: forward unchanged.
@@ -102,12 +124,7 @@ pub fn max_forwards<B>(req: &Request<B>) -> MaxForwards {
 /// lists what this proxy accepts.
 pub fn answer_here<B>(req: &Request<B>) -> Response<ProxyBody> {
     if req.method() == Method::OPTIONS {
-        let mut resp = Response::new(ProxyBody::empty());
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-        return resp;
+        return options();
     }
     let mut echo = format!("{} {} {:?}\r\n", req.method(), req.uri(), req.version());
     write_fields(&mut echo, req.headers());

@@ -127,6 +127,7 @@ impl Handler {
                 forward: config.forward.clone(),
                 routes,
                 local_addrs,
+                allow_encoded_slash: config.server.allow_encoded_slash,
             },
             upstream: Arc::new(Upstream::new(
                 &config.upstream,
@@ -253,6 +254,23 @@ impl Handler {
         index: u64,
         trace: &mut Trace,
     ) -> Answer {
+        // RFC 9112 §3.2: Host is checked for every request form before
+        // anything routes, purges or looks up by it.
+        if let Err(e) = crate::http::host::check_request(&req) {
+            let e = ProxyError::BadRequest(e.reason().into());
+            let detail = e.detail();
+            return (Err(e), CacheStatus::Local { detail });
+        }
+        if req.uri() == "*" {
+            // RFC 9110 §9.3.7: `*` is only for OPTIONS, which asks about
+            // this server as a whole; we answer it.
+            let result = local::asterisk(&req);
+            let detail = match &result {
+                Ok(_) => "options",
+                Err(e) => e.detail(),
+            };
+            return (result, CacheStatus::Local { detail });
+        }
         if req.method().as_str() == "PURGE" {
             return self.purge(&req, client);
         }
@@ -318,6 +336,13 @@ impl Handler {
             Ok(resp) => self.deliver(resp, Some(client_upgrade), &exchange.upstream),
             Err(e) => Err(e.into()),
         };
+        if result
+            .as_ref()
+            .is_ok_and(|r| r.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+        {
+            // From here the client's bytes are the new protocol's.
+            client.activity.mark_upgraded();
+        }
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         let outcome = Stored::NotApplicable("upgrade");
         (

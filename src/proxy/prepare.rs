@@ -30,6 +30,11 @@ impl Handler {
                 "Content-Length together with Transfer-Encoding".into(),
             ));
         }
+        // A chunk size line past the limit may already have been read with
+        // the head (`server::head_guard`); later ones end the body at once.
+        if client.activity.is_oversized(index) {
+            return Err(ProxyError::PayloadTooLarge(self.max_body));
+        }
         let target = self.classifier.classify(&req, client.peer.ip())?;
         if self.via.is_loop(req.headers()) {
             return Err(ProxyError::Loop);
@@ -84,7 +89,12 @@ impl Handler {
                     self.forward_upstream.clone(),
                 )
             }
-            Target::Reverse { route, host } => {
+            Target::Reverse {
+                route,
+                host,
+                path: normal,
+            } => {
+                let path = normal.as_ref().unwrap_or(&path);
                 tracing::trace!(route = %route.name, "reverse route");
                 trace.mode = Mode::Reverse;
                 trace.route = Some(route.name.clone());
@@ -127,7 +137,7 @@ impl Handler {
         {
             parts.headers.remove(header::EXPECT);
         }
-        if let Target::Reverse { route, host } = &target {
+        if let Target::Reverse { route, host, .. } = &target {
             headers::add_forwarded(
                 &mut parts.headers,
                 route.forwarded,
@@ -138,7 +148,7 @@ impl Handler {
         self.via.append(&mut parts.headers, client_version);
         let exchange = Exchange {
             parts,
-            body: RequestBody::new(body, self.max_body),
+            body: RequestBody::new(body, self.max_body, client.activity.clone(), index),
             upstream: upstream_label,
             key,
             pool,

@@ -2,7 +2,7 @@
 //! request heads arrive), its handler (requests in flight) and its watchdog
 //! (which closes slow and idle connections).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +22,11 @@ pub struct Activity {
     /// Index of a request whose head carried both Content-Length and
     /// Transfer-Encoding (RFC 9112 §6.1); answered with 400.
     ambiguous_request: AtomicU64,
+    /// Index of a request whose chunked body announced more than
+    /// `max_request_body`; answered with 413.
+    oversized_request: AtomicU64,
+    /// A 101 was relayed: the bytes that follow are another protocol.
+    upgraded: AtomicBool,
 }
 
 impl Activity {
@@ -33,6 +38,8 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
             ambiguous_request: AtomicU64::new(NONE),
+            oversized_request: AtomicU64::new(NONE),
+            upgraded: AtomicBool::new(false),
         })
     }
 
@@ -68,6 +75,23 @@ impl Activity {
 
     pub fn is_ambiguous(&self, request_index: u64) -> bool {
         self.ambiguous_request.load(Ordering::Acquire) == request_index
+    }
+
+    pub fn mark_oversized(&self, request_index: u64) {
+        self.oversized_request
+            .store(request_index, Ordering::Release);
+    }
+
+    pub fn is_oversized(&self, request_index: u64) -> bool {
+        self.oversized_request.load(Ordering::Acquire) == request_index
+    }
+
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
+    }
+
+    pub fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
     }
 
     /// What the watchdog should do now, given the two timeouts in milliseconds.

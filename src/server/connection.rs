@@ -25,6 +25,7 @@ pub struct ConnectionSettings {
     header_timeout_ms: u64,
     idle_timeout_ms: u64,
     max_head: usize,
+    max_body: u64,
 }
 
 impl ConnectionSettings {
@@ -53,6 +54,7 @@ impl ConnectionSettings {
             header_timeout_ms: server.header_read_timeout.get().as_millis() as u64,
             idle_timeout_ms: server.keepalive_timeout.get().as_millis() as u64,
             max_head,
+            max_body: server.max_request_body.bytes(),
         }
     }
 }
@@ -79,7 +81,12 @@ pub async fn serve(
         local,
         activity: activity.clone(),
     });
-    let io = TokioIo::new(HeadGuard::new(stream, activity.clone(), settings.max_head));
+    let io = TokioIo::new(HeadGuard::new(
+        stream,
+        activity.clone(),
+        settings.max_head,
+        settings.max_body,
+    ));
     let service = service_fn(move |req| {
         let handler = handler.clone();
         let client = client.clone();

@@ -6,12 +6,17 @@
 //! - whether a head carries both `Content-Length` and `Transfer-Encoding`.
 //!   hyper drops the Content-Length and reads the body as chunked, which RFC 9112
 //!   §6.1 allows; we prefer to refuse such a request with 400 because it is the
-//!   classic request-smuggling shape (RFC 9112 §11.2).
+//!   classic request-smuggling shape (RFC 9112 §11.2);
+//! - whether a chunked body announces more than `max_request_body`: the 413
+//!   is decided at the chunk-size line, not after that much data was relayed.
 //!
 //! To find where the next head starts on a persistent connection it follows the
-//! framing of each body (Content-Length or chunked). Anything it does not
-//! understand (HTTP/2 preface, upgrades, CONNECT, parse errors) switches it off;
-//! hyper stays the authority and answers malformed input itself.
+//! framing of each body (Content-Length or chunked). A request asking for an
+//! `Upgrade` does not stop it: only a switch that really happened (the proxy
+//! relayed a 101, `Activity::mark_upgraded`) means later bytes are another
+//! protocol; otherwise the next head is checked like any other. Anything it
+//! does not understand (HTTP/2 preface, CONNECT, parse errors) switches it
+//! off; hyper stays the authority and answers malformed input itself.
 
 use std::io;
 use std::pin::Pin;
@@ -33,6 +38,10 @@ pub struct HeadGuard<T> {
     /// Bytes of `partial` already searched for the blank line.
     searched: usize,
     max_head: usize,
+    /// `[server] max_request_body`; 0 means unlimited.
+    max_body: u64,
+    /// Chunk sizes announced so far in the current body.
+    body_total: u64,
     heads_seen: u64,
 }
 
@@ -65,7 +74,7 @@ enum Chunk {
 }
 
 impl<T> HeadGuard<T> {
-    pub fn new(inner: T, activity: Arc<Activity>, max_head: usize) -> Self {
+    pub fn new(inner: T, activity: Arc<Activity>, max_head: usize, max_body: u64) -> Self {
         HeadGuard {
             inner,
             activity,
@@ -73,11 +82,18 @@ impl<T> HeadGuard<T> {
             partial: Vec::new(),
             searched: 0,
             max_head,
+            max_body,
+            body_total: 0,
             heads_seen: 0,
         }
     }
 
     fn observe(&mut self, mut data: &[u8]) {
+        if self.framing != Framing::Off && self.activity.upgraded() {
+            // The connection switched protocols: these bytes are not HTTP/1.
+            self.framing = Framing::Off;
+            self.partial = Vec::new();
+        }
         while !data.is_empty() {
             match self.framing {
                 Framing::Off => return,
@@ -169,12 +185,9 @@ impl<T> HeadGuard<T> {
                     .next()
                     .map(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
                     .unwrap_or(false);
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                // The bytes after a successful upgrade belong to another protocol.
-                self.framing = Framing::Off;
-                return;
             }
         }
+        self.body_total = 0;
         if has_te && has_length {
             self.activity.mark_ambiguous(index);
         }
@@ -192,6 +205,18 @@ impl<T> HeadGuard<T> {
         };
     }
 
+    /// True (and the guard off) when the body so far plus a chunk of `size`
+    /// exceeds the limit: the request is marked for a 413.
+    fn too_large(&mut self, size: u64) -> bool {
+        if self.max_body == 0 || self.body_total.saturating_add(size) <= self.max_body {
+            return false;
+        }
+        self.activity
+            .mark_oversized(self.heads_seen.saturating_sub(1));
+        self.framing = Framing::Off;
+        true
+    }
+
     fn observe_chunk<'a>(&mut self, state: Chunk, data: &'a [u8]) -> &'a [u8] {
         if let Chunk::Data(n) = state {
             let take = n.min(data.len() as u64);
@@ -207,7 +232,10 @@ impl<T> HeadGuard<T> {
             Chunk::Size { size, digits, ext } => match b {
                 b'\n' if digits == 0 => None,
                 b'\n' if size == 0 => Some(Chunk::Trailer { empty: true }),
-                b'\n' => Some(Chunk::Data(size)),
+                b'\n' => {
+                    self.body_total = self.body_total.saturating_add(size);
+                    Some(Chunk::Data(size))
+                }
                 b'\r' => Some(state),
                 _ if ext => Some(state),
                 b';' | b' ' | b'\t' => Some(Chunk::Size {
@@ -216,11 +244,19 @@ impl<T> HeadGuard<T> {
                     ext: true,
                 }),
                 _ => match (b as char).to_digit(16) {
-                    Some(d) if digits < 16 => Some(Chunk::Size {
-                        size: size * 16 + d as u64,
-                        digits: digits + 1,
-                        ext,
-                    }),
+                    Some(d) if digits < 16 => {
+                        let size = size * 16 + d as u64;
+                        if self.too_large(size) {
+                            return &[];
+                        }
+                        Some(Chunk::Size {
+                            size,
+                            digits: digits + 1,
+                            ext,
+                        })
+                    }
+                    // More than 64 bits of size is more than any limit.
+                    Some(_) if self.too_large(u64::MAX) => return &[],
                     _ => None,
                 },
             },
@@ -322,7 +358,7 @@ mod tests {
     use super::*;
 
     fn guard() -> HeadGuard<()> {
-        HeadGuard::new((), Activity::new(), 64 * 1024)
+        HeadGuard::new((), Activity::new(), 64 * 1024, 1 << 20)
     }
 
     fn feed(g: &mut HeadGuard<()>, bytes: &[u8], step: usize) {
@@ -362,16 +398,74 @@ POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r
     }
 
     #[test]
-    fn http2_preface_and_upgrades_switch_it_off() {
+    fn http2_preface_switches_it_off() {
         let mut g = guard();
         feed(&mut g, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 100);
         assert_eq!(g.framing, Framing::Off);
+    }
+
+    #[test]
+    fn an_upgrade_request_that_was_not_switched_keeps_the_check_on() {
+        let mut g = guard();
+        let stream = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+POST /x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        feed(&mut g, stream, 9);
+        assert_eq!(g.heads_seen, 2);
+        assert!(g.activity.is_ambiguous(1));
+    }
+
+    #[test]
+    fn a_switched_connection_is_left_alone() {
         let mut g = guard();
         feed(
             &mut g,
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             100,
         );
+        g.activity.mark_upgraded();
+        feed(&mut g, b"\x81\x05hello GET / HTTP/1.1\r\n\r\n", 100);
         assert_eq!(g.framing, Framing::Off);
+        assert_eq!(g.heads_seen, 1);
+    }
+
+    #[test]
+    fn chunk_sizes_past_the_body_limit_are_flagged_at_once() {
+        // 1 MiB limit: one chunk announcing 2 MiB, before any of its data.
+        let mut g = guard();
+        feed(
+            &mut g,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n200000\r\n",
+            4,
+        );
+        assert!(g.activity.is_oversized(0));
+        // Small chunks that add up past the limit.
+        let mut g = guard();
+        let mut stream =
+            b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..3 {
+            stream.extend_from_slice(b"60000\r\n");
+            stream.extend(std::iter::repeat_n(b'a', 0x60000));
+            stream.extend_from_slice(b"\r\n");
+        }
+        feed(&mut g, &stream, 1000);
+        assert!(!g.activity.is_oversized(0));
+        assert!(g.activity.is_oversized(1));
+        // Under the limit: nothing flagged, and the next head is seen.
+        let mut g = guard();
+        feed(
+            &mut g,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            3,
+        );
+        assert!(!g.activity.is_oversized(0));
+        assert_eq!(g.heads_seen, 2);
+        // Seventeen hex digits are past any limit.
+        let mut g = guard();
+        feed(
+            &mut g,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\n",
+            100,
+        );
+        assert!(g.activity.is_oversized(0));
     }
 }
