@@ -16,7 +16,6 @@ use http::{HeaderValue, Method, Uri, Version};
 use crate::cache::CacheStatus;
 use crate::config::AccessFormat;
 use crate::metrics::{Metrics, Mode};
-use crate::server::InFlight;
 
 /// Where access lines go; `off` keeps a disabled log that records nothing.
 pub struct AccessLog {
@@ -53,7 +52,6 @@ impl AccessLog {
         req: &http::Request<B>,
         client: IpAddr,
         metrics: Arc<Metrics>,
-        in_flight: InFlight,
     ) -> Completion {
         let log = self.tx.as_ref().map(|tx| {
             (
@@ -69,7 +67,6 @@ impl AccessLog {
             outcome: Outcome::default(),
             metrics,
             log,
-            _in_flight: in_flight,
         }
     }
 }
@@ -148,7 +145,6 @@ pub struct Completion {
     outcome: Outcome,
     metrics: Arc<Metrics>,
     log: Option<(mpsc::Sender<Record>, Box<RequestInfo>, SystemTime)>,
-    _in_flight: InFlight,
 }
 
 impl Completion {

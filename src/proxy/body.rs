@@ -16,7 +16,7 @@ use crate::upstream::OriginBody;
 use crate::access_log::Completion;
 use crate::cache::fill::Fill;
 use crate::cache::flight::FlightBody;
-use crate::server::Activity;
+use crate::server::{Activity, InFlight};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -118,6 +118,9 @@ impl Body for RequestBody {
 pub struct ProxyBody {
     kind: Kind,
     done: Option<Completion>,
+    /// Counts the request as in flight on its connection until the body is
+    /// finished or dropped (the keep-alive idle clock starts after it).
+    in_flight: Option<InFlight>,
     /// Copies the body into the cache; stored only if the body ends whole.
     /// Boxed: most responses carry none, and the body moves around a lot.
     fill: Option<Box<Fill>>,
@@ -139,6 +142,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             done: None,
+            in_flight: None,
             fill: None,
         }
     }
@@ -147,6 +151,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             done: None,
+            in_flight: None,
             fill: None,
         }
     }
@@ -155,6 +160,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Flight(body),
             done: None,
+            in_flight: None,
             fill: None,
         }
     }
@@ -171,8 +177,9 @@ impl ProxyBody {
     }
 
     /// Attaches the bookkeeping run when the body ends or is dropped.
-    pub fn with_completion(mut self, done: Completion) -> ProxyBody {
+    pub fn with_completion(mut self, done: Completion, in_flight: InFlight) -> ProxyBody {
         self.done = Some(done);
+        self.in_flight = Some(in_flight);
         self
     }
 }

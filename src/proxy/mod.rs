@@ -195,9 +195,9 @@ impl Handler {
     pub async fn handle(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
         let index = client.activity.request_started();
         let in_flight = InFlight::new(client.activity.clone());
-        let mut done =
-            self.access_log
-                .begin(&req, client.peer.ip(), self.metrics.clone(), in_flight);
+        let mut done = self
+            .access_log
+            .begin(&req, client.peer.ip(), self.metrics.clone());
         let version = req.version();
         let mut trace = Trace {
             mode: Mode::Local,
@@ -244,7 +244,7 @@ impl Handler {
             upstream: trace.upstream.filter(|_| went_upstream),
             content_type: response.headers().get(header::CONTENT_TYPE).cloned(),
         });
-        response.map(|body| body.with_completion(done))
+        response.map(|body| body.with_completion(done, in_flight))
     }
 
     async fn proxy(
