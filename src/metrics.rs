@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cache::policy::NotStored;
 use crate::cache::{Cache, CacheStatus, Stored};
+use crate::upstream::UpstreamMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -35,11 +36,6 @@ pub struct SourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,14 +77,6 @@ impl Mode {
 
 /// The route label of forward-proxy traffic.
 pub const FORWARD_ROUTE: &str = "forward proxy";
-
-/// Upstream counters, shared with the pool and its connector.
-#[derive(Clone, Default)]
-pub struct UpstreamMetrics {
-    pub requests: Counter,
-    pub connections: Counter,
-    pub errors: Family<KindLabels, Counter>,
-}
 
 type DurationFamily = Family<CacheLabels, Histogram, fn() -> Histogram>;
 

@@ -14,7 +14,8 @@ use super::purge::{key_of, query_param};
 use super::{json, text, Admin};
 use crate::cache::policy::{self, NotStored};
 use crate::cache::CacheStatus;
-use crate::metrics::{KindLabels, Mode, ReasonLabels, RequestLabels, RouteLabels, SourceLabels};
+use crate::metrics::{Mode, ReasonLabels, RequestLabels, RouteLabels, SourceLabels};
+use crate::upstream::KindLabels;
 use crate::upstream::UpstreamError;
 
 const CACHE_LABELS: [&str; 8] = CacheStatus::LABELS;

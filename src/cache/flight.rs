@@ -21,7 +21,7 @@ use http::response::Parts;
 use http_body::{Body, Frame, SizeHint};
 
 use super::store::Entry;
-use crate::proxy::BoxError;
+use crate::http::body::BoxError;
 use crate::upstream::{OriginBody, UpstreamError};
 
 /// Where a flight stands, as readers see it.

@@ -43,6 +43,20 @@ impl HostError {
     }
 }
 
+/// Lower-case host without port or trailing dot: `WWW.Example.com.:8080` → `www.example.com`.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop what follows `]`.
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h)
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// Checks one `host[:port]` value (a Host field or a URI authority).
 pub fn check(value: &[u8]) -> Result<(), HostError> {
     if value.is_empty() {
@@ -233,6 +247,13 @@ fn sub_delim(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("WWW.Example.COM.:80"), "www.example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+    }
 
     #[test]
     fn accepts_the_usual_hosts() {

@@ -2,117 +2,19 @@
 //! on its way upstream (with the size limit), and the response body on its way to
 //! the client (counting bytes for the access log and marking the request done).
 
-use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::upstream::OriginBody;
 
 use crate::access_log::Completion;
 use crate::cache::fill::Fill;
 use crate::cache::flight::FlightBody;
-use crate::server::{Activity, InFlight};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A request body grew past `[server] max_request_body`.
-#[derive(Debug)]
-pub struct BodyTooLarge(pub u64);
-
-impl fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "request body exceeds {} bytes", self.0)
-    }
-}
-
-impl std::error::Error for BodyTooLarge {}
-
-/// The client's request body as sent upstream.
-pub enum RequestBody {
-    Empty,
-    Streaming {
-        inner: Incoming,
-        /// Bytes still allowed; `None` means unlimited.
-        remaining: Option<u64>,
-        limit: u64,
-        /// The connection's head guard flags a chunk size past the limit
-        /// before its data arrives; the body ends then, not a limit later.
-        activity: Arc<Activity>,
-        index: u64,
-    },
-}
-
-impl RequestBody {
-    /// Wraps a client body; `limit` 0 means unlimited. `activity` and
-    /// `index` name the request on its connection.
-    pub fn new(inner: Incoming, limit: u64, activity: Arc<Activity>, index: u64) -> RequestBody {
-        if inner.is_end_stream() {
-            return RequestBody::Empty;
-        }
-        RequestBody::Streaming {
-            inner,
-            remaining: (limit > 0).then_some(limit),
-            limit,
-            activity,
-            index,
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming {
-                inner,
-                remaining,
-                limit,
-                activity,
-                index,
-            } => {
-                let frame = ready!(Pin::new(inner).poll_frame(cx));
-                if activity.is_oversized(*index) {
-                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
-                }
-                if let (Some(Ok(frame)), Some(left)) = (&frame, remaining.as_mut()) {
-                    if let Some(data) = frame.data_ref() {
-                        let len = data.len() as u64;
-                        if len > *left {
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
-                        }
-                        *left -= len;
-                    }
-                }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Streaming { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Streaming { inner, .. } => inner.size_hint(),
-        }
-    }
-}
+use crate::http::body::BoxError;
+use crate::server::InFlight;
 
 /// The response body sent to the client.
 pub struct ProxyBody {

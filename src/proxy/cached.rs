@@ -10,11 +10,10 @@ use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 
-use super::body::{ProxyBody, RequestBody};
+use super::body::ProxyBody;
 use super::collapse::Refill;
 use super::error::ProxyError;
 use super::fill_task::{self, finish_origin_head, forget_replaced, plan_store};
-use super::headers;
 use super::Handler;
 use crate::cache::control::RequestControl;
 use crate::cache::fill::Fill;
@@ -22,6 +21,8 @@ use crate::cache::policy::NotStored;
 use crate::cache::policy::{self, validation, Reuse, Why};
 use crate::cache::store::{Lookup, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
+use crate::http::body::RequestBody;
+use crate::http::headers;
 use crate::upstream::{FramingConflict, OriginBody, StoreTag};
 
 /// A request ready for the origin, with what the cache needs to know about it.

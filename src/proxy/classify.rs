@@ -9,8 +9,9 @@ use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderValue, Request, Uri, Version};
 
 use super::error::ProxyError;
-use super::routes::{normalize_host, Route, RouteTable};
+use super::routes::{Route, RouteTable};
 use crate::config::ForwardConfig;
+use crate::http::host::normalize_host;
 use crate::http::target;
 use crate::upstream::addr;
 

@@ -10,14 +10,14 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 
-use super::body::RequestBody;
-use super::headers;
 use crate::cache::control::{RequestControl, ResponseControl};
 use crate::cache::flight::{Flight, FlightGuard, LeaderAnswer};
 use crate::cache::key::{self, Vary};
 use crate::cache::policy::{self, validation, NotStored, StoredResponse};
 use crate::cache::store::{Entry, Variants};
 use crate::cache::Cache;
+use crate::http::body::RequestBody;
+use crate::http::headers;
 use crate::upstream::{copy_parts, FramingConflict, Upstream};
 
 pub(super) struct FillJob {

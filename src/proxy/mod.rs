@@ -8,7 +8,6 @@ mod classify;
 mod collapse;
 mod error;
 mod fill_task;
-mod headers;
 mod local;
 mod prepare;
 mod purge;
@@ -24,20 +23,21 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 
-pub use body::{BodyTooLarge, BoxError, ProxyBody, RequestBody};
+pub use body::ProxyBody;
+
 pub use error::ProxyError;
 pub use serve::stored_response;
 
 use crate::access_log::{AccessLog, Outcome};
 use crate::cache::{Cache, CacheStatus, Fwd, Stored};
 use crate::config::Config;
+use crate::http::headers::{self, Via};
 use crate::metrics::{self, Metrics, Mode};
 use crate::server::{Activity, InFlight};
 use crate::upstream::guard::Guard;
 use crate::upstream::Upstream;
 use cached::{Answer, Exchange};
 use classify::Classifier;
-use headers::Via;
 
 /// The client side of one connection, as the handler sees it.
 pub struct ClientConn {

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
-use super::body::{ProxyBody, RequestBody};
+use super::body::ProxyBody;
 use super::cached::Exchange;
 use super::classify::Target;
 use super::error::ProxyError;
-use super::{fill_task, headers, local, upgrade, ClientConn, Handler, Prepared, Trace};
+use super::{fill_task, local, upgrade, ClientConn, Handler, Prepared, Trace};
 use crate::cache::key;
+use crate::http::body::RequestBody;
+use crate::http::headers;
 use crate::metrics::Mode;
 
 impl Handler {
@@ -148,7 +150,7 @@ impl Handler {
         self.via.append(&mut parts.headers, client_version);
         let exchange = Exchange {
             parts,
-            body: RequestBody::new(body, self.max_body, client.activity.clone(), index),
+            body: RequestBody::new(body, self.max_body, client.activity.oversized(), index),
             upstream: upstream_label,
             key,
             pool,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use crate::config::{ForwardedHeaders, HostPattern, RouteConfig, UpstreamUrl};
+use crate::http::host::normalize_host;
 
 #[derive(Debug)]
 pub struct Route {
@@ -86,20 +87,6 @@ impl RouteTable {
     }
 }
 
-/// Lower-case host without port or trailing dot: `WWW.Example.com.:8080` → `www.example.com`.
-pub fn normalize_host(host: &str) -> String {
-    let host = host.trim();
-    let without_port = if host.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop what follows `]`.
-        host.find(']').map_or(host, |end| &host[..=end])
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h)
-    };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,12 +128,5 @@ mod tests {
         let t = table(&[("a.test", "/api/", "a-api")]);
         assert!(t.find("a.test", "/index.html").is_none());
         assert!(t.find("b.test", "/api/").is_none());
-    }
-
-    #[test]
-    fn hosts_are_normalized() {
-        assert_eq!(normalize_host("WWW.Example.COM.:80"), "www.example.com");
-        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
-        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
     }
 }

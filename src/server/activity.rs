@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::http::body::Oversized;
+
 const NONE: u64 = u64::MAX;
 
 #[derive(Debug)]
@@ -22,9 +24,9 @@ pub struct Activity {
     /// Index of a request whose head carried both Content-Length and
     /// Transfer-Encoding (RFC 9112 §6.1); answered with 400.
     ambiguous_request: AtomicU64,
-    /// Index of a request whose chunked body announced more than
-    /// `max_request_body`; answered with 413.
-    oversized_request: AtomicU64,
+    /// Which request's chunked body announced more than `max_request_body`;
+    /// answered with 413 (shared with that request's body).
+    oversized: Arc<Oversized>,
     /// A 101 was relayed: the bytes that follow are another protocol.
     upgraded: AtomicBool,
 }
@@ -38,7 +40,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
             ambiguous_request: AtomicU64::new(NONE),
-            oversized_request: AtomicU64::new(NONE),
+            oversized: Arc::default(),
             upgraded: AtomicBool::new(false),
         })
     }
@@ -78,12 +80,16 @@ impl Activity {
     }
 
     pub fn mark_oversized(&self, request_index: u64) {
-        self.oversized_request
-            .store(request_index, Ordering::Release);
+        self.oversized.mark(request_index);
     }
 
     pub fn is_oversized(&self, request_index: u64) -> bool {
-        self.oversized_request.load(Ordering::Acquire) == request_index
+        self.oversized.is_marked(request_index)
+    }
+
+    /// The flag a request body checks as it streams.
+    pub fn oversized(&self) -> Arc<Oversized> {
+        self.oversized.clone()
     }
 
     pub fn mark_upgraded(&self) {

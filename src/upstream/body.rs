@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
 use super::pool::{Conn, Pool};
-use crate::proxy::BoxError;
+use crate::http::body::BoxError;
 
 /// The origin stopped sending in the middle of a body.
 #[derive(Debug)]

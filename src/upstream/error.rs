@@ -10,7 +10,7 @@ use http::StatusCode;
 
 use super::connector::ConnectError;
 use super::guard::{GuardError, Refusal};
-use crate::proxy::BodyTooLarge;
+use crate::http::body::BodyTooLarge;
 
 #[derive(Debug)]
 pub enum UpstreamError {

@@ -12,6 +12,7 @@ mod body;
 mod connector;
 mod error;
 pub mod guard;
+mod metrics;
 mod pool;
 mod socket;
 
@@ -25,10 +26,10 @@ use hyper_util::rt::TokioIo;
 
 pub use body::{BodyStalled, OriginBody};
 pub use error::UpstreamError;
+pub use metrics::{KindLabels, UpstreamMetrics};
 
 use crate::config::UpstreamConfig;
-use crate::metrics::{KindLabels, UpstreamMetrics};
-use crate::proxy::RequestBody;
+use crate::http::body::RequestBody;
 use connector::{ConnectError, Connector};
 use pool::{Conn, Pool};
 use socket::Socket;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1::SendRequest;
 
 use super::socket::{Peeker, Quiet};
-use crate::proxy::RequestBody;
+use crate::http::body::RequestBody;
 
 /// One HTTP/1.1 connection to an origin, busy or idle.
 pub struct Conn {
