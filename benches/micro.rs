@@ -104,7 +104,7 @@ fn benches(c: &mut Criterion) {
     let via = HeaderValue::from_static("1.1 viaduct");
     c.bench_function("build_hit_response", |b| {
         b.iter(|| {
-            viaduct::proxy::stored_response(
+            viaduct::stored_response(
                 black_box(&hit),
                 &Method::GET,
                 &empty,

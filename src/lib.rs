@@ -3,15 +3,15 @@
 //! The binary is a thin wrapper around [`Proxy::start`]; tests start the proxy
 //! the same way, in-process, on port 0.
 
-pub mod access_log;
-pub mod admin;
+pub(crate) mod access_log;
+pub(crate) mod admin;
 pub mod cache;
 pub mod config;
 pub mod http;
-pub mod metrics;
-pub mod proxy;
-pub mod server;
-pub mod upstream;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod server;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +21,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use config::Config;
+/// The answer built from a stored entry, for the micro-benchmarks.
+pub use proxy::stored_response;
 
 use access_log::AccessLog;
 use proxy::Handler;

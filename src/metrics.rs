@@ -7,7 +7,6 @@
 //! fixed sets; routes appear by their configured name, never by URL or client.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -411,9 +410,6 @@ fn bytes_source(status: &CacheStatus) -> Option<&'static str> {
         CacheStatus::Local { .. } => None,
     }
 }
-
-/// Shared handle.
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

@@ -1,16 +1,23 @@
-//! Filling the store from a response body while it streams to the client.
-//! The entry is inserted only when the whole body arrived and matched its
-//! declared length; a client that leaves, an origin that stops early, or a
-//! body past `max_object_size` leaves nothing behind.
+//! Filling the store: deciding before the body arrives whether and how a
+//! response is stored (`plan_store`), applying a 304 to what is held
+//! (`refresh`), and teeing a body into the store while it streams to the
+//! client (`Fill`). The entry is inserted only when the whole body arrived
+//! and matched its declared length; a client that leaves, an origin that
+//! stops early, or a body past `max_object_size` leaves nothing behind.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
 
-use super::key::Secondary;
-use super::policy::StoredResponse;
-use super::store::Entry;
+use super::control::{RequestControl, ResponseControl};
+use super::key::{self, Secondary, Vary};
+use super::policy::{self, validation, NotStored, StoredResponse};
+use super::store::{Entry, Variants};
 use super::Cache;
+use crate::http::headers::{self, content_length};
 
 pub struct Fill {
     cache: Arc<Cache>,
@@ -66,4 +73,137 @@ impl Fill {
         let entry = Entry::compact(self.head, &self.chunks, self.secondary);
         self.cache.store.insert(&self.key, Arc::new(entry));
     }
+}
+
+/// The request headers this cache sends to fill or revalidate: never the
+/// client's own conditionals (the 304 they could bring is not storable),
+/// no `Range` when the whole representation is wanted (`whole`), and, when
+/// variants are held, our own conditionals for them (RFC 9111 §4.3.1).
+/// Returns whether any conditional was added.
+pub fn origin_request(
+    headers: &mut HeaderMap,
+    whole: bool,
+    held: Option<(&Variants, Option<usize>)>,
+) -> bool {
+    headers.remove(header::IF_NONE_MATCH);
+    headers.remove(header::IF_MODIFIED_SINCE);
+    if whole {
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
+    }
+    let Some((all, selected)) = held else {
+        return false;
+    };
+    let fields =
+        validation::conditional_fields(all.iter().map(|e| &e.head), selected.map(|i| &all[i].head));
+    let added = !fields.is_empty();
+    for (name, value) in fields {
+        headers.insert(name, value);
+    }
+    added
+}
+
+/// Applies a 304 to the stored variant it names (§4.3.4, §3.2) and stores the
+/// refreshed entry; `None` when it names none of them.
+pub fn refresh(
+    cache: &Cache,
+    key: &str,
+    all: &Variants,
+    selected: Option<usize>,
+    not_modified: &HeaderMap,
+    request_time: SystemTime,
+) -> Option<(Arc<Entry>, i64)> {
+    let response_time = SystemTime::now();
+    let index = validation::select_for_update(all.iter().map(|e| &e.head), selected, not_modified)?;
+    let old = &all[index];
+    let merged = validation::merge_not_modified(&old.head.headers, not_modified);
+    let head = StoredResponse::new(old.head.status, merged, request_time, response_time);
+    let ttl = freshness_left(&head, &cache.heuristics, response_time);
+    let entry = Arc::new(Entry::compact(
+        head,
+        std::slice::from_ref(&old.body),
+        old.secondary.clone(),
+    ));
+    cache.store.insert(key, entry.clone());
+    Some((entry, ttl))
+}
+
+/// What storing a response needs, decided before its body arrives.
+pub struct Plan {
+    pub head: StoredResponse,
+    /// Freshness left in seconds.
+    pub ttl: i64,
+    /// The request's values of the fields the response's Vary names.
+    pub secondary: key::Secondary,
+    /// Content-Length, when declared.
+    pub length: Option<u64>,
+}
+
+/// An origin head made fit for the client and the store: hop-by-hop fields
+/// removed, and the Date it did not send added (RFC 9110 §6.6.1).
+pub fn finish_origin_head(headers: &mut HeaderMap, received: SystemTime) {
+    headers::strip_hop_by_hop(headers);
+    if !headers.contains_key(header::DATE) {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(received)) {
+            headers.insert(header::DATE, v);
+        }
+    }
+}
+
+/// A revalidation brought a new representation that may not be stored: it
+/// must not leave the old one behind (a 5xx keeps it, for stale-if-error).
+pub fn forget_replaced(cache: &Cache, key: &str, status: StatusCode) {
+    if !status.is_server_error() {
+        cache.store.remove(key);
+    }
+}
+
+/// The stored head, its freshness and Vary key, or why the response is not
+/// stored.
+pub fn plan_store(
+    cache: &Cache,
+    method: &Method,
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Result<Plan, NotStored> {
+    let req_cc = RequestControl::parse(request_headers);
+    let control = ResponseControl::parse(response);
+    let strip = policy::storable(method, request_headers, &req_cc, status, response, &control)?;
+    if content_length(response).is_some_and(|len| len > cache.max_object_size) {
+        return Err(NotStored::TooLarge);
+    }
+    // Entry::compact makes the owned copy when the body is complete.
+    let mut stored = response.clone();
+    for name in &strip {
+        stored.remove(name);
+    }
+    let head = StoredResponse::new(status, stored, request_time, response_time);
+    let ttl = freshness_left(&head, &cache.heuristics, response_time);
+    // Stale on arrival, with nothing to revalidate with and no stale window:
+    // storing it is waste.
+    let validators =
+        head.headers.contains_key(header::ETAG) || head.headers.contains_key(header::LAST_MODIFIED);
+    let stale_window =
+        cache.stale_while_revalidate(&head) > 0 || cache.stale_if_error(&head, None) > 0;
+    if ttl <= 0 && !validators && !stale_window {
+        return Err(NotStored::NoFreshness);
+    }
+    let secondary = match Vary::of(response) {
+        Vary::Fields(names) => key::secondary(&names, request_headers),
+        Vary::Star => Vec::new(),
+    };
+    Ok(Plan {
+        head,
+        ttl,
+        secondary,
+        length: content_length(response),
+    })
+}
+
+/// Freshness left in seconds (negative when stale).
+pub fn freshness_left(head: &StoredResponse, h: &policy::Heuristics, now: SystemTime) -> i64 {
+    policy::lifetime(head, h).0 as i64 - policy::current_age(head, now) as i64
 }

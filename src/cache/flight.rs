@@ -9,6 +9,11 @@
 //! - Followers wait at most `collapse_timeout`, then fetch on their own.
 //! - A response that cannot be shared marks the key "do not collapse" for a
 //!   while (hit-for-miss), so the next crowd is not serialized behind it.
+//!
+//! A flight is a key lock plus a shared body. What the leader alone receives
+//! when the answer cannot be shared (`A`), and the unread rest of a body that
+//! outgrew the store (`R`), are the pipeline's types: nothing here knows
+//! about origins or their errors.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -22,10 +27,9 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::store::Entry;
 use crate::http::body::BoxError;
-use crate::upstream::{OriginBody, UpstreamError};
 
 /// Where a flight stands, as readers see it.
-pub enum Phase {
+pub enum Phase<A> {
     /// The origin has not answered yet.
     Pending,
     /// A storable response is arriving; its body is in `Flight::chunks`.
@@ -42,35 +46,29 @@ pub enum Phase {
     },
     /// Only the leader can use the answer: not storable, too large, or the
     /// origin failed. Followers fetch on their own.
-    LeaderOnly(Option<LeaderAnswer>),
+    LeaderOnly(Option<A>),
 }
 
-pub enum LeaderAnswer {
-    /// A response that streams to the leader alone; `why` says why it was not shared.
-    Response(Box<http::Response<OriginBody>>, super::policy::NotStored),
-    Error(UpstreamError),
-}
-
-struct State {
-    phase: Phase,
+struct State<A, R> {
+    phase: Phase<A>,
     /// Body chunks of a filling response, in order.
     chunks: Vec<Bytes>,
     /// Whole body received (`Some(true)`), or broken off (`Some(false)`).
     finished: Option<bool>,
     /// After the body outgrew `max_object_size`: the rest, for the leader only.
-    rest: Option<OriginBody>,
+    rest: Option<R>,
     overflowed: bool,
     /// When the head or the last body chunk arrived.
     progress: Instant,
     wakers: Vec<Waker>,
 }
 
-pub struct Flight {
-    state: Mutex<State>,
+pub struct Flight<A, R> {
+    state: Mutex<State<A, R>>,
 }
 
-impl Flight {
-    fn new() -> Flight {
+impl<A, R> Flight<A, R> {
+    fn new() -> Flight<A, R> {
         Flight {
             state: Mutex::new(State {
                 phase: Phase::Pending,
@@ -84,11 +82,11 @@ impl Flight {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<A, R>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, f: impl FnOnce(&mut State)) {
+    fn update(&self, f: impl FnOnce(&mut State<A, R>)) {
         let wakers = {
             let mut state = self.lock();
             f(&mut state);
@@ -139,7 +137,7 @@ impl Flight {
     }
 
     /// The body outgrew what may be stored: `last` was read, `rest` is unread.
-    pub fn overflow(&self, last: Bytes, rest: OriginBody) {
+    pub fn overflow(&self, last: Bytes, rest: R) {
         self.update(|s| {
             s.chunks.push(last);
             s.rest = Some(rest);
@@ -159,13 +157,17 @@ impl Flight {
         self.update(|s| s.finished = Some(false));
     }
 
-    pub fn leader_only(&self, answer: LeaderAnswer) {
+    pub fn leader_only(&self, answer: A) {
         self.update(|s| s.phase = Phase::LeaderOnly(Some(answer)));
     }
 
     /// Waits until the phase is no longer `Pending` (or `Filling` when
     /// `until_done`), then lets `f` look at it.
-    pub async fn wait<T>(&self, until_done: bool, mut f: impl FnMut(&mut Phase, bool) -> T) -> T {
+    pub async fn wait<T>(
+        &self,
+        until_done: bool,
+        mut f: impl FnMut(&mut Phase<A>, bool) -> T,
+    ) -> T {
         std::future::poll_fn(|cx| {
             let mut state = self.lock();
             let overflowed = state.overflowed;
@@ -186,23 +188,23 @@ impl Flight {
 }
 
 /// The registry of flights, and the keys that must not be collapsed for now.
-pub struct Flights {
-    active: Mutex<HashMap<String, Arc<Flight>>>,
+pub struct Flights<A, R> {
+    active: Mutex<HashMap<String, Arc<Flight<A, R>>>>,
     uncollapsible: moka::sync::Cache<String, ()>,
     pub timeout: Duration,
 }
 
-pub enum Join {
+pub enum Join<A, R> {
     /// Start the fetch; the guard ends the flight when dropped.
-    Leader(Arc<Flight>, FlightGuard),
+    Leader(Arc<Flight<A, R>>, FlightGuard<A, R>),
     /// Someone is fetching already: wait for them.
-    Follower(Arc<Flight>),
+    Follower(Arc<Flight<A, R>>),
     /// Do not collapse (hit-for-miss): fetch alone.
     Alone,
 }
 
-impl Flights {
-    pub fn new(timeout: Duration, hit_for_miss: Duration) -> Flights {
+impl<A, R> Flights<A, R> {
+    pub fn new(timeout: Duration, hit_for_miss: Duration) -> Flights<A, R> {
         Flights {
             active: Mutex::new(HashMap::new()),
             uncollapsible: moka::sync::Cache::builder()
@@ -213,7 +215,7 @@ impl Flights {
         }
     }
 
-    pub fn join(self: &Arc<Self>, key: &str) -> Join {
+    pub fn join(self: &Arc<Self>, key: &str) -> Join<A, R> {
         if self.uncollapsible.contains_key(key) {
             return Join::Alone;
         }
@@ -248,13 +250,13 @@ impl Flights {
 
 /// Ends a flight when dropped: removes it from the registry and, if it never
 /// got an answer, fails it so every waiter is released.
-pub struct FlightGuard {
-    flights: Arc<Flights>,
+pub struct FlightGuard<A, R> {
+    flights: Arc<Flights<A, R>>,
     key: String,
-    flight: Arc<Flight>,
+    flight: Arc<Flight<A, R>>,
 }
 
-impl Drop for FlightGuard {
+impl<A, R> Drop for FlightGuard<A, R> {
     fn drop(&mut self) {
         {
             let mut active = self
@@ -282,16 +284,16 @@ impl Drop for FlightGuard {
 
 /// A body read from a flight's shared buffer; the leader continues with the
 /// unread rest when the body outgrew the store.
-pub struct FlightBody {
-    flight: Arc<Flight>,
+pub struct FlightBody<A, R> {
+    flight: Arc<Flight<A, R>>,
     next: usize,
     leader: bool,
-    rest: Option<OriginBody>,
+    rest: Option<R>,
     length: Option<u64>,
 }
 
-impl FlightBody {
-    pub fn new(flight: Arc<Flight>, leader: bool, length: Option<u64>) -> FlightBody {
+impl<A, R> FlightBody<A, R> {
+    pub fn new(flight: Arc<Flight<A, R>>, leader: bool, length: Option<u64>) -> FlightBody<A, R> {
         FlightBody {
             flight,
             next: 0,
@@ -314,7 +316,11 @@ impl std::fmt::Display for FillBroken {
 
 impl std::error::Error for FillBroken {}
 
-impl Body for FlightBody {
+impl<A, R> Body for FlightBody<A, R>
+where
+    R: Body<Data = Bytes> + Unpin,
+    R::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 

@@ -12,13 +12,10 @@ pub mod range;
 pub mod status;
 pub mod store;
 
-use std::sync::Arc;
-
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::CacheConfig;
 use control::RequestControl;
-use flight::Flights;
 use policy::{Heuristics, StoredResponse};
 use store::Store;
 
@@ -28,7 +25,6 @@ pub use status::{CacheStatus, Fwd, Stored};
 /// part of the pure policy.
 pub struct Cache {
     pub store: Store,
-    pub flights: Arc<Flights>,
     pub enabled: bool,
     pub heuristics: Heuristics,
     pub max_object_size: u64,
@@ -67,10 +63,6 @@ impl Cache {
                 config.max_variants,
                 stats.evictions.clone(),
             ),
-            flights: Arc::new(Flights::new(
-                config.collapse_timeout.get(),
-                config.hit_for_miss.get(),
-            )),
             enabled: config.enabled,
             heuristics: Heuristics {
                 fraction: config.heuristic_fraction,

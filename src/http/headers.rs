@@ -157,6 +157,17 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
     }
 }
 
+/// A `Content-Length` that parses as one number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,9 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::upstream::OriginBody;
 
+use super::fill_task::FlightBody;
 use crate::access_log::Completion;
 use crate::cache::fill::Fill;
-use crate::cache::flight::FlightBody;
 use crate::http::body::BoxError;
 use crate::server::InFlight;
 
@@ -58,7 +58,7 @@ impl ProxyBody {
         }
     }
 
-    pub fn flight(body: FlightBody) -> ProxyBody {
+    pub(crate) fn flight(body: FlightBody) -> ProxyBody {
         ProxyBody {
             kind: Kind::Flight(body),
             done: None,

@@ -13,16 +13,16 @@ use http::{Method, Request, Response, StatusCode, Version};
 use super::body::ProxyBody;
 use super::collapse::Refill;
 use super::error::ProxyError;
-use super::fill_task::{self, finish_origin_head, forget_replaced, plan_store};
-use super::Handler;
+use super::fill_task::Flights;
 use crate::cache::control::RequestControl;
 use crate::cache::fill::Fill;
+use crate::cache::fill::{self, finish_origin_head, forget_replaced, plan_store};
 use crate::cache::policy::NotStored;
 use crate::cache::policy::{self, validation, Reuse, Why};
 use crate::cache::store::{Lookup, Variants};
-use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
+use crate::cache::{Cache, CacheStats, CacheStatus, Fwd, Stored};
 use crate::http::body::RequestBody;
-use crate::http::headers;
+use crate::http::headers::{self, Via};
 use crate::upstream::{FramingConflict, OriginBody, StoreTag};
 
 /// A request ready for the origin, with what the cache needs to know about it.
@@ -51,12 +51,21 @@ impl Exchange {
     }
 }
 
+/// The cache step of the pipeline (lookup, policy, serve, collapse, fill),
+/// with what it owns: the cache, the flights of collapsed fetches, and our
+/// `Via` for what it delivers.
+pub(super) struct CacheStep {
+    pub cache: Arc<Cache>,
+    pub flights: Arc<Flights>,
+    pub via: Via,
+}
+
 pub(super) type Answer = (Result<Response<ProxyBody>, ProxyError>, CacheStatus);
 
 /// Preconditions the cache does not evaluate itself: such requests go to the origin.
 const BYPASS_FIELDS: [header::HeaderName; 2] = [header::IF_MATCH, header::IF_UNMODIFIED_SINCE];
 
-impl Handler {
+impl CacheStep {
     pub(super) async fn exchange(&self, ex: Exchange) -> Answer {
         let method = ex.parts.method.clone();
         if !self.cache.enabled {
@@ -111,7 +120,7 @@ impl Handler {
             }
             Reuse::Validate(_) if req_cc.only_if_cached => not_cached(),
             Reuse::Validate(why) => {
-                let ttl = fill_task::freshness_left(&entry.head, &self.cache.heuristics, now);
+                let ttl = fill::freshness_left(&entry.head, &self.cache.heuristics, now);
                 // RFC 5861 §3: inside the window, serve stale now and
                 // revalidate once in the background.
                 let window = self.cache.stale_while_revalidate(&entry.head) as i64;
@@ -182,9 +191,7 @@ impl Handler {
     /// A full fetch whose response is stored when allowed. A Range goes
     /// through to the origin here (and its 206 is not stored).
     async fn fetch(&self, mut ex: Exchange, fwd: Fwd) -> Answer {
-        // The client's own conditionals would get a 304 we cannot store.
-        ex.parts.headers.remove(header::IF_NONE_MATCH);
-        ex.parts.headers.remove(header::IF_MODIFIED_SINCE);
+        fill::origin_request(&mut ex.parts.headers, false, None);
         let request_headers = ex.parts.headers.clone();
         let method = ex.parts.method.clone();
         let key = std::mem::take(&mut ex.key);
@@ -220,21 +227,15 @@ impl Handler {
         refill: Refill,
     ) -> Answer {
         let fwd = refill.fwd;
-        let fields = validation::conditional_fields(
-            all.iter().map(|e| &e.head),
-            selected.map(|i| &all[i].head),
-        );
-        if fields.is_empty() {
+        let client_headers = ex.parts.headers.clone();
+        if !fill::origin_request(&mut ex.parts.headers, false, Some((&all, selected))) {
+            // Nothing to validate with: a plain fetch.
+            ex.parts.headers = client_headers;
             return self.fetch(ex, fwd).await;
         }
-        let client_headers = ex.parts.headers.clone();
         let method = ex.parts.method.clone();
-        let retry = ex.replay();
-        ex.parts.headers.remove(header::IF_NONE_MATCH);
-        ex.parts.headers.remove(header::IF_MODIFIED_SINCE);
-        for (name, value) in fields {
-            ex.parts.headers.insert(name, value);
-        }
+        let mut retry = ex.replay();
+        retry.parts.headers = client_headers.clone();
         ex.parts.extensions.insert(StoreTag(ex.key.clone()));
         let request_time = SystemTime::now();
         let out = Request::from_parts(ex.parts, ex.body);
@@ -291,7 +292,7 @@ impl Handler {
         }
         let (mut parts, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        match fill_task::refresh(
+        match fill::refresh(
             &self.cache,
             &ex.key,
             &all,

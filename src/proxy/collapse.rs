@@ -8,13 +8,14 @@ use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, Version};
 
 use super::body::ProxyBody;
+use super::cached::CacheStep;
 use super::cached::{forwarded, Answer, Exchange};
 use super::error::ProxyError;
 use super::fill_task::{self, FillJob};
-use super::Handler;
+use super::fill_task::{Flight, FlightBody, Join, LeaderAnswer, Phase};
 use crate::cache::control::RequestControl;
-use crate::cache::flight::{Flight, FlightBody, Join, LeaderAnswer, Phase};
-use crate::cache::policy::{validation, NotStored};
+use crate::cache::fill;
+use crate::cache::policy::NotStored;
 use crate::cache::store::{Entry, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
 use crate::upstream::{copy_parts, StoreTag};
@@ -40,13 +41,13 @@ enum Next {
     Alone,
 }
 
-impl Handler {
+impl CacheStep {
     pub(super) async fn refill(&self, ex: Exchange, refill: Refill) -> Answer {
         // HEAD cannot fill the store; it goes alone.
         if ex.parts.method != Method::GET {
             return self.alone(ex, refill).await;
         }
-        match self.cache.flights.join(&ex.key) {
+        match self.flights.join(&ex.key) {
             Join::Alone => self.alone(ex, refill).await,
             Join::Leader(flight, guard) => {
                 let method = ex.parts.method.clone();
@@ -64,7 +65,7 @@ impl Handler {
             }
             Join::Follower(flight) => {
                 let method = ex.parts.method.clone();
-                let timeout = self.cache.flights.timeout;
+                let timeout = self.flights.timeout;
                 let wait = self.await_flight(&flight, false, &method, &ex.parts.headers, &refill);
                 match tokio::time::timeout(timeout, wait).await {
                     Ok(Some(answer)) => answer,
@@ -87,7 +88,7 @@ impl Handler {
     /// Starts one background revalidation for `key` unless one is running
     /// (RFC 5861 §3).
     pub(super) fn revalidate_in_background(&self, ex: &Exchange, all: Variants, index: usize) {
-        if let Join::Leader(flight, guard) = self.cache.flights.join(&ex.key) {
+        if let Join::Leader(flight, guard) = self.flights.join(&ex.key) {
             CacheStats::count(&self.cache.stats.background_revalidations);
             let copy = ex.replay();
             let job = self.fill_job(copy, Some((all, Some(index))));
@@ -99,26 +100,15 @@ impl Handler {
     /// none of the client's conditionals), conditional on what we hold.
     fn fill_job(&self, ex: Exchange, revalidating: Option<(Variants, Option<usize>)>) -> FillJob {
         let mut parts = ex.parts;
-        for name in [
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::RANGE,
-            header::IF_RANGE,
-        ] {
-            parts.headers.remove(name);
-        }
+        fill::origin_request(&mut parts.headers, true, None);
         let plain = Request::from_parts(copy_parts(&parts), ());
         if let Some((all, selected)) = &revalidating {
-            let selected = selected.map(|i| &all[i].head);
-            for (name, value) in
-                validation::conditional_fields(all.iter().map(|e| &e.head), selected)
-            {
-                parts.headers.insert(name, value);
-            }
+            fill::origin_request(&mut parts.headers, true, Some((all, *selected)));
         }
         FillJob {
             upstream: ex.pool,
             cache: self.cache.clone(),
+            flights: self.flights.clone(),
             request: {
                 parts.extensions.insert(StoreTag(ex.key.clone()));
                 Request::from_parts(parts, ex.body)

@@ -36,7 +36,7 @@ use crate::metrics::{self, Metrics, Mode};
 use crate::server::{Activity, InFlight};
 use crate::upstream::guard::Guard;
 use crate::upstream::Upstream;
-use cached::{Answer, Exchange};
+use cached::{Answer, CacheStep, Exchange};
 use classify::Classifier;
 
 /// The client side of one connection, as the handler sees it.
@@ -52,6 +52,7 @@ static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-sta
 pub struct Handler {
     classifier: Classifier,
     cache: Arc<Cache>,
+    cache_step: CacheStep,
     /// `[server] name`, used in Cache-Status.
     name: String,
     /// Reverse routes: operator-chosen origins.
@@ -142,7 +143,7 @@ impl Handler {
                 suspects,
             )),
             guard,
-            cache,
+            cache: cache.clone(),
             metrics,
             x_cache: config.cache.x_cache,
             forward_route: Arc::from(metrics::FORWARD_ROUTE),
@@ -154,6 +155,14 @@ impl Handler {
             upstream_connect_timeout: config.upstream.connect_timeout.get(),
             name: config.server.name.clone(),
             access_log,
+            cache_step: CacheStep {
+                cache: cache.clone(),
+                flights: Arc::new(fill_task::Flights::new(
+                    config.cache.collapse_timeout.get(),
+                    config.cache.hit_for_miss.get(),
+                )),
+                via: Via::new(&config.server.name),
+            },
             via: Via::new(&config.server.name),
             max_body: config.server.max_request_body.bytes(),
             purge_allow: config.cache.purge_allow.clone(),
@@ -328,7 +337,7 @@ impl Handler {
             }
         };
         let Some(client_upgrade) = client_upgrade else {
-            return self.exchange(exchange).await;
+            return self.cache_step.exchange(exchange).await;
         };
         // An upgrade becomes a tunnel: nothing to look up or store.
         let out = Request::from_parts(exchange.parts, exchange.body);

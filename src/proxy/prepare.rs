@@ -10,7 +10,7 @@ use super::body::ProxyBody;
 use super::cached::Exchange;
 use super::classify::Target;
 use super::error::ProxyError;
-use super::{fill_task, local, upgrade, ClientConn, Handler, Prepared, Trace};
+use super::{local, upgrade, ClientConn, Handler, Prepared, Trace};
 use crate::cache::key;
 use crate::http::body::RequestBody;
 use crate::http::headers;
@@ -42,7 +42,7 @@ impl Handler {
             return Err(ProxyError::Loop);
         }
         if self.max_body > 0
-            && fill_task::content_length(req.headers()).is_some_and(|len| len > self.max_body)
+            && headers::content_length(req.headers()).is_some_and(|len| len > self.max_body)
         {
             return Err(ProxyError::PayloadTooLarge(self.max_body));
         }

@@ -9,14 +9,14 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
 use super::body::ProxyBody;
-use super::Handler;
+use super::cached::CacheStep;
 use crate::cache::control::RequestControl;
 use crate::cache::policy::{self, validation};
 use crate::cache::range::{self, RangeAnswer};
 use crate::cache::store::Entry;
 use crate::cache::{CacheStats, CacheStatus};
 
-impl Handler {
+impl CacheStep {
     /// `unvalidated`: served without asking the origin, so `no-cache="field"`
     /// fields are withheld (RFC 9111 §5.2.2.4).
     pub(super) fn serve_stored(
@@ -49,7 +49,7 @@ impl Handler {
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let entry = stale?;
         let now = SystemTime::now();
-        let ttl = super::fill_task::freshness_left(&entry.head, &self.cache.heuristics, now);
+        let ttl = crate::cache::fill::freshness_left(&entry.head, &self.cache.heuristics, now);
         let window = self.cache.stale_if_error(&entry.head, Some(req_cc)) as i64;
         if window == 0 || ttl + window < 0 {
             return None;

@@ -24,7 +24,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
-pub use body::{BodyStalled, OriginBody};
+pub use body::OriginBody;
 pub use error::UpstreamError;
 pub use metrics::{KindLabels, UpstreamMetrics};
 
@@ -105,10 +105,6 @@ impl Upstream {
             body_idle_timeout: config.body_idle_timeout.get(),
             suspects,
         }
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
     }
 
     /// New origin connections opened since start (reuse shows as a low number).
@@ -367,11 +363,6 @@ impl Upstream {
         };
         self.error_counter(error.kind()).inc();
         error
-    }
-
-    /// Idle connections kept for `origin` (`host:port`).
-    pub fn idle_connections(&self, origin: &str) -> usize {
-        self.pool.idle_count(origin)
     }
 }
 

@@ -110,11 +110,6 @@ impl Pool {
             !list.is_empty()
         });
     }
-
-    /// Idle connections to `origin` (for tests and stats).
-    pub fn idle_count(&self, origin: &str) -> usize {
-        self.lock().get(origin).map_or(0, Vec::len)
-    }
 }
 
 /// Runs until the pool is dropped, closing expired idle connections so they do
