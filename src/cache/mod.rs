@@ -6,6 +6,7 @@
 pub mod control;
 pub mod fill;
 pub mod flight;
+pub mod head;
 pub mod key;
 pub mod policy;
 pub mod range;

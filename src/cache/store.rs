@@ -16,9 +16,9 @@ use super::policy::StoredResponse;
 /// and allocator rounding. Measured with `cargo bench --bench memory` so that
 /// `capacity` bounds real memory (docs/benchmarks.md).
 const ENTRY_OVERHEAD: usize = 1024;
-/// Bytes charged per header field beyond its name and value: a HeaderMap
-/// bucket (~104 B) and its index slot.
-const FIELD_OVERHEAD: usize = 112;
+/// Bytes charged per header field beyond its name and value: its row in the
+/// stored head's table (`cache::head`: a HeaderName and a HeaderValue).
+const FIELD_OVERHEAD: usize = 72;
 
 /// One stored response (one Vary variant of a URL).
 #[derive(Debug)]
@@ -31,42 +31,23 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Builds an entry that owns exact-size copies of its bytes: the header
-    /// values in one allocation, the body in another. hyper's header values
-    /// and body chunks are slices of larger read buffers, which an entry must
-    /// not keep alive. (Values and body are not merged: a 1 KiB body plus its
-    /// values would land in the allocator's next size class.)
-    pub fn compact(mut head: StoredResponse, body: &[Bytes], secondary: Secondary) -> Entry {
-        let values: usize = head.headers.values().map(|v| v.len()).sum();
+    /// Builds an entry that owns an exact-size copy of its body: hyper's
+    /// body chunks are slices of larger read buffers, which an entry must
+    /// not keep alive. (The head compacted itself: `cache::head`.)
+    pub fn compact(head: StoredResponse, body: &[Bytes], secondary: Secondary) -> Entry {
         let body_len: usize = body.iter().map(|c| c.len()).sum();
-        let mut buf = bytes::BytesMut::with_capacity(values);
-        for value in head.headers.values() {
-            buf.extend_from_slice(value.as_bytes());
-        }
-        let buf = buf.freeze();
         let mut owned_body = bytes::BytesMut::with_capacity(body_len);
         for chunk in body {
             owned_body.extend_from_slice(chunk);
         }
-        let mut headers = HeaderMap::with_capacity(head.headers.len());
-        let mut at = 0;
-        for (name, value) in head.headers.iter() {
-            let slice = buf.slice(at..at + value.len());
-            at += value.len();
-            let value =
-                http::HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| value.clone());
-            let name = http::HeaderName::from_bytes(name.as_str().as_bytes())
-                .unwrap_or_else(|_| name.clone());
-            headers.append(name, value);
-        }
-        head.headers = headers;
         Entry::new(head, owned_body.freeze(), secondary)
     }
 
     pub fn new(head: StoredResponse, body: Bytes, secondary: Secondary) -> Entry {
         let weight = ENTRY_OVERHEAD
             + body.len()
-            + head_weight(&head.headers)
+            + head.headers.bytes()
+            + head.headers.len() * FIELD_OVERHEAD
             + secondary
                 .iter()
                 .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, String::len) + FIELD_OVERHEAD)
@@ -83,13 +64,6 @@ impl Entry {
     pub fn weight(&self) -> usize {
         self.weight
     }
-}
-
-fn head_weight(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + FIELD_OVERHEAD)
-        .sum()
 }
 
 /// The variants stored for one URL, newest first.

@@ -83,16 +83,15 @@ pub fn stored_response(
 ) -> Response<ProxyBody> {
     let stored = &entry.head;
 
-    let (status, mut headers, body) =
-        if validation::client_not_modified(method, request, &stored.headers) {
-            (
-                StatusCode::NOT_MODIFIED,
-                validation::not_modified_head(&stored.headers),
-                ProxyBody::empty(),
-            )
-        } else {
-            representation(entry, method, request)
-        };
+    let (status, mut headers, body) = if validation::client_not_modified(method, request, stored) {
+        (
+            StatusCode::NOT_MODIFIED,
+            validation::not_modified_head(&stored.headers),
+            ProxyBody::empty(),
+        )
+    } else {
+        representation(entry, method, request)
+    };
     if unvalidated {
         for name in policy::fields_to_strip_on_reuse(stored) {
             headers.remove(name);
@@ -114,7 +113,8 @@ fn representation(
     request: &HeaderMap,
 ) -> (StatusCode, HeaderMap, ProxyBody) {
     let stored = &entry.head;
-    let mut headers = stored.headers.clone();
+    // Room for Accept-Ranges, Age, Via, Cache-Status (and X-Cache).
+    let mut headers = stored.headers.to_map(5);
     let whole = |headers| {
         let body = if method == Method::HEAD {
             ProxyBody::empty()
@@ -135,7 +135,7 @@ fn representation(
     // §13.1.5: a changed representation gets the whole body.
     if request
         .get(header::IF_RANGE)
-        .is_some_and(|v| !range::if_range_holds(v, &stored.headers))
+        .is_some_and(|v| !range::if_range_holds(v, stored))
     {
         return whole(headers);
     }

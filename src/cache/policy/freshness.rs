@@ -53,9 +53,7 @@ pub fn date_field(headers: &HeaderMap, name: header::HeaderName) -> Option<Optio
 /// The `Date` a stored response is judged by; when it lacks a valid one, the
 /// time it was received (RFC 9110 §6.6.1).
 pub fn date_value(r: &StoredResponse) -> SystemTime {
-    date_field(&r.headers, header::DATE)
-        .flatten()
-        .unwrap_or(r.response_time)
+    r.date.flatten().unwrap_or(r.response_time)
 }
 
 /// The freshness lifetime in seconds and whether it was a heuristic guess.
@@ -69,7 +67,7 @@ pub fn lifetime(r: &StoredResponse, h: &Heuristics) -> (u64, bool) {
     }
     // Expires − Date; an Expires that is not a valid HTTP-date (such as "0")
     // means already expired (§5.3).
-    if let Some(expires) = date_field(&r.headers, header::EXPIRES) {
+    if let Some(expires) = r.expires {
         return match expires {
             Some(expires) => (secs_between(date_value(r), expires), false),
             None => (0, false),
@@ -78,7 +76,7 @@ pub fn lifetime(r: &StoredResponse, h: &Heuristics) -> (u64, bool) {
     // §4.2.2: heuristics only without explicit freshness, and only for
     // heuristically cacheable statuses or responses marked public.
     if heuristically_cacheable(r.status) || r.control.public {
-        if let Some(Some(modified)) = date_field(&r.headers, header::LAST_MODIFIED) {
+        if let Some(Some(modified)) = r.last_modified {
             let since = secs_between(modified, date_value(r)) as f64;
             let guess = (since * h.fraction).floor() as u64;
             return (guess.min(h.max.as_secs()), true);
@@ -89,9 +87,7 @@ pub fn lifetime(r: &StoredResponse, h: &Heuristics) -> (u64, bool) {
 
 /// Whether the response carries explicit freshness information.
 pub fn has_explicit_freshness(r: &StoredResponse) -> bool {
-    r.control.s_maxage.is_present()
-        || r.control.max_age.is_present()
-        || r.headers.contains_key(header::EXPIRES)
+    r.control.s_maxage.is_present() || r.control.max_age.is_present() || r.expires.is_some()
 }
 
 /// The `Age` field: a non-negative integer, capped at 2^31; anything else is
@@ -111,7 +107,7 @@ pub fn age_value(headers: &HeaderMap) -> u64 {
 pub fn current_age(r: &StoredResponse, now: SystemTime) -> u64 {
     let apparent_age = secs_between(date_value(r), r.response_time);
     let response_delay = secs_between(r.request_time, r.response_time);
-    let corrected_age_value = age_value(&r.headers).saturating_add(response_delay);
+    let corrected_age_value = r.age.saturating_add(response_delay);
     let corrected_initial_age = apparent_age.max(corrected_age_value);
     let resident_time = secs_between(r.response_time, now);
     corrected_initial_age
@@ -265,8 +261,9 @@ mod tests {
     #[test]
     fn missing_date_uses_the_receipt_time() {
         // RFC 9110 §6.6.1
-        let mut r = stored(200, &[("expires", &at(120))]);
-        r.headers.remove("date");
+        let mut h = headers(&[("expires", &at(120))]);
+        h.remove("date");
+        let r = StoredResponse::new(StatusCode::OK, h, t0(), t0());
         assert_eq!(lifetime(&r, &Heuristics::default()).0, 120);
     }
 
@@ -314,17 +311,18 @@ mod tests {
             ),
         ];
         for (name, age, date_offset, delay, now_offset, want) in cases {
-            let mut r = stored(200, &[]);
-            r.headers.insert(
+            let mut h = headers(&[]);
+            h.insert(
                 "date",
                 httpdate::fmt_http_date(shift(t0(), *date_offset))
                     .parse()
                     .unwrap(),
             );
             if let Some(age) = age {
-                r.headers.insert("age", age.parse().unwrap());
+                h.insert("age", age.parse().unwrap());
             }
-            r.request_time = t0() - Duration::from_secs(*delay);
+            let r =
+                StoredResponse::new(StatusCode::OK, h, t0() - Duration::from_secs(*delay), t0());
             assert_eq!(
                 current_age(&r, t0() + Duration::from_secs(*now_offset)),
                 *want,

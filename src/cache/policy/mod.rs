@@ -13,20 +13,29 @@ pub mod validation;
 
 use std::time::SystemTime;
 
-use http::{HeaderMap, StatusCode};
+use http::{header, HeaderMap, StatusCode};
 
 pub use freshness::{current_age, lifetime, Heuristics};
 pub use storable::{storable, NotStored};
 
 use super::control::{FieldsDirective, MaxStale, RequestControl, ResponseControl};
+use super::head::StoredHead;
 
-/// What the policy knows about a stored response: its head and when it was
-/// requested and received. The body lives in the store.
+/// What the policy knows about a stored response: its head (compact, see
+/// `cache::head`), the facts a hit needs parsed once at store time, and when
+/// it was requested and received. The body lives in the store.
 #[derive(Debug, Clone)]
 pub struct StoredResponse {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: StoredHead,
     pub control: ResponseControl,
+    /// `Date`, `Expires`, `Last-Modified` as `freshness::date_field` reads
+    /// them: `None` absent, `Some(None)` present but invalid.
+    pub date: Option<Option<SystemTime>>,
+    pub expires: Option<Option<SystemTime>>,
+    pub last_modified: Option<Option<SystemTime>>,
+    /// The `Age` field's value (§5.1).
+    pub age: u64,
     pub request_time: SystemTime,
     pub response_time: SystemTime,
 }
@@ -38,11 +47,14 @@ impl StoredResponse {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> StoredResponse {
-        let control = ResponseControl::parse(&headers);
         StoredResponse {
             status,
-            headers,
-            control,
+            control: ResponseControl::parse(&headers),
+            date: freshness::date_field(&headers, header::DATE),
+            expires: freshness::date_field(&headers, header::EXPIRES),
+            last_modified: freshness::date_field(&headers, header::LAST_MODIFIED),
+            age: freshness::age_value(&headers),
+            headers: StoredHead::from_map(&headers),
             request_time,
             response_time,
         }

@@ -6,6 +6,7 @@ use http::{Method, StatusCode};
 
 use super::freshness::date_field;
 use super::StoredResponse;
+use crate::cache::head::StoredHead;
 
 /// Conditional fields for revalidating (§4.3.1): `If-None-Match` with every
 /// stored ETag for the URL, and `If-Modified-Since` with the selected
@@ -52,8 +53,8 @@ pub fn select_for_update<'a>(
 
 /// The stored head updated by a 304 (§3.2): every field in the 304 replaces
 /// the stored one, except Content-Length (the stored body is unchanged).
-pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
-    let mut merged = stored.clone();
+pub fn merge_not_modified(stored: &StoredHead, not_modified: &HeaderMap) -> HeaderMap {
+    let mut merged = stored.to_map(not_modified.len());
     for name in not_modified.keys() {
         if name == header::CONTENT_LENGTH {
             continue;
@@ -69,12 +70,16 @@ pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> Heade
 /// Whether a client's conditional GET/HEAD is satisfied by a stored response,
 /// so it gets 304 (RFC 9110 §13.1.2, §13.1.3, §13.2.2): If-None-Match by weak
 /// comparison takes precedence; If-Modified-Since only without it.
-pub fn client_not_modified(method: &Method, request: &HeaderMap, stored: &HeaderMap) -> bool {
+pub fn client_not_modified(method: &Method, request: &HeaderMap, stored: &StoredResponse) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return false;
     }
     if request.contains_key(header::IF_NONE_MATCH) {
-        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        let Some(etag) = stored
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+        else {
             return false;
         };
         return request
@@ -88,7 +93,7 @@ pub fn client_not_modified(method: &Method, request: &HeaderMap, stored: &Header
     let Some(Some(since)) = date_field(request, header::IF_MODIFIED_SINCE) else {
         return false;
     };
-    match date_field(stored, header::LAST_MODIFIED) {
+    match stored.last_modified {
         Some(Some(modified)) => modified <= since,
         _ => false,
     }
@@ -102,7 +107,7 @@ fn weak_eq(a: &str, b: &str) -> bool {
 
 /// The head of a 304 sent from cache (RFC 9110 §15.4.5): the fields a 200
 /// would have carried that matter to caches.
-pub fn not_modified_head(stored: &HeaderMap) -> HeaderMap {
+pub fn not_modified_head(stored: &StoredHead) -> HeaderMap {
     let mut head = HeaderMap::new();
     for name in [
         header::CACHE_CONTROL,
@@ -252,7 +257,7 @@ mod tests {
             ("x-multi", "3"),
             ("x-new", "added"),
         ]);
-        let merged = merge_not_modified(&stored, &update);
+        let merged = merge_not_modified(&StoredHead::from_map(&stored), &update);
         assert_eq!(merged["cache-control"], "max-age=600");
         assert_eq!(merged["content-length"], "5");
         assert_eq!(merged["x-old"], "kept");
@@ -264,7 +269,7 @@ mod tests {
     #[test]
     fn client_conditionals() {
         // RFC 9110 §13.1.2, §13.1.3, §13.2.2
-        let stored = headers(&[("etag", "W/\"v1\""), ("last-modified", &at(-100))]);
+        let stored = stored(200, &[("etag", "W/\"v1\""), ("last-modified", &at(-100))]);
         let get = Method::GET;
         let cases: &[(&str, &[(&str, &str)], bool)] = &[
             (
@@ -332,7 +337,7 @@ mod tests {
             ("cache-control", "max-age=5"),
             ("date", &at(0)),
         ]);
-        let head = not_modified_head(&stored);
+        let head = not_modified_head(&StoredHead::from_map(&stored));
         assert!(
             head.contains_key("etag")
                 && head.contains_key("cache-control")
