@@ -159,6 +159,17 @@ impl<T> HeadGuard<T> {
         self.activity.head_complete();
         let index = self.heads_seen;
         self.heads_seen += 1;
+        if !names_framing(head) {
+            // Most requests (GET, HEAD) carry neither field: no body to
+            // follow and nothing to flag, so no second parse of the head.
+            self.framing = if head.starts_with(b"CONNECT ") || !is_http1(head) {
+                // A tunnel, the HTTP/2 preface, or a line hyper refuses.
+                Framing::Off
+            } else {
+                Framing::Head
+            };
+            return;
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
@@ -286,6 +297,28 @@ impl<T> HeadGuard<T> {
 }
 
 /// End of the head (index just past the blank line), searching from `from`.
+/// Whether the request line ends in an HTTP/1 version.
+fn is_http1(head: &[u8]) -> bool {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or(head);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")
+}
+
+/// Whether a field line of `head` could be Content-Length or
+/// Transfer-Encoding: a field name starts right after a line feed (hyper
+/// refuses names after whitespace), so checking there finds every line hyper
+/// would read as either.
+fn names_framing(head: &[u8]) -> bool {
+    const NAMES: [&[u8]; 2] = [b"content-length", b"transfer-encoding"];
+    head.iter().enumerate().any(|(i, b)| {
+        *b == b'\n'
+            && NAMES.iter().any(|name| {
+                head.get(i + 1..i + 1 + name.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(name))
+            })
+    })
+}
+
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
@@ -395,6 +428,31 @@ POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r
         assert_eq!(g.heads_seen, 1);
         assert!(!g.activity.is_ambiguous(0));
         assert_eq!(g.framing, Framing::Head);
+    }
+
+    #[test]
+    fn only_heads_naming_a_body_are_parsed_again() {
+        assert!(!names_framing(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Content-Length: 5\r\n\r\n"
+        ));
+        assert!(names_framing(
+            b"POST / HTTP/1.1\r\nCONTENT-LENGTH: 5\r\n\r\n"
+        ));
+        assert!(names_framing(
+            b"POST / HTTP/1.1\nHost: x\nTransfer-encoding: chunked\n\n"
+        ));
+        // A GET with a body is still followed.
+        let mut g = guard();
+        feed(
+            &mut g,
+            b"GET /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            100,
+        );
+        assert_eq!(g.heads_seen, 2);
+        assert!(g.activity.is_ambiguous(1));
+        let mut g = guard();
+        feed(&mut g, b"CONNECT a:443 HTTP/1.1\r\n\r\n\x16\x03", 100);
+        assert_eq!(g.framing, Framing::Off);
     }
 
     #[test]
