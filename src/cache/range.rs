@@ -85,11 +85,7 @@ pub fn if_range_holds(if_range: &HeaderValue, stored: &StoredResponse) -> bool {
     };
     let value = value.trim();
     if value.starts_with('"') || value.starts_with("W/") {
-        let Some(etag) = stored
-            .headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(etag) = stored.headers.get_str(header::ETAG) else {
             return false;
         };
         return !value.starts_with("W/") && !etag.starts_with("W/") && value == etag.trim();

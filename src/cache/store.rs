@@ -17,8 +17,8 @@ use super::policy::StoredResponse;
 /// `capacity` bounds real memory (docs/benchmarks.md).
 const ENTRY_OVERHEAD: usize = 1024;
 /// Bytes charged per header field beyond its name and value: its row in the
-/// stored head's table (`cache::head`: a HeaderName and a HeaderValue).
-const FIELD_OVERHEAD: usize = 72;
+/// stored head's table (`cache::head`).
+const FIELD_OVERHEAD: usize = 40;
 
 /// One stored response (one Vary variant of a URL).
 #[derive(Debug)]

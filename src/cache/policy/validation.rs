@@ -17,8 +17,7 @@ pub fn conditional_fields<'a>(
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut fields = Vec::new();
     let etags: Vec<&str> = all_variants
-        .filter_map(|r| r.headers.get(header::ETAG))
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(|r| r.headers.get_str(header::ETAG))
         .collect();
     if !etags.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&etags.join(", ")) {
@@ -31,7 +30,7 @@ pub fn conditional_fields<'a>(
             .get(header::LAST_MODIFIED)
             .or_else(|| selected.headers.get(header::DATE));
         if let Some(since) = since {
-            fields.push((header::IF_MODIFIED_SINCE, since.clone()));
+            fields.push((header::IF_MODIFIED_SINCE, since));
         }
     }
     fields
@@ -46,7 +45,7 @@ pub fn select_for_update<'a>(
     not_modified: &HeaderMap,
 ) -> Option<usize> {
     match not_modified.get(header::ETAG) {
-        Some(etag) => variants.position(|r| r.headers.get(header::ETAG) == Some(etag)),
+        Some(etag) => variants.position(|r| r.headers.get(header::ETAG).as_ref() == Some(etag)),
         None => asked_about,
     }
 }
@@ -75,11 +74,7 @@ pub fn client_not_modified(method: &Method, request: &HeaderMap, stored: &Stored
         return false;
     }
     if request.contains_key(header::IF_NONE_MATCH) {
-        let Some(etag) = stored
-            .headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(etag) = stored.headers.get_str(header::ETAG) else {
             return false;
         };
         return request
