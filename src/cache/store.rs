@@ -66,8 +66,9 @@ impl Entry {
     }
 }
 
-/// The variants stored for one URL, newest first.
-pub type Variants = Arc<Vec<Arc<Entry>>>;
+/// The variants stored for one URL, newest first: one allocation (an Arc
+/// of a slice), not an Arc of a Vec and its buffer.
+pub type Variants = Arc<[Arc<Entry>]>;
 
 /// What a lookup found for a request.
 pub enum Lookup {
@@ -146,7 +147,7 @@ impl Store {
                         .cloned(),
                 );
             }
-            Op::Put(Arc::new(list))
+            Op::Put(Arc::from(list))
         });
     }
 
