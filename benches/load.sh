@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Load benchmark: viaduct, nginx proxy_cache (upstream keepalive) and Varnish
-# (-s malloc) in front of the same nginx origin, driven by wrk in alternating
-# turns in one run. Prints a markdown table of req/s, p99, errors and peak RSS,
-# with the ratio viaduct/peer.
+# (-s malloc) in front of the same nginx origin, plus the ceiling (a bare hyper
+# server answering the same bytes from memory, benches/ceiling.rs), driven by
+# wrk in alternating turns in one run. Prints a markdown table of req/s, p99,
+# errors and peak RSS, with the ratios viaduct/peer and viaduct/ceiling.
 #
 #   benches/load.sh                  # all scenarios
-#   benches/load.sh hit1k pass       # some of: hit1k hit100k pass churn
+#   benches/load.sh hit1k pass       # some of: hit1k hit100k pass churn hit1k-log
+#
+# Every access log is off except in hit1k-log, where viaduct, nginx and
+# Varnish (varnishncsa) each log every request to a file.
 #
 # Needs wrk and nginx (apt-get install -y wrk nginx-light); Varnish is used
 # when installed (apt-get install -y varnish) and skipped with a message if not.
-# Env: DURATION (10s), CONNECTIONS (64), TURNS (3), THREADS (1).
+# Env: DURATION (10s), CONNECTIONS (64), TURNS (3), THREADS (1),
+#   WORKERS (worker threads/processes of viaduct, nginx and the ceiling;
+#            default: cores, or 1 with PIN=1),
+#   PIN=1   (servers on core 0, wrk on core 1: per-core numbers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,9 +24,15 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 TURNS=${TURNS:-3}
 THREADS=${THREADS:-1}
+PIN=${PIN:-0}
+if [ "$PIN" = 1 ]; then WORKERS=${WORKERS:-1}; else WORKERS=${WORKERS:-$(nproc)}; fi
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(hit1k hit100k pass churn)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(hit1k hit100k pass churn hit1k-log)
 ORIGIN_PORT=19100 VIADUCT_PORT=19101 NGINX_PORT=19102 VARNISH_PORT=19103
+CEILING_PORT=19104 VIADUCT_LOG_PORT=19105 NGINX_LOG_PORT=19106
+# PIN=1: the servers share core 0, wrk has core 1.
+SERVE=() LOAD=()
+if [ "$PIN" = 1 ]; then SERVE=(taskset -c 0) LOAD=(taskset -c 1); fi
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 
 for tool in wrk nginx; do
@@ -34,12 +47,13 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -f "$work/varnish.pid" ] && kill "$(cat "$work/varnish.pid")" 2>/dev/null || true
+    [ -f "$work/ncsa.pid" ] && kill "$(cat "$work/ncsa.pid")" 2>/dev/null || true
     sleep 0.2
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-cargo build --release --quiet
+cargo build --release --quiet --bin viaduct --example ceiling
 mkdir -p "$work/www" "$work/logs"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/1k"
 head -c 102400 /dev/zero | tr '\0' 'y' > "$work/www/100k"
@@ -62,12 +76,13 @@ http {
     }
 }
 CONF
-nginx -c "$work/origin.conf" -p "$work" -g 'daemon off;' &
+"${SERVE[@]}" nginx -c "$work/origin.conf" -p "$work" -g 'daemon off;' &
 pids+=($!)
 
-# The nginx peer: proxy_cache with upstream keepalive, as many workers as cores.
+# The nginx peer: proxy_cache with upstream keepalive, WORKERS processes; a
+# second server logs every request (hit1k-log).
 cat > "$work/peer.conf" <<CONF
-worker_processes auto;
+worker_processes $WORKERS;
 pid $work/peer.pid;
 error_log $work/logs/peer-error.log warn;
 events { worker_connections 4096; }
@@ -84,41 +99,61 @@ http {
             proxy_cache hot;
         }
     }
+    server {
+        listen 127.0.0.1:$NGINX_LOG_PORT;
+        access_log $work/logs/nginx-access.log combined;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache hot;
+        }
+    }
 }
 CONF
-nginx -c "$work/peer.conf" -p "$work" -g 'daemon off;' &
+"${SERVE[@]}" nginx -c "$work/peer.conf" -p "$work" -g 'daemon off;' &
 NGINX_PID=$!
 pids+=($NGINX_PID)
 
-# viaduct: worker threads = cores (its default).
-cat > "$work/viaduct.toml" <<CONF
+# viaduct: WORKERS worker threads; a second instance logs every request to a
+# file (hit1k-log).
+viaduct_conf() { # PORT ACCESS
+    cat <<CONF
 [server]
-listen = ["127.0.0.1:$VIADUCT_PORT"]
+listen = ["127.0.0.1:$1"]
+workers = $WORKERS
 [admin]
 listen = "127.0.0.1:0"
 [cache]
 capacity = "512MiB"
 [log]
-access = "off"
+access = "$2"
 level = "warn"
 [[route]]
 host = "*"
 upstream = "http://127.0.0.1:$ORIGIN_PORT"
 CONF
-./target/release/viaduct -c "$work/viaduct.toml" &
+}
+viaduct_conf $VIADUCT_PORT off > "$work/viaduct.toml"
+viaduct_conf $VIADUCT_LOG_PORT "$work/logs/viaduct-access.log" > "$work/viaduct-log.toml"
+"${SERVE[@]}" ./target/release/viaduct -c "$work/viaduct.toml" &
 VIADUCT_PID=$!
 pids+=($VIADUCT_PID)
+"${SERVE[@]}" ./target/release/viaduct -c "$work/viaduct-log.toml" &
+pids+=($!)
+"${SERVE[@]}" ./target/release/examples/ceiling 127.0.0.1:$CEILING_PORT "$WORKERS" &
+pids+=($!)
 
 if [ $HAVE_VARNISH = 1 ]; then
     mkdir -p "$work/varnish"
-    varnishd -a 127.0.0.1:$VARNISH_PORT -b 127.0.0.1:$ORIGIN_PORT -s malloc,512m \
+    "${SERVE[@]}" varnishd -a 127.0.0.1:$VARNISH_PORT -b 127.0.0.1:$ORIGIN_PORT -s malloc,512m \
         -n "$work/varnish" -P "$work/varnish.pid" -p default_ttl=0 >"$work/logs/varnish.log" 2>&1 \
         || { HAVE_VARNISH=0; echo "varnishd did not start: skipping Varnish ($(tail -1 "$work/logs/varnish.log"))" >&2; }
 fi
 sleep 1
 
 # Warm every cache on the hit paths.
-for port in $VIADUCT_PORT $NGINX_PORT $([ $HAVE_VARNISH = 1 ] && echo $VARNISH_PORT); do
+for port in $VIADUCT_PORT $VIADUCT_LOG_PORT $NGINX_PORT $NGINX_LOG_PORT $([ $HAVE_VARNISH = 1 ] && echo $VARNISH_PORT); do
     for path in /hit/1k /hit/100k /pass/1k; do curl -fsS -o /dev/null "http://127.0.0.1:$port$path"; done
 done
 
@@ -145,13 +180,13 @@ run() {
     local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
     local url="http://127.0.0.1:$1"
     case $2 in
-        hit1k) url="$url/hit/1k" ;;
+        hit1k | hit1k-log) url="$url/hit/1k" ;;
         hit100k) url="$url/hit/100k" ;;
         pass) url="$url/pass/1k" ;;
         churn) args+=(-s "$work/churn.lua") ;;
     esac
     local out rps p99 errors
-    out=$(wrk "${args[@]}" "$url")
+    out=$("${LOAD[@]}" wrk "${args[@]}" "$url")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     errors=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {for (i=3;i<=NF;i+=2) n+=$i} END {print n+0}' <<<"$out")
@@ -159,15 +194,32 @@ run() {
 }
 
 declare -A BEST P99 ERR
-contenders=(viaduct nginx)
-[ $HAVE_VARNISH = 1 ] && contenders+=(varnish)
-port_of() { case $1 in viaduct) echo $VIADUCT_PORT ;; nginx) echo $NGINX_PORT ;; varnish) echo $VARNISH_PORT ;; esac; }
+port_of() { # WHO SCENARIO
+    case $1/$2 in
+        viaduct/hit1k-log) echo $VIADUCT_LOG_PORT ;;
+        viaduct/*) echo $VIADUCT_PORT ;;
+        nginx/hit1k-log) echo $NGINX_LOG_PORT ;;
+        nginx/*) echo $NGINX_PORT ;;
+        varnish/*) echo $VARNISH_PORT ;;
+        ceiling/*) echo $CEILING_PORT ;;
+    esac
+}
+# The ceiling only answers from memory: it has a row where viaduct hits.
+contenders_of() {
+    local who=(viaduct nginx)
+    [ $HAVE_VARNISH = 1 ] && who+=(varnish)
+    case $1 in hit*) who+=(ceiling) ;; esac
+    echo "${who[@]}"
+}
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, best of $TURNS alternating turns, $(nproc) cores" >&2
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, best of $TURNS alternating turns, $(nproc) cores, WORKERS=$WORKERS PIN=$PIN" >&2
 for scenario in "${SCENARIOS[@]}"; do
+    if [ "$scenario" = hit1k-log ] && [ $HAVE_VARNISH = 1 ]; then
+        varnishncsa -n "$work/varnish" -w "$work/logs/varnish-access.log" -D -P "$work/ncsa.pid"
+    fi
     for turn in $(seq "$TURNS"); do
-        for who in "${contenders[@]}"; do
-            read -r rps p99 errors <<<"$(run "$(port_of "$who")" "$scenario")"
+        for who in $(contenders_of "$scenario"); do
+            read -r rps p99 errors <<<"$(run "$(port_of "$who" "$scenario")" "$scenario")"
             echo "  $scenario turn $turn: $who $rps req/s p99 $p99 errors $errors" >&2
             key="$scenario/$who"
             if awk -v a="$rps" -v b="${BEST[$key]:-0}" 'BEGIN{exit !(a>b)}'; then
@@ -177,6 +229,13 @@ for scenario in "${SCENARIOS[@]}"; do
             ERR[$key]=$(( ${ERR[$key]:-0} + errors ))
         done
     done
+    if [ -f "$work/ncsa.pid" ]; then
+        kill "$(cat "$work/ncsa.pid")" 2>/dev/null || true
+        rm -f "$work/ncsa.pid"
+    fi
+done
+for f in "$work"/logs/*-access.log; do
+    [ -f "$f" ] && echo "  $(basename "$f"): $(wc -l <"$f") lines" >&2
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }'; }
@@ -187,6 +246,8 @@ if [ $HAVE_VARNISH = 1 ]; then
     header="$header varnish req/s | p99 | viaduct/varnish |"
     rule="$rule ---: | ---: | ---: |"
 fi
+header="$header ceiling req/s | viaduct/ceiling |"
+rule="$rule ---: | ---: |"
 echo "$header"
 echo "$rule"
 for scenario in "${SCENARIOS[@]}"; do
@@ -196,6 +257,8 @@ for scenario in "${SCENARIOS[@]}"; do
         w=${BEST[$scenario/varnish]:-0}
         line="$line $w | ${P99[$scenario/varnish]:-} | $(ratio "$v" "$w") |"
     fi
+    c=${BEST[$scenario/ceiling]:-0}
+    line="$line $c | $(ratio "$v" "$c") |"
     echo "$line"
 done
 echo

@@ -16,7 +16,8 @@ pub const DELTA_MAX: u64 = 1 << 31;
 pub enum Delta {
     #[default]
     Absent,
-    Seconds(u64),
+    /// At most `DELTA_MAX`, so 32 bits hold it (a stored entry keeps two).
+    Seconds(u32),
     Invalid,
 }
 
@@ -29,14 +30,14 @@ impl Delta {
     pub fn seconds(self) -> Option<u64> {
         match self {
             Delta::Absent => None,
-            Delta::Seconds(n) => Some(n),
+            Delta::Seconds(n) => Some(u64::from(n)),
             Delta::Invalid => Some(0),
         }
     }
 
     fn record(&mut self, value: Option<&str>) {
         *self = match (*self, value.and_then(parse_delta)) {
-            (Delta::Absent, Some(n)) => Delta::Seconds(n),
+            (Delta::Absent, Some(n)) => Delta::Seconds(n as u32),
             // A second occurrence, or a value that is not delta-seconds.
             _ => Delta::Invalid,
         };
@@ -51,7 +52,7 @@ pub enum FieldsDirective {
     /// Without field names: applies to the whole response.
     All,
     /// With field names: applies only to those fields (§5.2.2.4, §5.2.2.7).
-    Fields(Vec<HeaderName>),
+    Fields(Box<[HeaderName]>),
 }
 
 impl FieldsDirective {
@@ -63,12 +64,13 @@ impl FieldsDirective {
         });
         *self = match (std::mem::take(self), names) {
             (FieldsDirective::All, _) | (_, None) => FieldsDirective::All,
-            (FieldsDirective::Fields(mut old), Some(new)) => {
+            (FieldsDirective::Fields(old), Some(new)) => {
+                let mut old = old.into_vec();
                 old.extend(new);
-                FieldsDirective::Fields(old)
+                FieldsDirective::Fields(old.into_boxed_slice())
             }
             (FieldsDirective::Absent, Some(new)) if new.is_empty() => FieldsDirective::All,
-            (FieldsDirective::Absent, Some(new)) => FieldsDirective::Fields(new),
+            (FieldsDirective::Absent, Some(new)) => FieldsDirective::Fields(new.into_boxed_slice()),
         };
     }
 }
@@ -85,9 +87,9 @@ pub struct ResponseControl {
     pub proxy_revalidate: bool,
     pub immutable: bool,
     pub must_understand: bool,
-    /// RFC 5861 (used by the stale-serving features).
-    pub stale_while_revalidate: Option<u64>,
-    pub stale_if_error: Option<u64>,
+    /// RFC 5861 (used by the stale-serving features); at most `DELTA_MAX`.
+    pub stale_while_revalidate: Option<u32>,
+    pub stale_if_error: Option<u32>,
 }
 
 impl ResponseControl {
@@ -104,8 +106,10 @@ impl ResponseControl {
             "proxy-revalidate" => c.proxy_revalidate = true,
             "immutable" => c.immutable = true,
             "must-understand" => c.must_understand = true,
-            "stale-while-revalidate" => c.stale_while_revalidate = value.and_then(parse_delta),
-            "stale-if-error" => c.stale_if_error = value.and_then(parse_delta),
+            "stale-while-revalidate" => {
+                c.stale_while_revalidate = value.and_then(parse_delta).map(|n| n as u32)
+            }
+            "stale-if-error" => c.stale_if_error = value.and_then(parse_delta).map(|n| n as u32),
             _ => {}
         });
         c
@@ -278,10 +282,10 @@ mod tests {
         assert_eq!(resp(&["max-age=\"120\""]).max_age, Delta::Seconds(120));
         assert_eq!(
             resp(&["no-cache=\"Set-Cookie, X-Foo\", max-age=5"]).no_cache,
-            FieldsDirective::Fields(vec![
+            FieldsDirective::Fields(Box::new([
                 HeaderName::from_static("set-cookie"),
                 HeaderName::from_static("x-foo")
-            ])
+            ]))
         );
         assert_eq!(
             resp(&["no-cache=\"Set-Cookie, X-Foo\", max-age=5"]).max_age,
@@ -317,11 +321,11 @@ mod tests {
         // RFC 9111 §1.2.2
         assert_eq!(
             resp(&["max-age=99999999999999999999999"]).max_age,
-            Delta::Seconds(DELTA_MAX)
+            Delta::Seconds(DELTA_MAX as u32)
         );
         assert_eq!(
             resp(&["s-maxage=4294967296"]).s_maxage,
-            Delta::Seconds(DELTA_MAX)
+            Delta::Seconds(DELTA_MAX as u32)
         );
     }
 
@@ -332,7 +336,7 @@ mod tests {
         assert_eq!(resp(&["private"]).private, FieldsDirective::All);
         assert_eq!(
             resp(&["private=\"x-user\""]).private,
-            FieldsDirective::Fields(vec![HeaderName::from_static("x-user")])
+            FieldsDirective::Fields(Box::new([HeaderName::from_static("x-user")]))
         );
         assert_eq!(
             resp(&["no-cache=\"a\", no-cache"]).no_cache,

@@ -84,7 +84,7 @@ impl Cache {
         }
         head.control
             .stale_while_revalidate
-            .unwrap_or(self.default_swr)
+            .map_or(self.default_swr, u64::from)
     }
 
     /// Seconds past expiry during which `head` may be served when the origin
@@ -96,6 +96,7 @@ impl Cache {
         let from_request = request.and_then(|r| r.stale_if_error);
         head.control
             .stale_if_error
+            .map(u64::from)
             .into_iter()
             .chain(from_request)
             .max()

@@ -107,7 +107,7 @@ pub fn age_value(headers: &HeaderMap) -> u64 {
 pub fn current_age(r: &StoredResponse, now: SystemTime) -> u64 {
     let apparent_age = secs_between(date_value(r), r.response_time);
     let response_delay = secs_between(r.request_time, r.response_time);
-    let corrected_age_value = r.age.saturating_add(response_delay);
+    let corrected_age_value = u64::from(r.age).saturating_add(response_delay);
     let corrected_initial_age = apparent_age.max(corrected_age_value);
     let resident_time = secs_between(r.response_time, now);
     corrected_initial_age

@@ -34,8 +34,8 @@ pub struct StoredResponse {
     pub date: Option<Option<SystemTime>>,
     pub expires: Option<Option<SystemTime>>,
     pub last_modified: Option<Option<SystemTime>>,
-    /// The `Age` field's value (§5.1).
-    pub age: u64,
+    /// The `Age` field's value (§5.1), at most 2^31.
+    pub age: u32,
     pub request_time: SystemTime,
     pub response_time: SystemTime,
 }
@@ -53,7 +53,7 @@ impl StoredResponse {
             date: freshness::date_field(&headers, header::DATE),
             expires: freshness::date_field(&headers, header::EXPIRES),
             last_modified: freshness::date_field(&headers, header::LAST_MODIFIED),
-            age: freshness::age_value(&headers),
+            age: freshness::age_value(&headers) as u32,
             headers: StoredHead::from_map(&headers),
             request_time,
             response_time,

@@ -106,7 +106,7 @@ pub fn storable(
     }
     let strip = match &control.private {
         FieldsDirective::All => return Err(NotStored::Private),
-        FieldsDirective::Fields(names) => names.clone(),
+        FieldsDirective::Fields(names) => names.to_vec(),
         FieldsDirective::Absent => Vec::new(),
     };
     // §3.5: a shared cache reuses authenticated responses only when told so.
