@@ -11,6 +11,7 @@ pub mod http;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub(crate) mod server;
+pub(crate) mod sharded;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;

@@ -10,15 +10,17 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::cache::policy::NotStored;
 use crate::cache::{Cache, CacheStatus, Stored};
+// Per-worker lines, summed at scrape time: a request touches no line that
+// another core writes (see sharded.rs).
+pub use crate::sharded::{Counter, Histogram};
 use crate::upstream::UpstreamMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -296,6 +298,16 @@ impl Metrics {
             m.client_connections.clone(),
         );
         r.register(
+            "tunnels_open",
+            "Open CONNECT tunnels",
+            m.tunnels_open.clone(),
+        );
+        r.register(
+            "tunnel_bytes",
+            "Bytes relayed through CONNECT tunnels, by direction",
+            tunnel_bytes.clone(),
+        );
+        r.register(
             "route_requests",
             "Requests per route",
             m.route_requests.clone(),
@@ -330,7 +342,7 @@ impl Metrics {
         let cache = status.label_index();
         // Mode::ALL and NotStored::ALL list the variants in declaration order.
         self.by_mode_and_cache[mode as usize * CacheStatus::LABELS.len() + cache].inc();
-        self.duration_by_cache[cache].observe(took.as_secs_f64());
+        self.duration_by_cache[cache].observe(took);
         let from_cache = served_from_cache(status);
         match from_cache {
             Some(true) => {

@@ -122,6 +122,17 @@ async fn an_https_exchange_works_through_a_connect_tunnel() {
         stats["tunnels"]["bytes_to_client"].as_u64().unwrap() > 0,
         "{stats}"
     );
+    // And on /metrics, as the docs name them.
+    let metrics = fetch(admin, get(&format!("http://{admin}/metrics")))
+        .await
+        .text();
+    for line in [
+        "viaduct_tunnels_open ",
+        "viaduct_tunnel_bytes_total{direction=\"to-origin\"} ",
+        "viaduct_tunnel_bytes_total{direction=\"to-client\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
     proxy.shutdown().await;
 }
 

@@ -3,10 +3,10 @@
 
 use std::time::SystemTime;
 
+use crate::metrics::Counter;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::{json, Map, Value};
 

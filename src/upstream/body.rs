@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::sharded::Counter;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 
 use super::pool::{Conn, Pool};

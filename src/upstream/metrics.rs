@@ -1,8 +1,8 @@
 //! The upstream pool's counters, owned here (as `cache::CacheStats` lives in
 //! the cache) and registered by the metrics module.
 
+use crate::sharded::Counter;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

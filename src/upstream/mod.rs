@@ -112,7 +112,7 @@ impl Upstream {
         self.connector.opened()
     }
 
-    fn error_counter(&self, kind: &'static str) -> prometheus_client::metrics::counter::Counter {
+    fn error_counter(&self, kind: &'static str) -> crate::sharded::Counter {
         self.metrics
             .errors
             .get_or_create(&KindLabels { kind })
