@@ -25,7 +25,6 @@ pub use config::Config;
 /// The answer built from a stored entry, for the micro-benchmarks.
 pub use proxy::stored_response;
 
-use access_log::AccessLog;
 use proxy::Handler;
 use server::{ConnectionSettings, Phase};
 
@@ -53,9 +52,10 @@ impl Proxy {
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|e| StartError(format!("cannot read the admin address: {e}")))?;
-        let access_log = AccessLog::open(config.log.access.trim(), config.log.format)
-            .map_err(|e| StartError(e.to_string()))?;
-        let handler = Arc::new(Handler::new(&config, addrs.clone(), admin_addr, access_log));
+        let handler = Arc::new(
+            Handler::new(&config, addrs.clone(), admin_addr)
+                .map_err(|e| StartError(e.to_string()))?,
+        );
         let settings = Arc::new(ConnectionSettings::new(&config.server));
         // Validated to at most 2^24, well inside both u32 and the semaphore's limit.
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
@@ -135,8 +135,8 @@ impl Running {
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish for up
-    /// to `[server] shutdown_timeout`, then close what is left. Returns whether
-    /// every connection finished in time.
+    /// to `[server] shutdown_timeout`, then close what is left, and write out the
+    /// access log. Returns whether every connection finished in time.
     pub async fn shutdown(self) -> bool {
         let _ = self.phase.send(Phase::Draining);
         for task in self.accept_tasks {
@@ -149,6 +149,10 @@ impl Running {
         if !drained {
             tracing::warn!("shutdown timeout reached; closing remaining connections");
             let _ = self.phase.send(Phase::Stop);
+        }
+        // The lines of finished requests may still sit in per-thread batches.
+        if !self.handler.flush_access_log().await {
+            tracing::warn!("the access log writer did not finish writing in time");
         }
         drained
     }

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub route_requests: Family<RouteLabels, Counter>,
     pub route_hits: Family<RouteLabels, Counter>,
     pub route_bytes: Family<RouteLabels, Counter>,
+    /// Access log lines not written: the writer was behind, or a write failed.
+    pub access_log_dropped: Counter,
     /// Configured routes (name, upstream), so `/stats` lists them before traffic.
     pub routes: Vec<(String, String)>,
     // The per-request path uses these, resolved once from the families above:
@@ -205,6 +207,7 @@ impl Metrics {
             route_requests,
             route_hits,
             route_bytes,
+            access_log_dropped: Counter::default(),
             routes,
             registry: Registry::default(),
         };
@@ -321,6 +324,11 @@ impl Metrics {
             "route_response_bytes",
             "Response body bytes, per route",
             m.route_bytes.clone(),
+        );
+        r.register(
+            "access_log_dropped",
+            "Access log lines dropped: the writer was behind or a write failed",
+            m.access_log_dropped.clone(),
         );
         r.register(
             "build",

@@ -1,14 +1,17 @@
-//! The access log: one line per request, written by a dedicated thread so that
-//! request handling never blocks on a disk or a slow terminal. The same
-//! end-of-request bookkeeping records the metrics (`Completion`).
+//! The access log: one line per request, formatted on the thread that finishes
+//! the request into that thread's batch, and written by a dedicated thread one
+//! batch at a time (`batch.rs`), so request handling never waits on a disk or a
+//! slow terminal. The same end-of-request bookkeeping records the metrics
+//! (`Completion`).
 //!
 //! Formats (`[log] format`, see `format.rs`): `combined`, `json`, `squid`.
 
+mod batch;
 mod format;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri, Version};
@@ -16,57 +19,78 @@ use http::{HeaderValue, Method, Uri, Version};
 use crate::cache::CacheStatus;
 use crate::config::AccessFormat;
 use crate::metrics::{Metrics, Mode};
+use batch::{Lines, Output};
+use format::Record;
 
-/// Where access lines go; `off` keeps a disabled log that records nothing.
+/// Ends every request: records its metrics and, unless the log is `off`, its
+/// access line. One `Arc` per request covers both.
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<Record>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    metrics: Arc<Metrics>,
+    /// `None` when `off`: no thread, no buffers, no formatting.
+    log: Option<(Lines, AccessFormat)>,
 }
 
 impl AccessLog {
-    /// Opens `"stdout"`, `"stderr"`, `"off"`, or a file path (appended).
-    pub fn open(dest: &str, format: AccessFormat) -> io::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = match dest {
-            "off" => return Ok(AccessLog { tx: None }),
-            "stdout" => Box::new(io::stdout()),
-            "stderr" => Box::new(io::stderr()),
-            path => Box::new(
+    /// Opens `"stdout"`, `"stderr"`, `"off"`, or a file path (appended), and
+    /// starts the writer. Lines it drops are counted in `metrics`.
+    pub fn open(dest: &str, format: AccessFormat, metrics: Arc<Metrics>) -> io::Result<AccessLog> {
+        let out = match dest {
+            "off" => None,
+            "stdout" => Some(Output::Stdout),
+            "stderr" => Some(Output::Stderr),
+            path => Some(Output::File(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .map_err(|e| io::Error::new(e.kind(), format!("access log {path}: {e}")))?,
-            ),
+            )),
         };
-        let (tx, rx) = mpsc::channel::<Record>();
-        std::thread::Builder::new()
-            .name("viaduct-access-log".into())
-            .spawn(move || write_lines(rx, out, format))?;
-        Ok(AccessLog { tx: Some(tx) })
+        let log = match out {
+            Some(out) => {
+                // One slot per runtime worker, plus one for any other thread.
+                let threads = tokio::runtime::Handle::try_current()
+                    .map_or(1, |rt| rt.metrics().num_workers())
+                    + 1;
+                let lines = Lines::start(out, threads, metrics.access_log_dropped.clone())?;
+                Some((lines, format))
+            }
+            None => None,
+        };
+        Ok(AccessLog {
+            shared: Arc::new(Shared { metrics, log }),
+        })
     }
 
     /// Starts the bookkeeping for one request. The line is written and the
     /// metrics recorded when the returned value is dropped (after the response
     /// body ends or is abandoned).
-    pub fn begin<B>(
-        &self,
-        req: &http::Request<B>,
-        client: IpAddr,
-        metrics: Arc<Metrics>,
-    ) -> Completion {
-        let log = self.tx.as_ref().map(|tx| {
-            (
-                tx.clone(),
-                Box::new(RequestInfo::of(req, client)),
-                SystemTime::now(),
-            )
-        });
+    pub fn begin<B>(&self, req: &http::Request<B>, client: IpAddr) -> Completion {
+        let request = self
+            .shared
+            .log
+            .as_ref()
+            .map(|_| (RequestInfo::of(req, client), SystemTime::now()));
         Completion {
             started: Instant::now(),
             bytes: 0,
             complete: false,
             outcome: Outcome::default(),
-            metrics,
-            log,
+            shared: self.shared.clone(),
+            request,
+        }
+    }
+
+    /// Writes every line of the requests finished so far and flushes. Waits a
+    /// bounded time for a writer stuck on its output; false if it gave up.
+    pub async fn flush(&self) -> bool {
+        match &self.shared.log {
+            Some((lines, _)) => lines.flush().await,
+            None => true,
         }
     }
 }
@@ -127,15 +151,6 @@ impl Default for Outcome {
     }
 }
 
-pub struct Record {
-    pub request: Box<RequestInfo>,
-    pub wall: SystemTime,
-    pub outcome: Outcome,
-    pub bytes: u64,
-    pub seconds: f64,
-    pub complete: bool,
-}
-
 /// Travels with the response body; records metrics and writes the access
 /// line when dropped.
 pub struct Completion {
@@ -143,8 +158,9 @@ pub struct Completion {
     bytes: u64,
     complete: bool,
     outcome: Outcome,
-    metrics: Arc<Metrics>,
-    log: Option<(mpsc::Sender<Record>, Box<RequestInfo>, SystemTime)>,
+    shared: Arc<Shared>,
+    /// Inline, not boxed: no allocation per request. `None` when the log is off.
+    request: Option<(RequestInfo, SystemTime)>,
 }
 
 impl Completion {
@@ -170,35 +186,111 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let took = self.started.elapsed();
         let o = &self.outcome;
-        self.metrics
+        self.shared
+            .metrics
             .record(o.mode, o.route.as_deref(), &o.cache, self.bytes, took);
-        if let Some((tx, request, wall)) = self.log.take() {
-            let _ = tx.send(Record {
+        if let (Some((lines, format)), Some((request, wall))) = (&self.shared.log, &self.request) {
+            let record = Record {
                 request,
-                wall,
-                outcome: std::mem::take(&mut self.outcome),
+                wall: *wall,
+                outcome: o,
                 bytes: self.bytes,
                 seconds: took.as_secs_f64(),
                 complete: self.complete,
-            });
+            };
+            lines.push(|line| format::write(*format, &record, line));
         }
     }
 }
 
-fn write_lines(rx: mpsc::Receiver<Record>, out: Box<dyn Write + Send>, format: AccessFormat) {
-    let mut out = io::BufWriter::new(out);
-    let mut line = String::with_capacity(256);
-    while let Ok(record) = rx.recv() {
-        let mut next = Some(record);
-        while let Some(record) = next {
-            line.clear();
-            format::write(format, &record, &mut line);
-            if out.write_all(line.as_bytes()).is_err() {
-                return;
-            }
-            next = rx.try_recv().ok();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Counts this thread's allocations, to show the request path makes none.
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn count() {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            unsafe { System.alloc(layout) }
         }
-        // Flush once the queue is empty: batches under load, prompt when quiet.
-        let _ = out.flush();
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            count();
+            unsafe { System.realloc(ptr, layout, size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    #[test]
+    fn finishing_a_request_allocates_nothing_once_warm() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let config = crate::config::Config::builtin();
+        let metrics = Arc::new(Metrics::new(&Cache::new(&config.cache), 0, Vec::new()));
+        let path = std::env::temp_dir().join(format!("viaduct-alloc-{}.log", std::process::id()));
+        let req = http::Request::get("http://a.test/x?y=1")
+            .header("user-agent", "agent/1")
+            .header("referer", "http://r.test/")
+            .body(())
+            .unwrap();
+        for format in [
+            AccessFormat::Combined,
+            AccessFormat::Json,
+            AccessFormat::Squid,
+        ] {
+            let log = AccessLog::open(path.to_str().unwrap(), format, metrics.clone()).unwrap();
+            let finished = |n| {
+                (0..n)
+                    .map(|_| {
+                        let mut done = log.begin(&req, "127.0.0.1".parse().unwrap());
+                        done.set_outcome(Outcome {
+                            status: 200,
+                            cache_header: Some(HeaderValue::from_static("viaduct; hit")),
+                            route: Some("r".into()),
+                            ..Outcome::default()
+                        });
+                        done.add_bytes(5);
+                        done
+                    })
+                    .collect::<Vec<_>>()
+            };
+            // Warm up this thread's line buffer and slot, then have the writer
+            // take the slot's batch: 50 lines then stay within one batch.
+            drop(finished(3));
+            assert!(rt.block_on(log.flush()));
+            let batch = finished(50);
+            let before = ALLOCATIONS.with(Cell::get);
+            drop(batch);
+            assert_eq!(ALLOCATIONS.with(Cell::get), before, "{format:?}");
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3 * 53);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -150,6 +150,7 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
             "bytes_to_client": m.tunnel_bytes_down.get(),
         },
         "routes": routes,
+        "access_log": { "dropped": m.access_log_dropped.get() },
     })
 }
 

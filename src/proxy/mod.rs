@@ -101,8 +101,7 @@ impl Handler {
         config: &Config,
         local_addrs: Vec<SocketAddr>,
         admin: SocketAddr,
-        access_log: AccessLog,
-    ) -> Handler {
+    ) -> std::io::Result<Handler> {
         let cache = Arc::new(Cache::new(&config.cache));
         let routes = routes::RouteTable::new(&config.routes);
         let mut route_rows = vec![(metrics::FORWARD_ROUTE.to_string(), "(any)".to_string())];
@@ -123,7 +122,9 @@ impl Handler {
             config.cache.capacity.bytes(),
             route_rows,
         ));
-        Handler {
+        let access_log =
+            AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())?;
+        Ok(Handler {
             classifier: Classifier {
                 forward: config.forward.clone(),
                 routes,
@@ -166,7 +167,12 @@ impl Handler {
             via: Via::new(&config.server.name),
             max_body: config.server.max_request_body.bytes(),
             purge_allow: config.cache.purge_allow.clone(),
-        }
+        })
+    }
+
+    /// Writes the access lines of every finished request (graceful shutdown).
+    pub async fn flush_access_log(&self) -> bool {
+        self.access_log.flush().await
     }
 
     /// New origin connections opened by both pools.
@@ -204,9 +210,7 @@ impl Handler {
     pub async fn handle(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
         let index = client.activity.request_started();
         let in_flight = InFlight::new(client.activity.clone());
-        let mut done = self
-            .access_log
-            .begin(&req, client.peer.ip(), self.metrics.clone());
+        let mut done = self.access_log.begin(&req, client.peer.ip());
         let version = req.version();
         let mut trace = Trace {
             mode: Mode::Local,
