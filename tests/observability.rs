@@ -10,37 +10,6 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use support::*;
 
-async fn scrape(admin: SocketAddr) -> prometheus_parse::Scrape {
-    let got = fetch(admin, get(&format!("http://{admin}/metrics"))).await;
-    assert_eq!(got.status, StatusCode::OK);
-    assert!(got
-        .header("content-type")
-        .unwrap()
-        .contains("openmetrics-text"));
-    let lines = got
-        .text()
-        .lines()
-        .map(|l| Ok(l.to_string()))
-        .collect::<Vec<_>>();
-    prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition")
-}
-
-/// The value of the sample named `name` whose labels include `labels`.
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => *v,
-            other => panic!("{name} is {other:?}"),
-        })
-        .sum()
-}
-
 async fn stats(admin: SocketAddr) -> serde_json::Value {
     let got = fetch(admin, get(&format!("http://{admin}/stats"))).await;
     assert_eq!(got.status, StatusCode::OK);

@@ -190,7 +190,6 @@ impl Upstream {
         authority: &Authority,
         fresh: bool,
     ) -> Result<(Response<hyper::body::Incoming>, Conn), (Failed, bool)> {
-        self.metrics.requests.inc();
         let origin = authority.as_str();
         let pooled = if fresh {
             None
@@ -205,6 +204,9 @@ impl Upstream {
                 .map_err(|f| (f, false))?,
         };
         let reused = conn.reused;
+        // Counted once there is a connection to send on: a request that got
+        // no slot in time, or no connection, never reached the origin.
+        self.metrics.requests.inc();
         let sent = match conn.sender.ready().await {
             Ok(()) => conn.sender.send_request(req).await,
             Err(e) => Err(e),

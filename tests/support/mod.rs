@@ -387,6 +387,38 @@ pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
     )
 }
 
+/// The admin listener's /metrics, parsed.
+pub async fn scrape(admin: SocketAddr) -> prometheus_parse::Scrape {
+    let got = fetch(admin, get(&format!("http://{admin}/metrics"))).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(got
+        .header("content-type")
+        .unwrap()
+        .contains("openmetrics-text"));
+    let lines = got
+        .text()
+        .lines()
+        .map(|l| Ok(l.to_string()))
+        .collect::<Vec<_>>();
+    prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition")
+}
+
+/// The value of the sample named `name` whose labels include `labels`.
+pub fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            other => panic!("{name} is {other:?}"),
+        })
+        .sum()
+}
+
 /// A deterministic body of `len` bytes.
 pub fn pattern(len: usize) -> Bytes {
     (0..len)
