@@ -34,17 +34,32 @@ pub fn primary(
 ) -> String {
     let host = host.trim();
     let (name, port) = split_port(host);
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.trim_end_matches('.');
     let port = port.unwrap_or(default_port);
     let path = if path_and_query.is_empty() {
         "/"
     } else {
         path_and_query
     };
-    if namespace.is_empty() {
-        return format!("{scheme}://{name}:{port}{path}");
+    // Built in one exact allocation (this runs on every lookup, hits too).
+    let mut digits = itoa::Buffer::new();
+    let port = digits.format(port);
+    let mut key = String::with_capacity(
+        namespace.len() + 1 + scheme.len() + 3 + name.len() + 1 + port.len() + path.len(),
+    );
+    if !namespace.is_empty() {
+        key.push_str(namespace);
+        key.push(' ');
     }
-    format!("{namespace} {scheme}://{name}:{port}{path}")
+    key.push_str(scheme);
+    key.push_str("://");
+    let at = key.len();
+    key.push_str(name);
+    key[at..].make_ascii_lowercase();
+    key.push(':');
+    key.push_str(port);
+    key.push_str(path);
+    key
 }
 
 /// The key of `url_key` (a namespace-less `primary`) in `namespace`.

@@ -134,7 +134,9 @@ impl CacheStatus {
         s.push_str(cache_name);
         match self {
             CacheStatus::Hit { ttl } => {
-                let _ = write!(s, "; hit; ttl={ttl}");
+                // The hit path: no formatting machinery.
+                s.push_str("; hit; ttl=");
+                s.push_str(itoa::Buffer::new().format(*ttl));
             }
             CacheStatus::Forward {
                 fwd,
