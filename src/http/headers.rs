@@ -99,22 +99,39 @@ impl Via {
     }
 }
 
+/// A client's address as the forwarding fields name it, formatted once per
+/// connection rather than once per request.
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    /// IPv4-mapped IPv6 addresses are given as the IPv4 address.
+    ip: IpAddr,
+    /// `ip` as text, the `X-Forwarded-For` item.
+    text: HeaderValue,
+}
+
+impl ClientAddress {
+    pub fn new(ip: IpAddr) -> ClientAddress {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let text = HeaderValue::from_str(&ip.to_string()).expect("an address is ASCII");
+        ClientAddress { ip, text }
+    }
+}
+
 /// Adds the client address headers a reverse route asks for.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     mode: ForwardedHeaders,
-    client: IpAddr,
+    client: &ClientAddress,
     host: Option<&HeaderValue>,
 ) {
-    let client = match client {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
-        v4 => v4,
-    };
     if matches!(mode, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
         append_list(
             headers,
             HeaderName::from_static("x-forwarded-for"),
-            &client.to_string(),
+            &client.text,
         );
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
@@ -126,7 +143,7 @@ pub fn add_forwarded(
     }
     if matches!(mode, ForwardedHeaders::Forwarded | ForwardedHeaders::Both) {
         // RFC 7239 §4, §6: IPv6 nodes are bracketed and quoted.
-        let mut element = match client {
+        let mut element = match client.ip {
             IpAddr::V4(v4) => format!("for={v4}"),
             IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
         };
@@ -139,24 +156,26 @@ pub fn add_forwarded(
             }
         }
         element.push_str(";proto=http");
-        append_list(headers, header::FORWARDED, &element);
+        if let Ok(element) = HeaderValue::from_str(&element) {
+            append_list(headers, header::FORWARDED, &element);
+        }
     }
 }
 
 /// Appends `item` to a comma-separated list field, keeping one field line.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let joined = {
-        let existing: Vec<&str> = headers
-            .get_all(&name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if existing.is_empty() {
-            item.to_string()
-        } else {
-            format!("{}, {item}", existing.join(", "))
-        }
-    };
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
+    let existing: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if existing.is_empty() {
+        // The usual case: the value is shared, not rebuilt.
+        headers.insert(name, item.clone());
+        return;
+    }
+    let Ok(item) = item.to_str() else { return };
+    let joined = format!("{}, {item}", existing.join(", "));
     if let Ok(value) = HeaderValue::from_str(&joined) {
         headers.insert(name, value);
     }
@@ -232,7 +251,7 @@ mod tests {
         add_forwarded(
             &mut h,
             ForwardedHeaders::Both,
-            "::1".parse().unwrap(),
+            &ClientAddress::new("::1".parse().unwrap()),
             Some(&host),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
@@ -245,9 +264,18 @@ mod tests {
         add_forwarded(
             &mut h,
             ForwardedHeaders::None,
-            "127.0.0.1".parse().unwrap(),
+            &ClientAddress::new("127.0.0.1".parse().unwrap()),
             None,
         );
         assert!(h.is_empty());
+        // An IPv4-mapped client is named by its IPv4 address.
+        let mut h = HeaderMap::new();
+        add_forwarded(
+            &mut h,
+            ForwardedHeaders::XForwarded,
+            &ClientAddress::new("::ffff:10.1.2.3".parse().unwrap()),
+            None,
+        );
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
     }
 }

@@ -71,6 +71,10 @@ pub fn normalize_path(path: &str, allow_encoded_slash: bool) -> Result<Cow<'_, s
 
 /// A `.` or `..` segment anywhere in an absolute path.
 fn has_dot_segment(path: &str) -> bool {
+    // Most paths have no dot at all: one byte scan decides.
+    if !path.as_bytes().contains(&b'.') {
+        return false;
+    }
     path.split('/')
         .skip(1)
         .any(|segment| segment == "." || segment == "..")

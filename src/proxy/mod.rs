@@ -44,6 +44,8 @@ pub struct ClientConn {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub activity: Arc<Activity>,
+    /// The peer's address as forwarding fields give it, formatted once.
+    pub address: crate::http::headers::ClientAddress,
 }
 
 /// RFC 9211.

@@ -143,7 +143,7 @@ impl Handler {
             headers::add_forwarded(
                 &mut parts.headers,
                 route.forwarded,
-                client.peer.ip(),
+                &client.address,
                 host.as_ref(),
             );
         }

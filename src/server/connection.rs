@@ -79,6 +79,7 @@ pub async fn serve(
     let client = Arc::new(ClientConn {
         peer,
         local,
+        address: crate::http::headers::ClientAddress::new(peer.ip()),
         activity: activity.clone(),
     });
     let io = TokioIo::new(HeadGuard::new(
