@@ -46,13 +46,20 @@ pub fn write(format: AccessFormat, r: &Record, line: &mut Vec<u8>) {
 fn combined(r: &Record, line: &mut Vec<u8>) {
     let q = r.request;
     let o = r.outcome;
-    let _ = write!(line, "{} - - [", q.client);
+    push_ip(line, q.client);
+    line.extend_from_slice(b" - - [");
     clf_time(r.wall, line);
     line.extend_from_slice(b"] \"");
     push_escaped(line, q.method.as_str().as_bytes());
     line.push(b' ');
     push_uri(line, &q.target);
-    let _ = write!(line, " {:?}\" {} {} \"", q.version, o.status, r.bytes);
+    line.push(b' ');
+    push_version(line, q.version);
+    line.extend_from_slice(b"\" ");
+    push_number(line, o.status.into(), 1);
+    line.push(b' ');
+    push_number(line, r.bytes, 1);
+    line.extend_from_slice(b" \"");
     push_header(line, q.referer.as_ref());
     line.extend_from_slice(b"\" \"");
     push_header(line, q.user_agent.as_ref());
@@ -86,7 +93,8 @@ fn json(r: &Record, line: &mut Vec<u8>) {
     line.extend_from_slice(b",\"cache_status\":");
     json_header(line, o.cache_header.as_ref());
     line.extend_from_slice(b",\"client\":\"");
-    json_fmt(line, format_args!("{}", q.client));
+    // Digits, dots, hex and colons: nothing to escape.
+    push_ip(line, q.client);
     line.extend_from_slice(b"\",\"complete\":");
     line.extend_from_slice(if r.complete { b"true" } else { b"false" });
     line.extend_from_slice(b",\"duration_ms\":");
@@ -120,7 +128,7 @@ fn json(r: &Record, line: &mut Vec<u8>) {
     line.extend_from_slice(b"\",\"user_agent\":");
     json_header(line, q.user_agent.as_ref());
     line.extend_from_slice(b",\"version\":\"");
-    json_fmt(line, format_args!("{:?}", q.version));
+    push_version(line, q.version);
     line.extend_from_slice(b"\"}");
 }
 
@@ -240,6 +248,40 @@ fn push_clock(line: &mut Vec<u8>, secs: u64) {
     push_number(line, secs % 3600 / 60, 2);
     line.push(b':');
     push_number(line, secs % 60, 2);
+}
+
+/// An IPv4 address written octet by octet (the common case, without
+/// `core::fmt`); IPv6 through `Display`.
+fn push_ip(line: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    line.push(b'.');
+                }
+                push_number(line, octet.into(), 1);
+            }
+        }
+        v6 => {
+            let _ = write!(line, "{v6}");
+        }
+    }
+}
+
+/// The version as `Debug` writes it (`HTTP/1.1`).
+fn push_version(line: &mut Vec<u8>, version: http::Version) {
+    let text: &[u8] = match version {
+        http::Version::HTTP_09 => b"HTTP/0.9",
+        http::Version::HTTP_10 => b"HTTP/1.0",
+        http::Version::HTTP_11 => b"HTTP/1.1",
+        http::Version::HTTP_2 => b"HTTP/2.0",
+        http::Version::HTTP_3 => b"HTTP/3.0",
+        other => {
+            let _ = write!(line, "{other:?}");
+            return;
+        }
+    };
+    line.extend_from_slice(text);
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits.
