@@ -32,15 +32,20 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Resident set size of this process in KiB.
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident set size of process `pid` (or `"self"`) in KiB; 0 if unreadable.
+fn rss_kb_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Resident set size of this process in KiB.
+fn rss_kb() -> u64 {
+    rss_kb_of("self")
 }
 
 async fn origin(size: usize, fields: usize) -> SocketAddr {
@@ -141,18 +146,9 @@ fn main() {
 /// Resident set size in KiB of a process tree (Varnish's manager and its
 /// cache child).
 fn tree_rss_kb(pid: u32) -> u64 {
-    let read = |pid: &str| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    read(&pid.to_string()) + children.split_whitespace().map(read).sum::<u64>()
+    rss_kb_of(&pid.to_string()) + children.split_whitespace().map(rss_kb_of).sum::<u64>()
 }
 
 /// The same fill through Varnish (`-s malloc`) in front of the same origin,

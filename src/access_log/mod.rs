@@ -8,6 +8,7 @@
 
 mod batch;
 mod format;
+mod text;
 
 use std::io;
 use std::net::IpAddr;
@@ -166,6 +167,11 @@ pub struct Completion {
 impl Completion {
     pub fn set_outcome(&mut self, outcome: Outcome) {
         self.outcome = outcome;
+    }
+
+    /// Whether an access line will be written (the log is not `off`).
+    pub fn logging(&self) -> bool {
+        self.request.is_some()
     }
 
     /// Time since the request started.

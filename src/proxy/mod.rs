@@ -231,8 +231,12 @@ impl Handler {
             }
         };
         let cache_header = cache_status.header_value(&self.name);
+        // Only the access line reads these back: with the log off, a hit
+        // does not clone them.
+        let logging = done.logging();
+        let logged_cache_header = logging.then(|| cache_header.clone());
         let headers = response.headers_mut();
-        headers.insert(CACHE_STATUS.clone(), cache_header.clone());
+        headers.insert(CACHE_STATUS.clone(), cache_header);
         if self.x_cache {
             let hit = matches!(
                 cache_status.as_str(),
@@ -253,11 +257,13 @@ impl Handler {
             upstream_status,
             upstream_time: went_upstream.then(|| done.elapsed()),
             cache: cache_status,
-            cache_header: Some(cache_header),
+            cache_header: logged_cache_header,
             mode: trace.mode,
             route: trace.route,
             upstream: trace.upstream.filter(|_| went_upstream),
-            content_type: response.headers().get(header::CONTENT_TYPE).cloned(),
+            content_type: logging
+                .then(|| response.headers().get(header::CONTENT_TYPE).cloned())
+                .flatten(),
         });
         response.map(|body| body.with_completion(done, in_flight))
     }
