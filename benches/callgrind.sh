@@ -18,6 +18,8 @@ OUT=${OUT:-/tmp/viaduct-callgrind}
 CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(hit pass hit-log ceiling)
 ORIGIN_PORT=19200 PORT=19201
+# VIADUCT=path measures another build (e.g. the previous commit's) the same way.
+VIADUCT=${VIADUCT:-./target/release/viaduct}
 for tool in valgrind callgrind_control wrk nginx; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
@@ -83,11 +85,11 @@ measure() {
 
 for case in "${CASES[@]}"; do
     case $case in
-        hit) conf off >"$OUT/v.toml"; measure hit /hit/1k ./target/release/viaduct -c "$OUT/v.toml" ;;
-        pass) conf off >"$OUT/v.toml"; measure pass /pass/1k ./target/release/viaduct -c "$OUT/v.toml" ;;
+        hit) conf off >"$OUT/v.toml"; measure hit /hit/1k "$VIADUCT" -c "$OUT/v.toml" ;;
+        pass) conf off >"$OUT/v.toml"; measure pass /pass/1k "$VIADUCT" -c "$OUT/v.toml" ;;
         hit-log)
             conf "$OUT/access.log" >"$OUT/v.toml"
-            measure hit-log /hit/1k ./target/release/viaduct -c "$OUT/v.toml"
+            measure hit-log /hit/1k "$VIADUCT" -c "$OUT/v.toml"
             ;;
         ceiling) measure ceiling /hit/1k ./target/release/examples/ceiling "127.0.0.1:$PORT" 1 ;;
         *) echo "unknown case $case" >&2; exit 2 ;;

@@ -138,9 +138,8 @@ async fn an_https_exchange_works_through_a_connect_tunnel() {
 
 #[tokio::test]
 async fn connect_to_a_port_not_allowed_is_403_and_to_a_closed_port_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let (_closed, closed) = refusing_port();
+    let closed_port = closed.port();
     let proxy = start(config_with_connect_port(closed_port)).await;
     let (_, head) = connect(proxy.addr(), "127.0.0.1:25", "").await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");

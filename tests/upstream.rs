@@ -132,9 +132,7 @@ async fn post_on_a_stale_pooled_connection_is_not_resent() {
 
 #[tokio::test]
 async fn refused_upstream_is_502_naming_it() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    let (_closed, addr) = refusing_port();
     let mut config = base_config();
     config.routes = vec![route("*", "/", addr)];
     let proxy = start(config).await;

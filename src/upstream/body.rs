@@ -17,7 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::pool::{Conn, Pool};
+use super::conn::Conn;
+use super::pool::Pool;
 use crate::http::body::BoxError;
 
 /// The origin stopped sending in the middle of a body.
@@ -51,9 +52,12 @@ impl std::error::Error for Desynchronised {}
 
 pub struct OriginBody {
     inner: Incoming,
-    /// Returned to the pool at the end of the body; `None` when the
-    /// connection may not be reused.
-    conn: Option<(Conn, Arc<Pool>)>,
+    /// The connection the body arrives on, driven from `poll_frame` (see
+    /// `conn.rs`) until the body ends; `None` after that.
+    conn: Option<Conn>,
+    /// Where the connection goes back at the end of the body; `None` when it
+    /// may not be reused.
+    pool: Option<Arc<Pool>>,
     idle_timeout: Duration,
     /// Armed the first time the body waits; pushed back whenever data came.
     timer: Option<Pin<Box<Sleep>>>,
@@ -64,13 +68,15 @@ pub struct OriginBody {
 impl OriginBody {
     pub(super) fn new(
         inner: Incoming,
-        conn: Option<(Conn, Arc<Pool>)>,
+        conn: Conn,
+        pool: Option<Arc<Pool>>,
         idle_timeout: Duration,
         stalls: Counter,
     ) -> OriginBody {
         let mut body = OriginBody {
             inner,
-            conn,
+            conn: Some(conn),
+            pool,
             idle_timeout,
             timer: None,
             progressed: false,
@@ -83,10 +89,17 @@ impl OriginBody {
         body
     }
 
+    /// The body has ended: the connection goes back to the pool, or closes.
     fn release(&mut self) {
-        if let Some((conn, pool)) = self.conn.take() {
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             pool.checkin(conn);
         }
+    }
+
+    /// The body failed: the connection is not reused.
+    fn abandon(&mut self) {
+        self.conn = None;
+        self.pool = None;
     }
 }
 
@@ -99,7 +112,12 @@ impl Body for OriginBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = &mut this.inner;
+        let polled = match this.conn.as_mut() {
+            Some(conn) => conn.poll_beside(cx, |_, cx| Pin::new(&mut *inner).poll_frame(cx)),
+            None => Pin::new(inner).poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(frame) => {
                 this.progressed = true;
                 // A body of known length is not polled past its end.
@@ -107,7 +125,7 @@ impl Body for OriginBody {
                     None => true,
                     Some(Ok(_)) => this.inner.is_end_stream(),
                     Some(Err(_)) => {
-                        this.conn = None;
+                        this.abandon();
                         false
                     }
                 };
@@ -115,9 +133,9 @@ impl Body for OriginBody {
                     let desynced = this
                         .conn
                         .as_ref()
-                        .is_some_and(|(conn, _)| conn.peeker.watch.unsolicited());
+                        .is_some_and(|conn| conn.peeker.watch.unsolicited());
                     if desynced {
-                        this.conn = None;
+                        this.abandon();
                         return Poll::Ready(Some(Err(Box::new(Desynchronised))));
                     }
                     this.release();
@@ -134,7 +152,7 @@ impl Body for OriginBody {
                 this.progressed = false;
                 let timer = this.timer.as_mut().expect("armed above");
                 ready!(timer.as_mut().poll(cx));
-                this.conn = None;
+                this.abandon();
                 this.stalls.inc();
                 Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_timeout)))))
             }

@@ -9,8 +9,10 @@
 
 pub(crate) mod addr;
 mod body;
+mod conn;
 mod connector;
 mod error;
+mod fold;
 pub mod guard;
 mod metrics;
 mod pool;
@@ -30,8 +32,9 @@ pub use metrics::{KindLabels, UpstreamMetrics};
 
 use crate::config::UpstreamConfig;
 use crate::http::body::RequestBody;
+use conn::Conn;
 use connector::{ConnectError, Connector};
-use pool::{Conn, Pool};
+use pool::Pool;
 use socket::Socket;
 
 /// The cache key a request's response may be stored under, carried in the
@@ -204,11 +207,20 @@ impl Upstream {
                 .map_err(|f| (f, false))?,
         };
         let reused = conn.reused;
+        if req.headers().contains_key(header::UPGRADE) {
+            // After a 101 the socket belongs to the tunnel.
+            conn.drive_elsewhere_with_upgrades();
+        }
         // Counted once there is a connection to send on: a request that got
         // no slot in time, or no connection, never reached the origin.
         self.metrics.requests.inc();
-        let sent = match conn.sender.ready().await {
-            Ok(()) => conn.sender.send_request(req).await,
+        let ready = if conn.ready_now() {
+            Ok(())
+        } else {
+            conn.ready().await
+        };
+        let sent = match ready {
+            Ok(()) => conn.send(req).await,
             Err(e) => Err(e),
         };
         match sent {
@@ -271,29 +283,17 @@ impl Upstream {
             self.error_counter("unsolicited"),
             self.suspects.clone(),
         );
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        let (sender, driver) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(socket))
             .await
             .map_err(Failed::Http)?;
-        let slot = opened.slot;
-        let watch = peeker.watch.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                // hyper refuses bytes that arrive on an idle connection.
-                if error::mentions(&e, "unexpected message") {
-                    watch.flag_unsolicited();
-                }
-                tracing::debug!(error = %e, "origin connection ended");
-            }
-            // The origin's slot frees only when the connection is gone.
-            drop(slot);
-        });
-        Ok(Conn {
+        Ok(Conn::new(
             sender,
+            driver,
             peeker,
-            origin: Arc::from(authority.as_str()),
-            reused: false,
-        })
+            Arc::from(authority.as_str()),
+            opened.slot,
+        ))
     }
 
     /// Checks the response head and ties the connection to its body.
@@ -336,10 +336,11 @@ impl Upstream {
             // describe a body that is not there.
             parts.headers.remove(header::CONTENT_LENGTH);
         }
-        let conn = reusable.then(|| (conn, self.pool.clone()));
+        let pool = reusable.then(|| self.pool.clone());
         let body = OriginBody::new(
             body,
             conn,
+            pool,
             self.body_idle_timeout,
             self.error_counter("body-timeout"),
         );

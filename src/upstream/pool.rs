@@ -9,20 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
-
-use super::socket::{Peeker, Quiet};
-use crate::http::body::RequestBody;
-
-/// One HTTP/1.1 connection to an origin, busy or idle.
-pub struct Conn {
-    pub sender: SendRequest<RequestBody>,
-    pub peeker: Peeker,
-    /// Pool key: the origin's authority.
-    pub origin: Arc<str>,
-    /// Taken from the idle list (a stale connection is possible) rather than new.
-    pub reused: bool,
-}
+use super::conn::Conn;
+use super::socket::Quiet;
 
 struct Idle {
     conn: Conn,
@@ -62,13 +50,20 @@ impl Pool {
             // Newest first: the most recently used connection is the least
             // likely to have been closed by the origin.
             let idle = self.lock().get_mut(origin)?.pop()?;
-            if idle.since.elapsed() >= self.idle_timeout || idle.conn.sender.is_closed() {
+            if idle.since.elapsed() >= self.idle_timeout {
                 continue;
             }
-            match idle.conn.peeker.quiet() {
+            let mut conn = idle.conn;
+            // Nothing polled it while idle: hyper reads a close, or bytes
+            // left over from the last response or sent since, now.
+            conn.look();
+            if conn.is_closed() && !conn.peeker.watch.unsolicited() {
+                continue;
+            }
+            match conn.peeker.quiet() {
                 Quiet::Yes => {}
                 Quiet::Unsolicited => {
-                    idle.conn.peeker.watch.flag_unsolicited();
+                    conn.peeker.watch.flag_unsolicited();
                     tracing::debug!(
                         origin,
                         "idle origin connection held unsolicited bytes; closed"
@@ -77,7 +72,6 @@ impl Pool {
                 }
                 Quiet::Closed => continue,
             }
-            let mut conn = idle.conn;
             conn.peeker.watch.set_idle(false);
             conn.reused = true;
             return Some(conn);
@@ -86,7 +80,7 @@ impl Pool {
 
     /// Parks `conn` for reuse after its response ended cleanly.
     pub fn checkin(&self, conn: Conn) {
-        if self.max_idle == 0 || conn.sender.is_closed() || conn.peeker.watch.unsolicited() {
+        if self.max_idle == 0 || conn.is_closed() || conn.peeker.watch.unsolicited() {
             return;
         }
         conn.peeker.watch.set_idle(true);
@@ -102,11 +96,15 @@ impl Pool {
         self.returned.notify_waiters();
     }
 
-    /// Closes connections idle for longer than the idle timeout.
+    /// Closes connections idle for longer than the idle timeout, and those
+    /// the origin closed (or sent unasked bytes on) since they were parked.
     fn expire(&self) {
         let mut idle = self.lock();
         idle.retain(|_, list| {
-            list.retain(|i| i.since.elapsed() < self.idle_timeout && !i.conn.sender.is_closed());
+            list.retain_mut(|i| {
+                i.conn.look();
+                i.since.elapsed() < self.idle_timeout && !i.conn.is_closed()
+            });
             !list.is_empty()
         });
     }

@@ -1,5 +1,5 @@
-//! An origin socket shared between hyper's connection task (which reads and
-//! writes through it) and the pool (which looks at it before reuse).
+//! An origin socket shared between hyper's connection (which reads and writes
+//! through it) and the pool (which looks at it before reuse).
 //!
 //! Why the pool looks: an origin that sends bytes nobody asked for (an extra
 //! response after a complete one) would have them read as the answer to the
@@ -9,9 +9,9 @@
 //! anything before a request is written cannot be trusted. Two checks:
 //! - bytes read while the connection sits idle in the pool mark it
 //!   (`Watch::unsolicited`);
-//! - at checkout, a non-blocking `MSG_PEEK` finds bytes (or an EOF) that the
-//!   connection task has not read yet. The peek is a plain syscall so tokio's
-//!   readiness state (and the waker of the connection task) is left alone.
+//! - at checkout, a non-blocking `MSG_PEEK` finds bytes (or an EOF) that
+//!   hyper has not read yet. The peek is a plain syscall so tokio's readiness
+//!   state (and the waker registered with it) is left alone.
 
 use std::collections::VecDeque;
 use std::io;
@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use crate::sharded::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// What the pool and the connection task know about one origin connection.
+/// What the pool and hyper's connection know about one origin connection.
 #[derive(Debug)]
 pub struct Watch {
     /// The connection is parked in the pool: nothing may arrive now.
@@ -159,17 +159,35 @@ impl AsyncRead for Socket {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
             let before = buf.filled().len();
-            match self.stream.try_read_buf(buf) {
-                Ok(n) => {
-                    if n > 0 && self.watch.idle.load(Ordering::Acquire) {
-                        self.watch.flag_unsolicited();
-                    }
-                    debug_assert_eq!(buf.filled().len(), before + n);
-                    return Poll::Ready(Ok(()));
+            let room = buf.remaining();
+            let mut got = 0;
+            // A read that did not fill the buffer drained the socket: tokio
+            // is told so (by a WouldBlock from inside `try_io`, which clears
+            // the readiness it saw before the read, never a later one), and
+            // the next read waits for epoll instead of costing a recv that
+            // fails with EAGAIN. tokio's own `TcpStream::poll_read` does the
+            // same; this socket is shared with the pool, so it reads by hand.
+            let read = self.stream.try_io(Interest::READABLE, || {
+                got = self.stream.try_read_buf(buf)?;
+                if got > 0 && got < room {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(got)
                 }
+            });
+            match read {
+                // Bytes (or the end of the stream, 0).
+                Ok(_) => {}
+                // The short read above: its bytes are in `buf`.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            if got > 0 && self.watch.idle.load(Ordering::Acquire) {
+                self.watch.flag_unsolicited();
+            }
+            debug_assert_eq!(buf.filled().len(), before + got);
+            return Poll::Ready(Ok(()));
         }
     }
 }

@@ -431,3 +431,15 @@ pub fn pattern(len: usize) -> Bytes {
 pub fn pending<T>() -> impl Future<Output = T> {
     std::future::pending()
 }
+
+/// A loopback address that refuses connections for as long as the returned
+/// socket lives: bound but not listening, so no other test can take the port
+/// meanwhile (a listener bound and dropped frees it for anyone).
+pub fn refusing_port() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
+}
