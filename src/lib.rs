@@ -12,6 +12,7 @@ pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub(crate) mod server;
 pub(crate) mod sharded;
+pub mod tls;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;
@@ -33,14 +34,15 @@ pub struct Proxy;
 impl Proxy {
     /// Binds every listener and starts serving. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Running, StartError> {
-        let listeners = server::bind_all(&config.server.listen)
-            .await
-            .map_err(StartError)?;
-        let addrs: Vec<SocketAddr> = listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<Result<_, _>>()
-            .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+        let (listeners, addrs) = bind(&config.server.listen).await?;
+        let (tls_listeners, tls_addrs) = bind(&config.tls.listen).await?;
+        let tls = if tls_listeners.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                tls::TlsServer::new(&config.tls, config.server.http2).map_err(StartError)?,
+            ))
+        };
         let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
             .await
             .map_err(|e| {
@@ -52,11 +54,21 @@ impl Proxy {
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|e| StartError(format!("cannot read the admin address: {e}")))?;
+        // Every port of ours, plain and TLS: never a destination.
+        let own: Vec<SocketAddr> = addrs.iter().chain(&tls_addrs).copied().collect();
         let handler = Arc::new(
-            Handler::new(&config, addrs.clone(), admin_addr)
-                .map_err(|e| StartError(e.to_string()))?,
+            Handler::new(
+                &config,
+                own,
+                admin_addr,
+                tls_addrs.first().map(|a| a.port()),
+            )
+            .map_err(|e| StartError(e.to_string()))?,
         );
-        let settings = Arc::new(ConnectionSettings::new(&config.server));
+        let settings = Arc::new(ConnectionSettings::new(
+            &config.server,
+            config.tls.handshake_timeout.get(),
+        ));
         // Validated to at most 2^24, well inside both u32 and the semaphore's limit.
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
         let limit = Arc::new(Semaphore::new(max));
@@ -70,20 +82,25 @@ impl Proxy {
             handler.cache_namespaces(),
         ));
         tokio::spawn(admin.serve(admin_listener));
-        let accept_tasks = listeners
-            .into_iter()
-            .map(|listener| {
+        let plain = listeners.into_iter().map(|l| (l, None));
+        let secure = tls_listeners.into_iter().map(|l| (l, tls.clone()));
+        let accept_tasks = plain
+            .chain(secure)
+            .map(|(listener, tls)| {
                 tokio::spawn(server::accept_loop(
                     listener,
                     limit.clone(),
                     handler.clone(),
                     settings.clone(),
+                    tls,
                     phase_rx.clone(),
                 ))
             })
             .collect();
         Ok(Running {
             addrs,
+            tls_addrs,
+            tls,
             admin_addr,
             phase,
             limit,
@@ -95,10 +112,25 @@ impl Proxy {
     }
 }
 
+/// Binds every address; the listeners and the addresses they got.
+async fn bind(
+    addrs: &[SocketAddr],
+) -> Result<(Vec<tokio::net::TcpListener>, Vec<SocketAddr>), StartError> {
+    let listeners = server::bind_all(addrs).await.map_err(StartError)?;
+    let bound = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+    Ok((listeners, bound))
+}
+
 /// A proxy that is serving. Dropping it without [`Running::shutdown`] leaves the
 /// listeners running until the runtime ends.
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    tls: Option<Arc<tls::TlsServer>>,
     admin_addr: SocketAddr,
     phase: watch::Sender<Phase>,
     limit: Arc<Semaphore>,
@@ -112,6 +144,21 @@ impl Running {
     /// The bound proxy addresses, in the order of `[server] listen`.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound TLS addresses, in the order of `[tls] listen`.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// Re-reads the TLS certificate files (SIGHUP): new handshakes use the
+    /// new certificates; on an error the old ones stay and the error names
+    /// the file. `Ok(0)` without TLS listeners.
+    pub fn reload_tls(&self) -> Result<usize, String> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(0),
+        }
     }
 
     /// The bound admin address.

@@ -58,6 +58,18 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        // Certificate files are part of the configuration: unreadable,
+        // mismatched or unparsable ones fail the check, expired ones warn.
+        let (errors, warnings) = viaduct::tls::check(&config.tls);
+        for warning in &warnings {
+            eprintln!("warning: {warning}");
+        }
+        if !errors.is_empty() {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            return ExitCode::from(2);
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
@@ -150,8 +162,11 @@ async fn serve(config: Config) -> ExitCode {
     for addr in running.addrs() {
         tracing::info!(%addr, routes, "viaduct listening");
     }
+    for addr in running.tls_addrs() {
+        tracing::info!(%addr, routes, "viaduct listening (TLS)");
+    }
     tracing::info!(addr = %running.admin_addr(), "admin listening");
-    stop.wait().await;
+    stop.wait(&running).await;
     tracing::info!("shutting down: finishing in-flight requests");
     if running.shutdown().await {
         tracing::info!("all connections finished");
@@ -159,11 +174,12 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGINT or SIGTERM.
+/// SIGINT or SIGTERM stop; SIGHUP re-reads the TLS certificates.
 #[cfg(unix)]
 struct StopSignal {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
@@ -173,13 +189,21 @@ impl StopSignal {
         Ok(StopSignal {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+    async fn wait(mut self, running: &viaduct::Running) {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                _ = self.hangup.recv() => match running.reload_tls() {
+                    Ok(0) => tracing::info!("SIGHUP: no TLS listeners, nothing to reload"),
+                    Ok(n) => tracing::info!(certificates = n, "SIGHUP: TLS certificates reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay in use"),
+                },
+            }
         }
     }
 }
@@ -193,7 +217,7 @@ impl StopSignal {
         Ok(StopSignal)
     }
 
-    async fn wait(self) {
+    async fn wait(self, _running: &viaduct::Running) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub route_bytes: Family<RouteLabels, Counter>,
     /// Access log lines not written: the writer was behind, or a write failed.
     pub access_log_dropped: Counter,
+    /// Failed TLS handshakes on the TLS listeners, by reason.
+    pub tls_handshake_errors: Family<ReasonLabels, Counter>,
     /// Configured routes (name, upstream), so `/stats` lists them before traffic.
     pub routes: Vec<(String, String)>,
     // The per-request path uses these, resolved once from the families above:
@@ -208,6 +210,7 @@ impl Metrics {
             route_hits,
             route_bytes,
             access_log_dropped: Counter::default(),
+            tls_handshake_errors: Family::default(),
             routes,
             registry: Registry::default(),
         };
@@ -299,6 +302,11 @@ impl Metrics {
             "client_connections",
             "Open client connections",
             m.client_connections.clone(),
+        );
+        r.register(
+            "tls_handshake_errors",
+            "Failed TLS handshakes on the TLS listeners, by reason",
+            m.tls_handshake_errors.clone(),
         );
         r.register(
             "tunnels_open",

@@ -2,8 +2,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::Origin;
 
@@ -92,34 +91,7 @@ async fn binary_proxies_and_exits_zero_on_sigterm() {
             origin.addr
         ),
     );
-    let mut child = viaduct()
-        .arg("-c")
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stderr).lines();
-        let line = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|l| l.contains("viaduct listening"))
-            .expect("a listening line");
-        std::thread::spawn(move || lines.for_each(drop));
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        addr.parse::<std::net::SocketAddr>().unwrap()
-    })
-    .await
-    .unwrap();
+    let (mut child, addr) = support::run_binary(&path, "viaduct listening").await;
 
     let mut req = support::get("/bin");
     req.headers_mut()

@@ -32,7 +32,19 @@ pub(super) fn read(path: &Path) -> Result<Config, ConfigError> {
         line: None,
         message: format!("cannot read the configuration: {e}"),
     })?;
-    parse(&text, &origin)
+    let mut config = parse(&text, &origin)?;
+    // Certificate paths are relative to the configuration file, not to
+    // wherever the proxy happens to be started.
+    if let Some(dir) = path.parent() {
+        for entry in &mut config.tls.certificate {
+            for file in [&mut entry.cert, &mut entry.key] {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+        }
+    }
+    Ok(config)
 }
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -110,6 +122,32 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             "keepalive_timeout"
         };
         return Err((server, key, "must be greater than zero".into()));
+    }
+    let tls = ("tls", None);
+    if !c.tls.listen.is_empty() && c.tls.certificate.is_empty() {
+        return Err((
+            tls,
+            "listen",
+            "TLS listeners need at least one [[tls.certificate]]".into(),
+        ));
+    }
+    if c.tls.handshake_timeout.get().is_zero() {
+        return Err((tls, "handshake_timeout", "must be greater than zero".into()));
+    }
+    // Port 0 (any free port) never collides.
+    let fixed = |a: &&std::net::SocketAddr| a.port() != 0;
+    if let Some(addr) = c
+        .tls
+        .listen
+        .iter()
+        .filter(fixed)
+        .find(|a| c.server.listen.contains(a))
+    {
+        return Err((
+            tls,
+            "listen",
+            format!("{addr} is also in [server] listen; a port speaks either plain HTTP or TLS"),
+        ));
     }
     if c.cache.max_object_size > c.cache.capacity {
         return Err((

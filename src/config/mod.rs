@@ -29,6 +29,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -80,6 +82,43 @@ impl Default for ServerConfig {
             workers: 0,
         }
     }
+}
+
+/// `[tls]`: listeners that speak HTTPS (HTTP/1.1 and h2 by ALPN).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// TLS ports; `[server] listen` stays plain HTTP.
+    pub listen: Vec<SocketAddr>,
+    /// Certificates, chosen by SNI; the first is the default.
+    pub certificate: Vec<CertificateConfig>,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Dur,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: Vec::new(),
+            certificate: Vec::new(),
+            handshake_timeout: Dur(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// One `[[tls.certificate]]`. Relative paths are relative to the
+/// configuration file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, RSA or EC).
+    pub key: std::path::PathBuf,
+    /// Host names SNI selects this certificate for (`*.example.com` allowed);
+    /// default: the DNS names in the certificate.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +391,9 @@ pub struct RouteConfig {
     /// Which client-address headers to add on the way to the origin.
     #[serde(default)]
     pub forwarded: ForwardedHeaders,
+    /// Answer plain-HTTP requests with 308 to the same URL over https.
+    #[serde(default)]
+    pub https_redirect: bool,
 }
 
 fn default_prefix() -> String {

@@ -137,7 +137,9 @@ pub fn add_forwarded(
     mode: ForwardedHeaders,
     client: &ClientAddress,
     host: Option<&HeaderValue>,
+    https: bool,
 ) {
+    let proto = if https { "https" } else { "http" };
     if matches!(mode, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
         append_list(
             headers,
@@ -146,7 +148,7 @@ pub fn add_forwarded(
         );
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
+            HeaderValue::from_static(proto),
         );
         if let Some(host) = host {
             headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
@@ -166,7 +168,8 @@ pub fn add_forwarded(
                 element.push_str(&format!(";host=\"{host}\""));
             }
         }
-        element.push_str(";proto=http");
+        element.push_str(";proto=");
+        element.push_str(proto);
         if let Ok(element) = HeaderValue::from_str(&element) {
             append_list(headers, header::FORWARDED, &element);
         }
@@ -264,6 +267,7 @@ mod tests {
             ForwardedHeaders::Both,
             &ClientAddress::new("::1".parse().unwrap()),
             Some(&host),
+            false,
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["x-forwarded-host"], "site.test");
@@ -277,6 +281,7 @@ mod tests {
             ForwardedHeaders::None,
             &ClientAddress::new("127.0.0.1".parse().unwrap()),
             None,
+            false,
         );
         assert!(h.is_empty());
         // An IPv4-mapped client is named by its IPv4 address.
@@ -286,7 +291,9 @@ mod tests {
             ForwardedHeaders::XForwarded,
             &ClientAddress::new("::ffff:10.1.2.3".parse().unwrap()),
             None,
+            true,
         );
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }

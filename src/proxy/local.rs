@@ -155,6 +155,37 @@ fn write_fields(out: &mut String, headers: &HeaderMap) {
     }
 }
 
+/// `https_redirect`: 308 to the same URL over https (RFC 9110 §15.4.9:
+/// unlike 301, the method and body are kept). The host loses any port; the
+/// TLS listener's port is added unless it is 443.
+pub fn to_https(
+    host: Option<&HeaderValue>,
+    path: Option<&http::uri::PathAndQuery>,
+    https_port: Option<u16>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| ProxyError::BadRequest("a redirect to https needs a Host".into()))?;
+    let name = crate::http::host::normalize_host(host);
+    let mut location = format!("https://{name}");
+    if let Some(port) = https_port.filter(|p| *p != 443) {
+        let _ = write!(location, ":{port}");
+    }
+    location.push_str(path.map_or("/", |p| p.as_str()));
+    let location = HeaderValue::from_str(&location)
+        .map_err(|_| ProxyError::BadRequest("the URL cannot be redirected".into()))?;
+    let mut resp = Response::new(ProxyBody::full(Bytes::from_static(
+        b"This site is served over https.\n",
+    )));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

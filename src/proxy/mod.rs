@@ -43,6 +43,8 @@ use classify::Classifier;
 pub struct ClientConn {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// The connection came in over TLS (a `[tls] listen` port).
+    pub tls: bool,
     pub activity: Arc<Activity>,
     /// The peer's address as forwarding fields give it, formatted once.
     pub address: crate::http::headers::ClientAddress,
@@ -64,6 +66,8 @@ pub struct Handler {
     guard: Arc<Guard>,
     access_log: AccessLog,
     via: Via,
+    /// Where `https_redirect` sends plain-HTTP clients.
+    https_port: Option<u16>,
     /// `[server] max_request_body` in bytes; 0 means unlimited.
     max_body: u64,
     /// `[cache] purge_allow`.
@@ -99,10 +103,12 @@ pub(super) struct Trace {
 static X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
 
 impl Handler {
+    /// `https_port`: the first TLS listener's port, for `https_redirect`.
     pub fn new(
         config: &Config,
         local_addrs: Vec<SocketAddr>,
         admin: SocketAddr,
+        https_port: Option<u16>,
     ) -> std::io::Result<Handler> {
         let cache = Arc::new(Cache::new(&config.cache));
         let routes = routes::RouteTable::new(&config.routes);
@@ -127,6 +133,7 @@ impl Handler {
         let access_log =
             AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())?;
         Ok(Handler {
+            https_port,
             classifier: Classifier {
                 forward: config.forward.clone(),
                 routes,

@@ -41,6 +41,19 @@ impl Handler {
         if self.via.is_loop(req.headers()) {
             return Err(ProxyError::Loop);
         }
+        if let Target::Reverse {
+            route, host, path, ..
+        } = &target
+        {
+            if route.https_redirect && !client.tls {
+                let path = path.as_ref().or(req.uri().path_and_query());
+                return Ok(Prepared::Local(local::to_https(
+                    host.as_ref(),
+                    path,
+                    self.https_port,
+                )?));
+            }
+        }
         if self.max_body > 0
             && headers::content_length(req.headers()).is_some_and(|len| len > self.max_body)
         {
@@ -116,7 +129,15 @@ impl Handler {
                     .as_ref()
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or(route.upstream.authority.as_str());
-                let key = key::primary(&route.namespace, "http", client_host, 80, path.as_str());
+                // As nginx's `$scheme$host$request_uri`: an origin may answer
+                // differently by X-Forwarded-Proto (its own redirect to
+                // https, say), so the schemes never share an entry.
+                let (scheme, port) = if client.tls {
+                    ("https", 443)
+                } else {
+                    ("http", 80)
+                };
+                let key = key::primary(&route.namespace, scheme, client_host, port, path.as_str());
                 (
                     uri,
                     route.upstream.authority.to_string(),
@@ -145,6 +166,7 @@ impl Handler {
                 route.forwarded,
                 &client.address,
                 host.as_ref(),
+                client.tls,
             );
         }
         self.via.append(&mut parts.headers, client_version);

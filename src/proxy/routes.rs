@@ -22,6 +22,8 @@ pub struct Route {
     pub upstream_host: HeaderValue,
     pub preserve_host: bool,
     pub forwarded: ForwardedHeaders,
+    /// Plain-HTTP requests get 308 to https.
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,7 @@ impl RouteTable {
                     .expect("authority is a valid header value"),
                 preserve_host: c.preserve_host,
                 forwarded: c.forwarded,
+                https_redirect: c.https_redirect,
             };
             match table.groups.iter_mut().find(|(p, _)| *p == c.host) {
                 Some((_, routes)) => routes.push(route),

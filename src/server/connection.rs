@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::activity::{Activity, Verdict};
@@ -22,6 +22,8 @@ use crate::proxy::{ClientConn, Handler};
 /// Per-listener settings built once and shared by every connection.
 pub struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
+    /// `[tls] handshake_timeout`.
+    pub handshake_timeout: Duration,
     header_timeout_ms: u64,
     idle_timeout_ms: u64,
     max_head: usize,
@@ -29,7 +31,7 @@ pub struct ConnectionSettings {
 }
 
 impl ConnectionSettings {
-    pub fn new(server: &ServerConfig) -> ConnectionSettings {
+    pub fn new(server: &ServerConfig, handshake_timeout: Duration) -> ConnectionSettings {
         let max_head = server.max_header_size.bytes() as usize;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -51,6 +53,7 @@ impl ConnectionSettings {
         }
         ConnectionSettings {
             builder,
+            handshake_timeout,
             header_timeout_ms: server.header_read_timeout.get().as_millis() as u64,
             idle_timeout_ms: server.keepalive_timeout.get().as_millis() as u64,
             max_head,
@@ -59,16 +62,24 @@ impl ConnectionSettings {
     }
 }
 
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// Where a connection came from and how.
+pub struct Accepted {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// Serves one connection, plain or already through its TLS handshake.
+pub async fn serve<S>(
+    stream: S,
+    accepted: Accepted,
     handler: Arc<Handler>,
     settings: Arc<ConnectionSettings>,
     mut phase: watch::Receiver<Phase>,
-) {
-    // Small responses must not wait for Nagle's algorithm.
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Accepted { peer, local, tls } = accepted;
     let gauge = handler.metrics().client_connections.clone();
     gauge.inc();
     // Decremented however this function ends.
@@ -79,6 +90,7 @@ pub async fn serve(
     let client = Arc::new(ClientConn {
         peer,
         local,
+        tls,
         address: crate::http::headers::ClientAddress::new(peer.ip()),
         activity: activity.clone(),
     });

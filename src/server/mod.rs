@@ -16,6 +16,8 @@ pub use activity::{Activity, InFlight};
 pub use connection::ConnectionSettings;
 
 use crate::proxy::Handler;
+use crate::tls::TlsServer;
+use connection::Accepted;
 
 /// Lifecycle of the listeners, broadcast to every connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +31,14 @@ pub enum Phase {
 
 /// Accepts connections until the phase leaves `Running`. At most
 /// `limit`'s permits are served at once: when they are all taken the loop stops
-/// accepting (the kernel backlog holds new clients) instead of failing.
+/// accepting (the kernel backlog holds new clients) instead of failing. With
+/// `tls`, each connection first completes a TLS handshake in its own task.
 pub async fn accept_loop(
     listener: TcpListener,
     limit: Arc<Semaphore>,
     handler: Arc<Handler>,
     settings: Arc<ConnectionSettings>,
+    tls: Option<Arc<TlsServer>>,
     mut phase: watch::Receiver<Phase>,
 ) {
     loop {
@@ -58,11 +62,59 @@ pub async fn accept_loop(
             },
             _ = phase.changed() => return,
         };
+        // Small responses must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
         let handler = handler.clone();
         let settings = settings.clone();
-        let phase = phase.clone();
+        let mut phase = phase.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection::serve(stream, peer, handler, settings, phase).await;
+            let Some(tls) = tls else {
+                let accepted = Accepted {
+                    peer,
+                    local,
+                    tls: false,
+                };
+                connection::serve(stream, accepted, handler, settings, phase).await;
+                drop(permit);
+                return;
+            };
+            // The handshake has its own deadline: a client that connects and
+            // sends nothing (or stalls half way) holds a connection slot only
+            // that long, and a failure ends this connection alone.
+            let handshake =
+                tokio::time::timeout(settings.handshake_timeout, tls.acceptor().accept(stream));
+            let failed = |reason: &'static str| {
+                handler
+                    .metrics()
+                    .tls_handshake_errors
+                    .get_or_create(&crate::metrics::ReasonLabels { reason })
+                    .inc();
+            };
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        let reason = crate::tls::handshake_failure(&e);
+                        tracing::debug!(%peer, reason, error = %e, "TLS handshake failed");
+                        failed(reason);
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        failed("timeout");
+                        return;
+                    }
+                },
+                _ = phase.changed() => return,
+            };
+            let accepted = Accepted {
+                peer,
+                local,
+                tls: true,
+            };
+            connection::serve(stream, accepted, handler, settings, phase).await;
             drop(permit);
         });
     }

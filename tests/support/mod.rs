@@ -443,3 +443,37 @@ pub fn refusing_port() -> (socket2::Socket, SocketAddr) {
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     (socket, addr)
 }
+
+/// Starts the viaduct binary with `config` (RUST_LOG=info) and returns it
+/// with the address from the first log line that contains `marker`
+/// (e.g. "viaduct listening"); the rest of its log is read and dropped.
+pub async fn run_binary(
+    config: &std::path::Path,
+    marker: &'static str,
+) -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_viaduct"))
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("no log line with {marker:?}"));
+        std::thread::spawn(move || lines.for_each(drop));
+        let addr = line.split("addr=").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    })
+    .await
+    .unwrap();
+    (child, addr)
+}
