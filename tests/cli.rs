@@ -37,10 +37,10 @@ fn check_rejects_an_unknown_key_naming_it_and_its_line() {
 }
 
 #[test]
-fn check_rejects_https_upstreams_clearly() {
+fn check_rejects_tls_settings_on_a_plain_upstream() {
     let path = write_config(
         "https",
-        "[[route]]\nhost = \"*\"\nupstream = \"https://o.test\"\n",
+        "[[route]]\nhost = \"*\"\nupstream = \"http://o.test\"\ntls_verify = false\n",
     );
     let out = viaduct()
         .args(["--check", "-c"])
@@ -50,7 +50,7 @@ fn check_rejects_https_upstreams_clearly() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(":3: ") && err.contains("not supported yet"),
+        err.contains(":4: ") && err.contains("https:// upstreams only"),
         "{err}"
     );
 }

@@ -5,8 +5,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,86 +17,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use support::pki::{Leaf, Pki};
 use support::*;
 use viaduct::config::{CertificateConfig, Dur};
-
-/// A test CA and the files of the certificates it signs.
-struct Pki {
-    dir: PathBuf,
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-/// A leaf certificate written to `<name>.pem` / `<name>.key`.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("viaduct-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "viaduct test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
-            .unwrap();
-        Pki { dir, ca }
-    }
-
-    /// Signs a leaf for `names` (DNS names, or IP addresses as text).
-    fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
-        self.leaf_with(file, names, |_| {})
-    }
-
-    fn leaf_with(
-        &self,
-        file: &str,
-        names: &[&str],
-        edit: impl FnOnce(&mut rcgen::CertificateParams),
-    ) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).unwrap();
-        edit(&mut params);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let leaf = Leaf {
-            cert: self.dir.join(format!("{file}.pem")),
-            key: self.dir.join(format!("{file}.key")),
-            der: cert.der().clone(),
-        };
-        std::fs::write(&leaf.cert, cert.pem()).unwrap();
-        std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
-        leaf
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        roots
-    }
-
-    /// A client that trusts this CA and offers `alpn`.
-    fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
-        let mut config = rustls::ClientConfig::builder_with_provider(viaduct::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(self.roots())
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        TlsConnector::from(Arc::new(config))
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn certificate(leaf: &Leaf) -> CertificateConfig {
     CertificateConfig {
@@ -224,65 +145,11 @@ async fn https_serves_h2_and_http1_through_the_cache() {
     proxy.shutdown().await;
 }
 
-/// Accepts any server certificate, so a test can look at which one it got.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The leaf certificate the proxy presents for `name` (an IP address sends no SNI).
 async fn presented(addr: SocketAddr, name: &str) -> CertificateDer<'static> {
-    let provider = viaduct::tls::provider();
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    let tls = handshake(&TlsConnector::from(Arc::new(config)), addr, name).await;
+    // The proxy's own client with verification off: any certificate passes.
+    let unverified = viaduct::tls::TlsClient::new(&[], false, viaduct::tls::Alpn::Http1).unwrap();
+    let tls = handshake(unverified.connector(), addr, name).await;
     tls.get_ref().1.peer_certificates().unwrap()[0]
         .clone()
         .into_owned()
@@ -488,8 +355,7 @@ async fn curl_speaks_http2_to_the_tls_port() {
     }
     let pki = Pki::new("curl");
     let leaf = pki.leaf("site", &["site.test"]);
-    let ca = pki.dir.join("ca.pem");
-    std::fs::write(&ca, pki.ca.pem()).unwrap();
+    let ca = pki.ca_file();
     let origin = cacheable_origin().await;
     let mut config = tls_config(&[&leaf]);
     config.routes = vec![route("*", "/", origin.addr)];

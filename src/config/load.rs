@@ -36,11 +36,16 @@ pub(super) fn read(path: &Path) -> Result<Config, ConfigError> {
     // Certificate paths are relative to the configuration file, not to
     // wherever the proxy happens to be started.
     if let Some(dir) = path.parent() {
-        for entry in &mut config.tls.certificate {
-            for file in [&mut entry.cert, &mut entry.key] {
-                if file.is_relative() {
-                    *file = dir.join(&*file);
-                }
+        let files = config
+            .tls
+            .certificate
+            .iter_mut()
+            .flat_map(|entry| [&mut entry.cert, &mut entry.key])
+            .chain(config.upstream.tls_ca.as_mut())
+            .chain(config.routes.iter_mut().filter_map(|r| r.tls_ca.as_mut()));
+        for file in files {
+            if file.is_relative() {
+                *file = dir.join(&*file);
             }
         }
     }
@@ -122,6 +127,21 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             "keepalive_timeout"
         };
         return Err((server, key, "must be greater than zero".into()));
+    }
+    for (i, route) in c.routes.iter().enumerate() {
+        let at = ("route", Some(i));
+        if !route.upstream.tls {
+            if route.tls_ca.is_some() {
+                return Err((at, "tls_ca", "applies to https:// upstreams only".into()));
+            }
+            if !route.tls_verify {
+                return Err((
+                    at,
+                    "tls_verify",
+                    "applies to https:// upstreams only".into(),
+                ));
+            }
+        }
     }
     let tls = ("tls", None);
     if !c.tls.listen.is_empty() && c.tls.certificate.is_empty() {
@@ -318,10 +338,10 @@ mod tests {
         assert_eq!(err.line, Some(2));
         assert!(err.message.contains("cache.capacity"), "{err}");
 
-        let text = "[[route]]\nhost = \"*\"\nupstream = \"https://o.test\"\n";
+        let text = "[[route]]\nhost = \"*\"\nupstream = \"gopher://o.test\"\n";
         let err = parse(text, "p.toml").unwrap_err();
         assert_eq!(err.line, Some(3));
-        assert!(err.message.contains("not supported yet"), "{err}");
+        assert!(err.message.contains("https://host[:port]"), "{err}");
     }
 
     #[test]

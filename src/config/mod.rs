@@ -324,6 +324,9 @@ pub struct UpstreamConfig {
     /// Requests in flight to one origin at once (so connections open to it);
     /// further requests wait for a free slot within `response_header_timeout`.
     pub max_connections_per_host: usize,
+    /// A PEM file of CAs every `https://` origin may be signed by, besides the
+    /// public roots (a company CA, say).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -335,6 +338,7 @@ impl Default for UpstreamConfig {
             idle_timeout: Dur(std::time::Duration::from_secs(90)),
             max_idle_per_host: 64,
             max_connections_per_host: 512,
+            tls_ca: None,
         }
     }
 }
@@ -394,6 +398,28 @@ pub struct RouteConfig {
     /// Answer plain-HTTP requests with 308 to the same URL over https.
     #[serde(default)]
     pub https_redirect: bool,
+    /// A PEM file of CAs to trust for this `https://` upstream, besides the
+    /// public roots (and `[upstream] tls_ca`).
+    #[serde(default)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Verify the `https://` upstream's certificate (false: encrypted, not
+    /// authenticated; warned about at start).
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// The protocol offered to an `https://` upstream by ALPN.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// `upstream_protocol`: what a route offers its `https://` origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// h2 when the origin offers it, else HTTP/1.1.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
 }
 
 fn default_prefix() -> String {

@@ -106,13 +106,15 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
-/// The origin a route sends requests to: `http://host[:port]`.
+/// The origin a route sends requests to: `http://host[:port]` or `https://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
-    /// `host:port` with the port always present (80 when the URL has none).
+    /// `host:port` with the port always present (80, or 443 for https, when the URL has none).
     pub authority: http::uri::Authority,
     pub host: String,
     pub port: u16,
+    /// `https://`: TLS to the origin.
+    pub tls: bool,
 }
 
 impl FromStr for UpstreamUrl {
@@ -121,15 +123,15 @@ impl FromStr for UpstreamUrl {
         let uri: http::Uri = s
             .parse()
             .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
                 return Err(format!(
-                    "upstream {s:?}: https:// upstreams are not supported yet (TLS to origins is planned); use http://"
+                    "invalid upstream URL {s:?}: expected http://host[:port] or https://host[:port]"
                 ))
             }
-            _ => return Err(format!("invalid upstream URL {s:?}: expected http://host[:port]")),
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("invalid upstream URL {s:?}: no host"))?;
@@ -144,7 +146,7 @@ impl FromStr for UpstreamUrl {
             ));
         }
         let host = authority.host().to_string();
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let authority = format!("{}:{port}", authority.host())
             .parse()
             .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
@@ -152,6 +154,7 @@ impl FromStr for UpstreamUrl {
             authority,
             host,
             port,
+            tls,
         })
     }
 }
@@ -164,7 +167,8 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
     }
 }
 
@@ -251,8 +255,10 @@ mod tests {
         assert_eq!(u.authority.as_str(), "127.0.0.1:9000");
         let u: UpstreamUrl = "http://origin.test/".parse().unwrap();
         assert_eq!(u.authority.as_str(), "origin.test:80");
-        let err = "https://origin.test".parse::<UpstreamUrl>().unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
+        let u: UpstreamUrl = "https://origin.test".parse().unwrap();
+        assert_eq!(u.authority.as_str(), "origin.test:443");
+        assert!(u.tls);
+        assert_eq!(u.to_string(), "https://origin.test:443");
         assert!("ftp://x".parse::<UpstreamUrl>().is_err());
         assert!("http://x/app".parse::<UpstreamUrl>().is_err());
     }

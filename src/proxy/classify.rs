@@ -16,8 +16,9 @@ use crate::http::target;
 use crate::upstream::addr;
 
 pub enum Target<'a> {
-    /// Absolute-form `http://authority/...` from an allowed client.
-    Forward { authority: Authority },
+    /// Absolute-form `http://authority/...` (or `https://`, fetched over
+    /// TLS by the proxy) from an allowed client.
+    Forward { authority: Authority, https: bool },
     /// Origin-form (or a forward request aimed at the proxy itself).
     Reverse {
         route: &'a Route,
@@ -59,12 +60,18 @@ impl Classifier {
             return self.reverse(host, uri);
         }
 
-        if uri.scheme_str() != Some("http") {
-            return Err(ProxyError::NotImplemented(format!(
-                "{}:// URLs through the proxy (https must be tunnelled with CONNECT)",
-                uri.scheme_str().unwrap_or_default()
-            )));
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            // Some clients send `GET https://...` to a proxy instead of
+            // CONNECT: the proxy makes the TLS connection itself.
+            Some("https") => true,
+            other => {
+                return Err(ProxyError::NotImplemented(format!(
+                    "{}:// URLs through the proxy",
+                    other.unwrap_or_default()
+                )))
+            }
+        };
         let authority = uri
             .authority()
             .filter(|a| !a.host().is_empty())
@@ -80,7 +87,7 @@ impl Classifier {
             return self.reverse(host, uri);
         }
         self.admit_forward(client)?;
-        Ok(Target::Forward { authority })
+        Ok(Target::Forward { authority, https })
     }
 
     /// Forward proxying (and CONNECT) only when enabled, for allowed clients.

@@ -111,7 +111,18 @@ impl Handler {
         https_port: Option<u16>,
     ) -> std::io::Result<Handler> {
         let cache = Arc::new(Cache::new(&config.cache));
-        let routes = routes::RouteTable::new(&config.routes);
+        let routes = routes::RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref())
+            .map_err(std::io::Error::other)?;
+        // https:// forward requests (and routes without their own settings)
+        // trust the public roots and `[upstream] tls_ca`.
+        let default_tls = Arc::new(
+            crate::tls::TlsClient::new(
+                config.upstream.tls_ca.as_slice(),
+                true,
+                crate::tls::Alpn::Auto,
+            )
+            .map_err(std::io::Error::other)?,
+        );
         let mut route_rows = vec![(metrics::FORWARD_ROUTE.to_string(), "(any)".to_string())];
         route_rows.extend(
             routes
@@ -145,12 +156,14 @@ impl Handler {
                 metrics.upstream.clone(),
                 None,
                 suspects.clone(),
+                default_tls.clone(),
             )),
             forward_upstream: Arc::new(Upstream::new(
                 &config.upstream,
                 metrics.upstream.clone(),
                 Some(guard.clone()),
                 suspects,
+                default_tls,
             )),
             guard,
             cache: cache.clone(),

@@ -87,13 +87,20 @@ impl Handler {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let (uri, upstream_label, key, pool) = match &target {
-            Target::Forward { authority } => {
+            Target::Forward { authority, https } => {
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
                     ProxyError::BadRequest("invalid host in the request URI".into())
                 })?;
                 // RFC 9112 §3.2.2: the absolute URI's authority replaces any Host.
                 parts.headers.insert(header::HOST, host);
-                let key = key::primary(key::FORWARD, "http", authority.as_str(), 80, path.as_str());
+                let (scheme, port) = if *https { ("https", 443) } else { ("http", 80) };
+                let key = key::primary(
+                    key::FORWARD,
+                    scheme,
+                    authority.as_str(),
+                    port,
+                    path.as_str(),
+                );
                 trace.mode = Mode::Forward;
                 trace.route = Some(self.forward_route.clone());
                 trace.upstream = Some(Arc::from(authority.as_str()));
@@ -115,7 +122,7 @@ impl Handler {
                 trace.route = Some(route.name.clone());
                 trace.upstream = Some(route.upstream_label.clone());
                 let uri = Uri::builder()
-                    .scheme("http")
+                    .scheme(if route.upstream.tls { "https" } else { "http" })
                     .authority(route.upstream.authority.clone())
                     .path_and_query(path.clone())
                     .build()
@@ -138,6 +145,9 @@ impl Handler {
                     ("http", 80)
                 };
                 let key = key::primary(&route.namespace, scheme, client_host, port, path.as_str());
+                if let Some(tls) = &route.tls {
+                    parts.extensions.insert(tls.clone());
+                }
                 (
                     uri,
                     route.upstream.authority.to_string(),

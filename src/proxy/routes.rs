@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::config::{ForwardedHeaders, HostPattern, RouteConfig, UpstreamUrl};
+use crate::config::{ForwardedHeaders, HostPattern, RouteConfig, UpstreamProtocol, UpstreamUrl};
 use crate::http::host::normalize_host;
+use crate::tls::{Alpn, TlsClient};
 
-#[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
     /// This route's part of the cache (`cache::key::route_namespace`).
@@ -24,19 +24,55 @@ pub struct Route {
     pub forwarded: ForwardedHeaders,
     /// Plain-HTTP requests get 308 to https.
     pub https_redirect: bool,
+    /// How to reach an `https://` upstream (`None` for http).
+    pub tls: Option<crate::upstream::OriginTls>,
 }
 
-#[derive(Debug, Default)]
+/// The TLS client of an `https://` route: the public roots plus the CAs
+/// configured for all origins and for this route, and its ALPN choice.
+fn origin_tls(
+    c: &RouteConfig,
+    upstream_ca: Option<&std::path::Path>,
+) -> Result<Option<crate::upstream::OriginTls>, String> {
+    if !c.upstream.tls {
+        return Ok(None);
+    }
+    let cas: Vec<std::path::PathBuf> = upstream_ca
+        .map(std::path::Path::to_path_buf)
+        .into_iter()
+        .chain(c.tls_ca.clone())
+        .collect();
+    let alpn = match c.upstream_protocol {
+        UpstreamProtocol::Auto => Alpn::Auto,
+        UpstreamProtocol::Http1 => Alpn::Http1,
+        UpstreamProtocol::Http2 => Alpn::Http2,
+    };
+    if !c.tls_verify {
+        tracing::warn!(
+            upstream = %c.upstream,
+            "tls_verify = false: the origin's certificate is not checked (encrypted, not authenticated)"
+        );
+    }
+    let client = TlsClient::new(&cas, c.tls_verify, alpn)?;
+    Ok(Some(crate::upstream::OriginTls(Arc::new(client))))
+}
+
+#[derive(Default)]
 pub struct RouteTable {
     /// Host patterns in first-seen order, each with its routes.
     groups: Vec<(HostPattern, Vec<Route>)>,
 }
 
 impl RouteTable {
-    pub fn new(configs: &[RouteConfig]) -> RouteTable {
+    /// `upstream_ca`: `[upstream] tls_ca`, trusted by every https route.
+    pub fn new(
+        configs: &[RouteConfig],
+        upstream_ca: Option<&std::path::Path>,
+    ) -> Result<RouteTable, String> {
         let mut table = RouteTable::default();
         for c in configs {
-            let host_header = if c.upstream.port == 80 {
+            let default_port = if c.upstream.tls { 443 } else { 80 };
+            let host_header = if c.upstream.port == default_port {
                 c.upstream.host.clone()
             } else {
                 c.upstream.authority.to_string()
@@ -60,13 +96,14 @@ impl RouteTable {
                 preserve_host: c.preserve_host,
                 forwarded: c.forwarded,
                 https_redirect: c.https_redirect,
+                tls: origin_tls(c, upstream_ca)?,
             };
             match table.groups.iter_mut().find(|(p, _)| *p == c.host) {
                 Some((_, routes)) => routes.push(route),
                 None => table.groups.push((c.host.clone(), vec![route])),
             }
         }
-        table
+        Ok(table)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Route> {
@@ -104,7 +141,7 @@ mod tests {
                 toml::from_str(&text).unwrap()
             })
             .collect();
-        RouteTable::new(&configs)
+        RouteTable::new(&configs, None).unwrap()
     }
 
     #[test]

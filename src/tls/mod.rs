@@ -4,6 +4,7 @@
 //! like a plain one (`server::connection`).
 
 mod certs;
+mod client;
 mod resolver;
 
 use std::io;
@@ -14,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{CertificateConfig, TlsConfig};
 pub use certs::Loaded;
+pub use client::{describe_failure, Alpn, TlsClient};
 use resolver::SniResolver;
 
 /// The crypto provider every TLS configuration here uses.

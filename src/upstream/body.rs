@@ -52,8 +52,9 @@ impl std::error::Error for Desynchronised {}
 
 pub struct OriginBody {
     inner: Incoming,
-    /// The connection the body arrives on, driven from `poll_frame` (see
-    /// `conn.rs`) until the body ends; `None` after that.
+    /// The HTTP/1.1 connection the body arrives on, driven from `poll_frame`
+    /// (see `conn.rs`) until the body ends; `None` after that, and over
+    /// HTTP/2 (whose connection runs in its own task).
     conn: Option<Conn>,
     /// Where the connection goes back at the end of the body; `None` when it
     /// may not be reused.
@@ -68,14 +69,14 @@ pub struct OriginBody {
 impl OriginBody {
     pub(super) fn new(
         inner: Incoming,
-        conn: Conn,
+        conn: Option<Conn>,
         pool: Option<Arc<Pool>>,
         idle_timeout: Duration,
         stalls: Counter,
     ) -> OriginBody {
         let mut body = OriginBody {
             inner,
-            conn: Some(conn),
+            conn,
             pool,
             idle_timeout,
             timer: None,

@@ -50,6 +50,11 @@ pub enum UpstreamError {
         detail: String,
     },
     RequestBodyTooLarge(u64),
+    /// The TLS handshake with the origin failed: certificate, protocol, ALPN.
+    Tls {
+        upstream: String,
+        detail: String,
+    },
     Other {
         upstream: String,
         detail: String,
@@ -70,7 +75,7 @@ impl UpstreamError {
     }
 
     /// Every value `kind` can return.
-    pub const KINDS: [&'static str; 14] = [
+    pub const KINDS: [&'static str; 15] = [
         "denied",
         "refused",
         "connect-timeout",
@@ -81,6 +86,7 @@ impl UpstreamError {
         "invalid-response",
         "client-body",
         "request-too-large",
+        "tls",
         "other",
         // Counted where they happen, not as answers to a client:
         "unsolicited",
@@ -101,6 +107,7 @@ impl UpstreamError {
             UpstreamError::Invalid { .. } => "invalid-response",
             UpstreamError::ClientBody { .. } => "client-body",
             UpstreamError::RequestBodyTooLarge(_) => "request-too-large",
+            UpstreamError::Tls { .. } => "tls",
             UpstreamError::Other { .. } => "other",
         }
     }
@@ -249,6 +256,9 @@ impl fmt::Display for UpstreamError {
             }
             UpstreamError::ClientBody { detail } => {
                 write!(f, "the request body could not be read: {detail}")
+            }
+            UpstreamError::Tls { upstream, detail } => {
+                write!(f, "TLS to upstream {upstream} failed: {detail}")
             }
             UpstreamError::RequestBodyTooLarge(limit) => {
                 write!(f, "request body is larger than the {limit}-byte limit")

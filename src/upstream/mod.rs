@@ -24,7 +24,7 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 pub use body::OriginBody;
 pub use error::UpstreamError;
@@ -32,6 +32,7 @@ pub use metrics::{KindLabels, UpstreamMetrics};
 
 use crate::config::UpstreamConfig;
 use crate::http::body::RequestBody;
+use crate::tls::TlsClient;
 use conn::Conn;
 use connector::{ConnectError, Connector};
 use pool::Pool;
@@ -53,8 +54,33 @@ pub type Suspects = tokio::sync::mpsc::UnboundedSender<Vec<String>>;
 #[derive(Debug, Clone, Copy)]
 pub struct FramingConflict;
 
+/// The TLS settings for an `https://` request, carried in its extensions
+/// (a reverse route's own `tls_ca` / `tls_verify` / `upstream_protocol`).
+/// Without one, an `https://` request uses the pool's default.
+#[derive(Clone)]
+pub struct OriginTls(pub Arc<TlsClient>);
+
+/// A new connection: HTTP/1.1 (one request at a time), or HTTP/2 when the
+/// origin chose it by ALPN.
+enum Link {
+    H1(Conn),
+    H2(pool::H2Sender),
+}
+
+/// Where one request goes: the origin's address, its pool key, and TLS.
+struct Origin<'a> {
+    authority: &'a Authority,
+    port: u16,
+    /// The authority, or for TLS the scheme, authority and settings: a
+    /// connection is reused only for requests that would have made the same one.
+    key: &'a str,
+    tls: Option<&'a TlsClient>,
+}
+
 pub struct Upstream {
     metrics: UpstreamMetrics,
+    /// For `https://` requests that carry no `OriginTls`.
+    default_tls: Arc<TlsClient>,
     pool: Arc<Pool>,
     connector: Connector,
     connect_timeout: Duration,
@@ -71,6 +97,8 @@ enum Failed {
     Upgrade(&'static str),
     /// The origin sent a response nobody asked for on this connection.
     Desync,
+    /// The TLS handshake with the origin failed (the words say why).
+    Tls(String),
 }
 
 impl Failed {
@@ -92,6 +120,7 @@ impl Upstream {
         metrics: UpstreamMetrics,
         guard: Option<Arc<guard::Guard>>,
         suspects: Suspects,
+        default_tls: Arc<TlsClient>,
     ) -> Upstream {
         let connector = Connector::new(
             config.max_connections_per_host,
@@ -101,6 +130,7 @@ impl Upstream {
         );
         Upstream {
             metrics,
+            default_tls,
             pool: Pool::new(config.max_idle_per_host, config.idle_timeout.get()),
             connector,
             connect_timeout: config.connect_timeout.get(),
@@ -131,11 +161,24 @@ impl Upstream {
     ) -> Result<Response<OriginBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         let tag = parts.extensions.remove::<StoreTag>();
+        let chosen = parts.extensions.remove::<OriginTls>();
         let Some(authority) = parts.uri.authority().cloned() else {
             return Err(self.describe(
                 Failed::Upgrade("the request has no origin to go to"),
                 upstream,
             ));
+        };
+        let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let tls = https.then(|| chosen.map_or_else(|| self.default_tls.clone(), |t| t.0));
+        let key = match &tls {
+            Some(tls) => format!("https://{authority}#{}", tls.id()),
+            None => authority.as_str().to_string(),
+        };
+        let origin = Origin {
+            authority: &authority,
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+            key: &key,
+            tls: tls.as_deref(),
         };
         // RFC 9112 §3.2.1: origin-form to an origin server.
         let path = parts
@@ -152,7 +195,7 @@ impl Upstream {
             .then(|| copy_parts(&parts));
         let attempt = async {
             let first = self
-                .attempt(Request::from_parts(parts, body), &authority, false)
+                .attempt(Request::from_parts(parts, body), &origin, false)
                 .await;
             match (first, replay) {
                 // Usually a pooled connection the origin had just closed;
@@ -163,14 +206,14 @@ impl Upstream {
                         "pooled connection was stale or out of step; retrying once"
                     );
                     let retry = Request::from_parts(replay, RequestBody::Empty);
-                    self.attempt(retry, &authority, true).await
+                    self.attempt(retry, &origin, true).await
                 }
                 (other, _) => other,
             }
         };
         let (resp, conn) = match tokio::time::timeout(self.response_header_timeout, attempt).await {
             Ok(Ok((resp, conn))) => {
-                if let Some(StoreTag(key)) = tag {
+                if let (Some(StoreTag(key)), Some(conn)) = (tag, &conn) {
                     conn.peeker.watch.remember(key);
                 }
                 (resp, conn)
@@ -190,21 +233,36 @@ impl Upstream {
     async fn attempt(
         &self,
         req: Request<RequestBody>,
-        authority: &Authority,
+        origin: &Origin<'_>,
         fresh: bool,
-    ) -> Result<(Response<hyper::body::Incoming>, Conn), (Failed, bool)> {
-        let origin = authority.as_str();
+    ) -> Result<(Response<hyper::body::Incoming>, Option<Conn>), (Failed, bool)> {
+        // An origin's open HTTP/2 connection takes every request but upgrades.
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        if !fresh && !upgrade {
+            if let Some(sender) = self.pool.h2(origin.key) {
+                return self.send_h2(sender, req, origin, true).await;
+            }
+        }
         let pooled = if fresh {
             None
         } else {
-            self.pool.checkout(origin)
+            self.pool.checkout(origin.key)
         };
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => self
-                .conn_for(authority, fresh)
-                .await
-                .map_err(|f| (f, false))?,
+            None => match self.conn_for(origin, fresh).await.map_err(|f| (f, false))? {
+                Link::H1(conn) => conn,
+                Link::H2(sender) => {
+                    if upgrade {
+                        return Err((
+                            Failed::Upgrade("the origin chose HTTP/2, which has no Upgrade"),
+                            false,
+                        ));
+                    }
+                    self.pool.share_h2(Arc::from(origin.key), sender.clone());
+                    return self.send_h2(sender, req, origin, false).await;
+                }
+            },
         };
         let reused = conn.reused;
         if req.headers().contains_key(header::UPGRADE) {
@@ -227,7 +285,7 @@ impl Upstream {
             // Found out of step while the head was on its way: it may answer
             // an earlier request.
             Ok(_) if conn.peeker.watch.unsolicited() => Err((Failed::Desync, reused)),
-            Ok(resp) => Ok((resp, conn)),
+            Ok(resp) => Ok((resp, Some(conn))),
             Err(e) => {
                 // hyper hands the surplus bytes' error to the request queued
                 // on the connection; it is still the origin's desync.
@@ -239,17 +297,58 @@ impl Upstream {
         }
     }
 
+    /// One request on the origin's HTTP/2 connection.
+    async fn send_h2(
+        &self,
+        mut sender: pool::H2Sender,
+        mut req: Request<RequestBody>,
+        origin: &Origin<'_>,
+        reused: bool,
+    ) -> Result<(Response<hyper::body::Incoming>, Option<Conn>), (Failed, bool)> {
+        // RFC 9113 §8.3.1: the host asked for travels as :authority, not Host.
+        let host = req.headers_mut().remove(header::HOST);
+        let authority = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<Authority>().ok())
+            .unwrap_or_else(|| origin.authority.clone());
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::builder()
+            .scheme("https")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| {
+                (
+                    Failed::Upgrade("the request target does not fit HTTP/2"),
+                    reused,
+                )
+            })?;
+        *req.version_mut() = Version::HTTP_2;
+        self.metrics.requests.inc();
+        let sent = match sender.ready().await {
+            Ok(()) => sender.send_request(req).await,
+            Err(e) => Err(e),
+        };
+        sent.map(|resp| (resp, None))
+            .map_err(|e| (Failed::Http(e), reused))
+    }
+
     /// A connection once the origin has a free slot: a new one, or one
     /// another request hands back while this one waits at the cap.
-    async fn conn_for(&self, authority: &Authority, fresh: bool) -> Result<Conn, Failed> {
-        let slots = self.connector.slots_for(authority.as_str());
+    async fn conn_for(&self, origin: &Origin<'_>, fresh: bool) -> Result<Link, Failed> {
+        let slots = self.connector.slots_for(origin.authority.as_str());
         loop {
             let returned = self.pool.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
             if !fresh {
-                if let Some(conn) = self.pool.checkout(authority.as_str()) {
-                    return Ok(conn);
+                if let Some(conn) = self.pool.checkout(origin.key) {
+                    return Ok(Link::H1(conn));
                 }
             }
             let slot = match slots.clone().try_acquire_owned() {
@@ -262,45 +361,79 @@ impl Upstream {
                     },
                 },
             };
-            return self.open(authority, slot).await;
+            return self.open(origin, slot).await;
         }
     }
 
-    /// A new connection with hyper's HTTP/1.1 client on it.
+    /// A new connection (TLS first for `https://`) with hyper's HTTP/1.1
+    /// client on it.
     async fn open(
         &self,
-        authority: &Authority,
+        origin: &Origin<'_>,
         slot: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<Conn, Failed> {
-        let port = authority.port_u16().unwrap_or(80);
+    ) -> Result<Link, Failed> {
         let opened = self
             .connector
-            .connect(slot, authority.host(), port)
+            .connect(slot, origin.authority.host(), origin.port)
             .await
             .map_err(Failed::Connect)?;
-        let (socket, peeker) = Socket::new(
-            opened.stream,
-            self.error_counter("unsolicited"),
-            self.suspects.clone(),
-        );
+        let unsolicited = self.error_counter("unsolicited");
+        let (socket, peeker) = match origin.tls {
+            None => Socket::new(opened.stream, unsolicited, self.suspects.clone()),
+            Some(tls) => {
+                let host = origin.authority.host();
+                let name = TlsClient::server_name(host).map_err(Failed::Tls)?;
+                let handshake = tls.connector().connect(name, opened.stream);
+                let stream = match tokio::time::timeout(self.connect_timeout, handshake).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return Err(Failed::Tls(crate::tls::describe_failure(&e, host))),
+                    Err(_) => return Err(Failed::Tls("the TLS handshake timed out".into())),
+                };
+                let (socket, peeker) = Socket::tls(stream, unsolicited, self.suspects.clone());
+                // An origin that ignores ALPN gets HTTP/1.1, unless h2 was required.
+                if tls.alpn() == crate::tls::Alpn::Http2 && !socket.alpn_h2() {
+                    return Err(Failed::Tls(
+                        "it did not agree to HTTP/2 (ALPN), which upstream_protocol requires"
+                            .into(),
+                    ));
+                }
+                (socket, peeker)
+            }
+        };
+        if socket.alpn_h2() {
+            let (sender, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(TokioIo::new(socket))
+                .await
+                .map_err(Failed::Http)?;
+            // Shared by concurrent requests, so it runs in a task of its own.
+            let slot = opened.slot;
+            tokio::spawn(async move {
+                if let Err(e) = driver.await {
+                    tracing::debug!(error = %e, "origin HTTP/2 connection ended");
+                }
+                drop(slot);
+            });
+            return Ok(Link::H2(sender));
+        }
         let (sender, driver) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(socket))
             .await
             .map_err(Failed::Http)?;
-        Ok(Conn::new(
+        Ok(Link::H1(Conn::new(
             sender,
             driver,
             peeker,
-            Arc::from(authority.as_str()),
+            Arc::from(origin.key),
             opened.slot,
-        ))
+        )))
     }
 
     /// Checks the response head and ties the connection to its body.
     fn finish(
         &self,
         resp: Response<hyper::body::Incoming>,
-        conn: Conn,
+        conn: Option<Conn>,
         asked_upgrade: Option<&HeaderValue>,
     ) -> Result<Response<OriginBody>, Failed> {
         let (mut parts, body) = resp.into_parts();
@@ -326,7 +459,7 @@ impl Upstream {
             // that forwards such a message MUST remove Content-Length first.
             // Where the origin thinks the message ends is now in doubt, so the
             // connection is not reused.
-            tracing::debug!(origin = %conn.origin, "response with Content-Length and Transfer-Encoding");
+            tracing::debug!("response with Content-Length and Transfer-Encoding");
             self.error_counter("framing").inc();
             parts.extensions.insert(FramingConflict);
             reusable = false;
@@ -362,6 +495,10 @@ impl Upstream {
             Failed::Desync => UpstreamError::Invalid {
                 upstream: upstream.to_string(),
                 detail: "a response nobody asked for arrived on the connection".into(),
+            },
+            Failed::Tls(detail) => UpstreamError::Tls {
+                upstream: upstream.to_string(),
+                detail,
             },
         };
         self.error_counter(error.kind()).inc();

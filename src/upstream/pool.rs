@@ -17,8 +17,18 @@ struct Idle {
     since: Instant,
 }
 
+/// An HTTP/2 connection to an origin: one per origin, shared by every
+/// request (streams are multiplexed; hyper's driver runs in its own task).
+struct Shared {
+    sender: H2Sender,
+    last_used: Instant,
+}
+
+pub type H2Sender = hyper::client::conn::http2::SendRequest<crate::http::body::RequestBody>;
+
 pub struct Pool {
     idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    h2: Mutex<HashMap<Arc<str>, Shared>>,
     /// Wakes requests waiting for a connection to an origin at its cap.
     pub returned: tokio::sync::Notify,
     max_idle: usize,
@@ -29,6 +39,7 @@ impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             idle: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
             returned: tokio::sync::Notify::new(),
             max_idle,
             idle_timeout,
@@ -96,9 +107,42 @@ impl Pool {
         self.returned.notify_waiters();
     }
 
+    fn lock_h2(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Shared>> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The origin's HTTP/2 connection, if one is open.
+    pub fn h2(&self, origin: &str) -> Option<H2Sender> {
+        let mut h2 = self.lock_h2();
+        let shared = h2.get_mut(origin)?;
+        if shared.sender.is_closed() {
+            h2.remove(origin);
+            return None;
+        }
+        shared.last_used = Instant::now();
+        Some(shared.sender.clone())
+    }
+
+    /// Makes a new HTTP/2 connection the one later requests to `origin` use.
+    pub fn share_h2(&self, origin: Arc<str>, sender: H2Sender) {
+        if self.max_idle == 0 {
+            return;
+        }
+        let shared = Shared {
+            sender,
+            last_used: Instant::now(),
+        };
+        self.lock_h2().insert(origin, shared);
+    }
+
     /// Closes connections idle for longer than the idle timeout, and those
     /// the origin closed (or sent unasked bytes on) since they were parked.
+    /// An HTTP/2 connection closes when no request used it for that long
+    /// (hyper ends it once the pool's handle and every request's are gone).
     fn expire(&self) {
+        self.lock_h2().retain(|_, shared| {
+            shared.last_used.elapsed() < self.idle_timeout && !shared.sender.is_closed()
+        });
         let mut idle = self.lock();
         idle.retain(|_, list| {
             list.retain_mut(|i| {

@@ -23,6 +23,7 @@ use std::task::{ready, Context, Poll};
 use crate::sharded::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// What the pool and hyper's connection know about one origin connection.
 #[derive(Debug)]
@@ -88,8 +89,17 @@ impl Watch {
 
 /// The origin connection's byte stream, readable by hyper and peekable by the pool.
 pub struct Socket {
-    stream: Arc<TcpStream>,
+    io: Io,
     watch: Arc<Watch>,
+}
+
+enum Io {
+    Tcp(Arc<TcpStream>),
+    /// Over TLS the pool cannot peek (the bytes are ciphertext, and TLS
+    /// sends records of its own, such as session tickets, that are no
+    /// response); hyper's read of an idle connection at checkout
+    /// (`Conn::look`) finds any plaintext nobody asked for instead.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// What a peek at an idle connection found.
@@ -110,6 +120,28 @@ impl Socket {
         suspects: super::Suspects,
     ) -> (Socket, Peeker) {
         let stream = Arc::new(stream);
+        let (socket, mut peeker) = Socket::with(Io::Tcp(stream.clone()), unsolicited, suspects);
+        peeker.stream = Some(stream);
+        (socket, peeker)
+    }
+
+    pub fn tls(
+        stream: TlsStream<TcpStream>,
+        unsolicited: Counter,
+        suspects: super::Suspects,
+    ) -> (Socket, Peeker) {
+        Socket::with(Io::Tls(Box::new(stream)), unsolicited, suspects)
+    }
+
+    /// The protocol the origin chose by ALPN, over TLS.
+    pub fn alpn_h2(&self) -> bool {
+        match &self.io {
+            Io::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+            Io::Tcp(_) => false,
+        }
+    }
+
+    fn with(io: Io, unsolicited: Counter, suspects: super::Suspects) -> (Socket, Peeker) {
         let watch = Arc::new(Watch {
             idle: AtomicBool::new(false),
             unsolicited: AtomicBool::new(false),
@@ -118,16 +150,17 @@ impl Socket {
             suspects,
         });
         let peeker = Peeker {
-            stream: stream.clone(),
+            stream: None,
             watch: watch.clone(),
         };
-        (Socket { stream, watch }, peeker)
+        (Socket { io, watch }, peeker)
     }
 }
 
 /// The pool's handle on a connection's socket.
 pub struct Peeker {
-    stream: Arc<TcpStream>,
+    /// `None` over TLS (see `Io::Tls`).
+    stream: Option<Arc<TcpStream>>,
     pub watch: Arc<Watch>,
 }
 
@@ -138,7 +171,10 @@ impl Peeker {
         if self.watch.unsolicited() {
             return Quiet::Unsolicited;
         }
-        let sock = socket2::SockRef::from(&*self.stream);
+        let Some(stream) = &self.stream else {
+            return Quiet::Yes;
+        };
+        let sock = socket2::SockRef::from(&**stream);
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         match sock.peek(&mut probe) {
             Ok(0) => Quiet::Closed,
@@ -156,51 +192,68 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            let before = buf.filled().len();
-            let room = buf.remaining();
-            let mut got = 0;
-            // A read that did not fill the buffer drained the socket: tokio
-            // is told so (by a WouldBlock from inside `try_io`, which clears
-            // the readiness it saw before the read, never a later one), and
-            // the next read waits for epoll instead of costing a recv that
-            // fails with EAGAIN. tokio's own `TcpStream::poll_read` does the
-            // same; this socket is shared with the pool, so it reads by hand.
-            let read = self.stream.try_io(Interest::READABLE, || {
-                got = self.stream.try_read_buf(buf)?;
-                if got > 0 && got < room {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(got)
-                }
-            });
-            match read {
-                // Bytes (or the end of the stream, 0).
-                Ok(_) => {}
-                // The short read above: its bytes are in `buf`.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+        let Socket { io, watch } = self.get_mut();
+        let before = buf.filled().len();
+        match io {
+            Io::Tcp(stream) => ready!(read_drained(stream, cx, buf))?,
+            Io::Tls(tls) => ready!(Pin::new(&mut **tls).poll_read(cx, buf))?,
+        }
+        if buf.filled().len() > before && watch.idle.load(Ordering::Acquire) {
+            watch.flag_unsolicited();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads what the socket holds. A read that did not fill the buffer drained
+/// the socket: tokio is told so (by a WouldBlock from inside `try_io`, which
+/// clears the readiness it saw before the read, never a later one), and the
+/// next read waits for epoll instead of costing a recv that fails with
+/// EAGAIN. tokio's own `TcpStream::poll_read` does the same; this socket is
+/// shared with the pool, so it reads by hand.
+fn read_drained(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        let room = buf.remaining();
+        let mut got = 0;
+        let read = stream.try_io(Interest::READABLE, || {
+            got = stream.try_read_buf(buf)?;
+            if got > 0 && got < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(got)
             }
-            if got > 0 && self.watch.idle.load(Ordering::Acquire) {
-                self.watch.flag_unsolicited();
+        });
+        match read {
+            // Bytes (or the end of the stream, 0).
+            Ok(_) => return Poll::Ready(Ok(())),
+            // The short read above: its bytes are in `buf`.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {
+                return Poll::Ready(Ok(()))
             }
-            debug_assert_eq!(buf.filled().len(), before + got);
-            return Poll::Ready(Ok(()));
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }
 
 impl AsyncWrite for Socket {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let stream = match &mut self.io {
+            Io::Tcp(stream) => stream,
+            Io::Tls(tls) => return Pin::new(&mut **tls).poll_write(cx, data),
+        };
         loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(data) {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_write(data) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }
@@ -208,13 +261,17 @@ impl AsyncWrite for Socket {
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let stream = match &mut self.io {
+            Io::Tcp(stream) => stream,
+            Io::Tls(tls) => return Pin::new(&mut **tls).poll_write_vectored(cx, bufs),
+        };
         loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write_vectored(bufs) {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }
@@ -222,18 +279,30 @@ impl AsyncWrite for Socket {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        match &self.io {
+            Io::Tcp(_) => true,
+            Io::Tls(tls) => tls.is_write_vectored(),
+        }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Writes go straight to the socket.
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            // Writes go straight to the socket.
+            Io::Tcp(_) => Poll::Ready(Ok(())),
+            // rustls holds records until flushed.
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+        }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Requests are framed, so no half-close is ever needed; the socket
-        // closes when the last handle drops.
-        let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
-        Poll::Ready(Ok(()))
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.io {
+            Io::Tcp(stream) => {
+                // Requests are framed, so no half-close is ever needed; the
+                // socket closes when the last handle drops.
+                let _ = socket2::SockRef::from(&**stream).shutdown(std::net::Shutdown::Write);
+                Poll::Ready(Ok(()))
+            }
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! started through the library on port 0, and real clients (hyper, raw TCP).
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
