@@ -7,12 +7,17 @@
 #
 #   benches/load.sh                  # all scenarios
 #   benches/load.sh hit1k pass       # some of: hit1k hit100k pass churn hit1k-log
+#                                    #          tls-hit1k h2-hit1k
 #
 # Every access log is off except in hit1k-log, where viaduct, nginx and
-# Varnish (varnishncsa) each log every request to a file.
+# Varnish (varnishncsa) each log every request to a file. tls-hit1k (wrk,
+# HTTP/1.1 over TLS, keep-alive) and h2-hit1k (h2load, h2 over TLS, 10 streams
+# per connection) compare viaduct's TLS listener with nginx `ssl http2` and
+# the same cache (Varnish has no TLS; the ceiling is plain HTTP).
 #
-# Needs wrk and nginx (apt-get install -y wrk nginx-light); Varnish is used
-# when installed (apt-get install -y varnish) and skipped with a message if not.
+# Needs wrk and nginx (apt-get install -y wrk nginx-light), openssl, and for
+# h2-hit1k h2load (apt-get install -y nghttp2-client); Varnish is used when
+# installed (apt-get install -y varnish) and skipped with a message if not.
 # Env: DURATION (10s), CONNECTIONS (64), TURNS (3), THREADS (1),
 #   WORKERS (worker threads/processes of viaduct, nginx and the ceiling;
 #            default: cores, or 1 with PIN=1),
@@ -27,9 +32,10 @@ THREADS=${THREADS:-1}
 PIN=${PIN:-0}
 if [ "$PIN" = 1 ]; then WORKERS=${WORKERS:-1}; else WORKERS=${WORKERS:-$(nproc)}; fi
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(hit1k hit100k pass churn hit1k-log)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(hit1k hit100k pass churn hit1k-log tls-hit1k h2-hit1k)
 ORIGIN_PORT=19100 VIADUCT_PORT=19101 NGINX_PORT=19102 VARNISH_PORT=19103
 CEILING_PORT=19104 VIADUCT_LOG_PORT=19105 NGINX_LOG_PORT=19106
+VIADUCT_TLS_PORT=19107 NGINX_TLS_PORT=19108
 # PIN=1: the servers share core 0, wrk has core 1.
 SERVE=() LOAD=()
 if [ "$PIN" = 1 ]; then SERVE=(taskset -c 0) LOAD=(taskset -c 1); fi
@@ -55,6 +61,10 @@ trap cleanup EXIT
 
 cargo build --release --quiet --bin viaduct --example ceiling
 mkdir -p "$work/www" "$work/logs"
+# One self-signed certificate for both TLS listeners (P-256, as most sites).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+    -keyout "$work/site.key" -out "$work/site.pem" 2>/dev/null
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/1k"
 head -c 102400 /dev/zero | tr '\0' 'y' > "$work/www/100k"
 chmod -R a+rX "$work/www"
@@ -88,10 +98,16 @@ error_log $work/logs/peer-error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
+    # As viaduct: no cap on requests per client connection (nginx's default
+    # 1000 closes an h2 connection, and h2load does not reconnect).
+    keepalive_requests 1000000;
     upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
     proxy_cache_path $work/nginx-cache keys_zone=hot:64m max_size=512m inactive=1h;
     server {
         listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $work/site.pem;
+        ssl_certificate_key $work/site.key;
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -135,6 +151,13 @@ upstream = "http://127.0.0.1:$ORIGIN_PORT"
 CONF
 }
 viaduct_conf $VIADUCT_PORT off > "$work/viaduct.toml"
+cat >> "$work/viaduct.toml" <<CONF
+[tls]
+listen = ["127.0.0.1:$VIADUCT_TLS_PORT"]
+[[tls.certificate]]
+cert = "$work/site.pem"
+key = "$work/site.key"
+CONF
 viaduct_conf $VIADUCT_LOG_PORT "$work/logs/viaduct-access.log" > "$work/viaduct-log.toml"
 "${SERVE[@]}" ./target/release/viaduct -c "$work/viaduct.toml" &
 VIADUCT_PID=$!
@@ -155,6 +178,9 @@ sleep 1
 # Warm every cache on the hit paths.
 for port in $VIADUCT_PORT $VIADUCT_LOG_PORT $NGINX_PORT $NGINX_LOG_PORT $([ $HAVE_VARNISH = 1 ] && echo $VARNISH_PORT); do
     for path in /hit/1k /hit/100k /pass/1k; do curl -fsS -o /dev/null "http://127.0.0.1:$port$path"; done
+done
+for port in $VIADUCT_TLS_PORT $NGINX_TLS_PORT; do
+    curl -fsSk -o /dev/null "https://127.0.0.1:$port/hit/1k"
 done
 
 cat > "$work/churn.lua" <<'LUA'
@@ -179,7 +205,17 @@ varnish_root() { [ -f "$work/varnish.pid" ] && cat "$work/varnish.pid" || echo 0
 run() {
     local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
     local url="http://127.0.0.1:$1"
+    if [ "$2" = h2-hit1k ]; then
+        # h2load reports the mean time per request, not a p99.
+        local out
+        out=$("${LOAD[@]}" h2load -t"$THREADS" -c"$CONNECTIONS" -m10 -D "${DURATION%s}" \
+            "https://127.0.0.1:$1/hit/1k" 2>&1)
+        awk '/^finished in/ {rps=$4} /^requests:/ {err=$10+$12+$14}
+             /^time for request:/ {mean=$6} END {print rps, "mean:" mean, err+0}' <<<"$out"
+        return
+    fi
     case $2 in
+        tls-hit1k) url="https://127.0.0.1:$1/hit/1k" ;;
         hit1k | hit1k-log) url="$url/hit/1k" ;;
         hit100k) url="$url/hit/100k" ;;
         pass) url="$url/pass/1k" ;;
@@ -196,6 +232,8 @@ run() {
 declare -A BEST P99 ERR
 port_of() { # WHO SCENARIO
     case $1/$2 in
+        viaduct/tls-* | viaduct/h2-*) echo $VIADUCT_TLS_PORT ;;
+        nginx/tls-* | nginx/h2-*) echo $NGINX_TLS_PORT ;;
         viaduct/hit1k-log) echo $VIADUCT_LOG_PORT ;;
         viaduct/*) echo $VIADUCT_PORT ;;
         nginx/hit1k-log) echo $NGINX_LOG_PORT ;;
@@ -207,6 +245,7 @@ port_of() { # WHO SCENARIO
 # The ceiling only answers from memory: it has a row where viaduct hits.
 contenders_of() {
     local who=(viaduct nginx)
+    case $1 in tls-* | h2-*) echo "${who[@]}"; return ;; esac
     [ $HAVE_VARNISH = 1 ] && who+=(varnish)
     case $1 in hit*) who+=(ceiling) ;; esac
     echo "${who[@]}"

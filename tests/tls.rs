@@ -265,8 +265,8 @@ async fn bad_handshakes_end_their_own_connection_only() {
         .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
         .await
         .unwrap();
-    // Many handshakes opened and dropped.
-    for _ in 0..200 {
+    // 1,000 handshakes opened and dropped.
+    for _ in 0..1000 {
         let mut s = TcpStream::connect(tls).await.unwrap();
         let _ = s.write_all(&[0x16, 0x03, 0x01]).await;
     }
@@ -293,7 +293,7 @@ async fn bad_handshakes_end_their_own_connection_only() {
     };
     assert!(errors("timeout") >= 2.0, "{}", errors("timeout"));
     assert!(errors("protocol") >= 1.0, "{}", errors("protocol"));
-    assert!(errors("closed") >= 100.0, "{}", errors("closed"));
+    assert!(errors("closed") >= 500.0, "{}", errors("closed"));
     proxy.shutdown().await;
 }
 

@@ -70,7 +70,6 @@ enum Link {
 /// Where one request goes: the origin's address, its pool key, and TLS.
 struct Origin<'a> {
     authority: &'a Authority,
-    port: u16,
     /// The authority, or for TLS the scheme, authority and settings: a
     /// connection is reused only for requests that would have made the same one.
     key: &'a str,
@@ -170,13 +169,12 @@ impl Upstream {
         };
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let tls = https.then(|| chosen.map_or_else(|| self.default_tls.clone(), |t| t.0));
-        let key = match &tls {
-            Some(tls) => format!("https://{authority}#{}", tls.id()),
-            None => authority.as_str().to_string(),
+        let key: std::borrow::Cow<'_, str> = match &tls {
+            Some(tls) => format!("https://{authority}#{}", tls.id()).into(),
+            None => authority.as_str().into(),
         };
         let origin = Origin {
             authority: &authority,
-            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
             key: &key,
             tls: tls.as_deref(),
         };
@@ -238,7 +236,8 @@ impl Upstream {
     ) -> Result<(Response<hyper::body::Incoming>, Option<Conn>), (Failed, bool)> {
         // An origin's open HTTP/2 connection takes every request but upgrades.
         let upgrade = req.headers().contains_key(header::UPGRADE);
-        if !fresh && !upgrade {
+        // Only TLS connections can be HTTP/2 (ALPN): plain origins skip the lookup.
+        if !fresh && !upgrade && origin.tls.is_some() {
             if let Some(sender) = self.pool.h2(origin.key) {
                 return self.send_h2(sender, req, origin, true).await;
             }
@@ -372,9 +371,14 @@ impl Upstream {
         origin: &Origin<'_>,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Link, Failed> {
+        // Parsed only here: most requests find a pooled connection.
+        let port = origin
+            .authority
+            .port_u16()
+            .unwrap_or(if origin.tls.is_some() { 443 } else { 80 });
         let opened = self
             .connector
-            .connect(slot, origin.authority.host(), origin.port)
+            .connect(slot, origin.authority.host(), port)
             .await
             .map_err(Failed::Connect)?;
         let unsolicited = self.error_counter("unsolicited");
