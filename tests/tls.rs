@@ -423,3 +423,41 @@ async fn sighup_makes_the_binary_serve_the_renewed_certificate() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test]
+async fn the_tls_port_is_also_a_forward_proxy_with_connect() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new("https-proxy");
+    let leaf = pki.leaf("proxy", &["proxy.test"]);
+    let origin = Origin::fixed("through an https proxy").await;
+    let mut config = tls_config(&[&leaf]);
+    config.forward.connect_ports = vec![origin.addr.port()];
+    let proxy = start(config).await;
+    // A client that talks TLS to its proxy (an "HTTPS proxy"), then tunnels.
+    let mut tls = handshake(
+        &pki.client(&[b"http/1.1"]),
+        proxy.tls_addrs()[0],
+        "proxy.test",
+    )
+    .await;
+    let target = origin.addr.to_string();
+    tls.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tls.write_all(b"GET /tunnelled HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.ends_with("through an https proxy"), "{answer}");
+    assert_eq!(origin.count("/tunnelled"), 1);
+    proxy.shutdown().await;
+}
