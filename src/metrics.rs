@@ -50,6 +50,12 @@ pub struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub group: String,
+    pub server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
 }
@@ -105,6 +111,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Failed TLS handshakes on the TLS listeners, by reason.
     pub tls_handshake_errors: Family<ReasonLabels, Counter>,
+    /// Servers of upstream groups: up (1) or down (0), requests, failures.
+    pub servers: ServerFamilies,
     /// Configured routes (name, upstream), so `/stats` lists them before traffic.
     pub routes: Vec<(String, String)>,
     // The per-request path uses these, resolved once from the families above:
@@ -129,8 +137,37 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
 }
 
+/// The per-server families of upstream groups, made before the groups
+/// (which the routes, and so the rest of the metrics, depend on).
+#[derive(Default, Clone)]
+pub struct ServerFamilies {
+    pub up: Family<ServerLabels, Gauge>,
+    pub requests: Family<ServerLabels, Counter>,
+    pub errors: Family<ServerLabels, Counter>,
+}
+
+impl ServerFamilies {
+    /// The handles of one server of an upstream group.
+    pub fn server(&self, group: &str, server: &str) -> crate::upstream::ServerMetrics {
+        let labels = ServerLabels {
+            group: group.to_string(),
+            server: server.to_string(),
+        };
+        crate::upstream::ServerMetrics {
+            up: self.up.get_or_create_owned(&labels),
+            requests: self.requests.get_or_create_owned(&labels),
+            errors: self.errors.get_or_create_owned(&labels),
+        }
+    }
+}
+
 impl Metrics {
-    pub fn new(cache: &Cache, capacity: u64, routes: Vec<(String, String)>) -> Metrics {
+    pub fn new(
+        cache: &Cache,
+        capacity: u64,
+        routes: Vec<(String, String)>,
+        servers: ServerFamilies,
+    ) -> Metrics {
         let mut registry = Registry::with_prefix("viaduct");
         let requests: Family<RequestLabels, Counter> = Family::default();
         let duration: DurationFamily = Family::new_with_constructor(duration_histogram);
@@ -211,6 +248,7 @@ impl Metrics {
             route_bytes,
             access_log_dropped: Counter::default(),
             tls_handshake_errors: Family::default(),
+            servers,
             routes,
             registry: Registry::default(),
         };
@@ -302,6 +340,21 @@ impl Metrics {
             "client_connections",
             "Open client connections",
             m.client_connections.clone(),
+        );
+        r.register(
+            "upstream_server_up",
+            "Servers of upstream groups: 1 up, 0 down (passive marking or health checks)",
+            m.servers.up.clone(),
+        );
+        r.register(
+            "upstream_server_requests",
+            "Requests sent to each server of an upstream group",
+            m.servers.requests.clone(),
+        );
+        r.register(
+            "upstream_server_errors",
+            "Failures counted against each server of an upstream group",
+            m.servers.errors.clone(),
         );
         r.register(
             "tls_handshake_errors",

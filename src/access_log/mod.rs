@@ -258,7 +258,12 @@ mod tests {
             .build()
             .unwrap();
         let config = crate::config::Config::builtin();
-        let metrics = Arc::new(Metrics::new(&Cache::new(&config.cache), 0, Vec::new()));
+        let metrics = Arc::new(Metrics::new(
+            &Cache::new(&config.cache),
+            0,
+            Vec::new(),
+            Default::default(),
+        ));
         let path = std::env::temp_dir().join(format!("viaduct-alloc-{}.log", std::process::id()));
         let req = http::Request::get("http://a.test/x?y=1")
             .header("user-agent", "agent/1")

@@ -128,9 +128,86 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
         };
         return Err((server, key, "must be greater than zero".into()));
     }
+    let mut names = std::collections::HashSet::new();
+    for (i, group) in c.upstream.groups.iter().enumerate() {
+        let at = ("upstream.group", Some(i));
+        if !names.insert(group.name.as_str()) {
+            return Err((
+                at,
+                "name",
+                format!("group {:?} is defined twice", group.name),
+            ));
+        }
+        if group.servers.is_empty() {
+            return Err((at, "servers", "a group needs at least one server".into()));
+        }
+        if group.servers.iter().all(|s| s.backup) {
+            return Err((
+                at,
+                "servers",
+                "a group needs a server that is not a backup".into(),
+            ));
+        }
+        if group.max_fails == 0 || group.fail_timeout.get().is_zero() {
+            let key = if group.max_fails == 0 {
+                "max_fails"
+            } else {
+                "fail_timeout"
+            };
+            return Err((at, key, "must be greater than zero".into()));
+        }
+        if let Some(check) = &group.health_check {
+            if !check.path.starts_with('/') {
+                return Err((
+                    at,
+                    "health_check",
+                    format!("path {:?} must start with /", check.path),
+                ));
+            }
+            if check.interval.get().is_zero()
+                || check.timeout.get().is_zero()
+                || check.rise == 0
+                || check.fall == 0
+            {
+                return Err((
+                    at,
+                    "health_check",
+                    "interval, timeout, rise and fall must be greater than zero".into(),
+                ));
+            }
+            if !(100..=599).contains(&check.expect) {
+                return Err((
+                    at,
+                    "health_check",
+                    format!("expect {} is not an HTTP status", check.expect),
+                ));
+            }
+        }
+    }
     for (i, route) in c.routes.iter().enumerate() {
         let at = ("route", Some(i));
-        if !route.upstream.tls {
+        let url = match &route.upstream {
+            crate::config::RouteUpstream::Url(url) => url,
+            crate::config::RouteUpstream::Group(name) => {
+                if !names.contains(name.as_str()) {
+                    return Err((
+                        at,
+                        "upstream",
+                        format!("no [[upstream.group]] is named {name:?}"),
+                    ));
+                }
+                if route.tls_ca.is_some() {
+                    return Err((
+                        at,
+                        "tls_ca",
+                        "applies to https:// upstreams only (set it in [upstream] for a group)"
+                            .into(),
+                    ));
+                }
+                continue;
+            }
+        };
+        if !url.tls {
             if route.tls_ca.is_some() {
                 return Err((at, "tls_ca", "applies to https:// upstreams only".into()));
             }

@@ -327,6 +327,125 @@ pub struct UpstreamConfig {
     /// A PEM file of CAs every `https://` origin may be signed by, besides the
     /// public roots (a company CA, say).
     pub tls_ca: Option<std::path::PathBuf>,
+    /// `[[upstream.group]]`: named groups of origin servers.
+    #[serde(rename = "group")]
+    pub groups: Vec<GroupConfig>,
+}
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteUpstream {
+    Url(UpstreamUrl),
+    /// The name of an `[[upstream.group]]`.
+    Group(String),
+}
+
+impl RouteUpstream {
+    /// The URL, for a route with one origin.
+    pub fn url(&self) -> Option<&UpstreamUrl> {
+        match self {
+            RouteUpstream::Url(url) => Some(url),
+            RouteUpstream::Group(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RouteUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteUpstream::Url(url) => url.fmt(f),
+            RouteUpstream::Group(name) => write!(f, "group {name}"),
+        }
+    }
+}
+
+/// `[[upstream.group]]`: several origin servers behind one name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub name: String,
+    /// `"http://10.0.0.1:8000"`, with ` weight=N` and/or ` backup` after it.
+    pub servers: Vec<ServerSpec>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive marking: this many failures (connect errors, timeouts, 502–504)
+    /// within `fail_timeout` mark a server down for `fail_timeout`.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: Dur,
+}
+
+fn default_max_fails() -> u32 {
+    3
+}
+
+fn default_fail_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+
+/// One server of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub url: UpstreamUrl,
+    /// Share of the traffic, relative to the other servers (at least 1).
+    pub weight: u32,
+    /// Used only when every other server is down.
+    pub backup: bool,
+}
+
+/// How a group spreads requests over its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// In turn, by weight.
+    #[default]
+    RoundRobin,
+    /// The server with the fewest requests in flight (relative to its weight).
+    LeastConn,
+    /// By the cache key: each URL stays on one server.
+    ConsistentHash,
+}
+
+/// `health_check = { path = "/healthz", ... }`: active checks per server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_expect")]
+    pub expect: u16,
+    /// Consecutive passes that bring a down server back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up server down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_check_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+
+fn default_check_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(2))
+}
+
+fn default_expect() -> u16 {
+    200
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
 }
 
 impl Default for UpstreamConfig {
@@ -339,6 +458,7 @@ impl Default for UpstreamConfig {
             max_idle_per_host: 64,
             max_connections_per_host: 512,
             tls_ca: None,
+            groups: Vec::new(),
         }
     }
 }
@@ -387,8 +507,9 @@ pub struct RouteConfig {
     /// Path prefix this route serves; the longest matching prefix wins.
     #[serde(default = "default_prefix")]
     pub path_prefix: String,
-    /// The origin: `http://host[:port]`.
-    pub upstream: UpstreamUrl,
+    /// The origin: `http://host[:port]`, `https://host[:port]`, or the name of
+    /// an `[[upstream.group]]`.
+    pub upstream: RouteUpstream,
     /// Send the client's `Host` to the origin (true) or the upstream's (false).
     #[serde(default = "default_true")]
     pub preserve_host: bool,

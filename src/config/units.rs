@@ -172,6 +172,72 @@ impl fmt::Display for UpstreamUrl {
     }
 }
 
+impl FromStr for super::RouteUpstream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.contains("://") {
+            return s.parse().map(super::RouteUpstream::Url);
+        }
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(format!(
+                "upstream {s:?}: expected http://host[:port], https://host[:port] or a group name"
+            ));
+        }
+        Ok(super::RouteUpstream::Group(s.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for super::RouteUpstream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// `"http://10.0.0.2:8000 weight=2 backup"`.
+impl FromStr for super::ServerSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut words = s.split_whitespace();
+        let url: UpstreamUrl = words
+            .next()
+            .ok_or_else(|| "an empty server".to_string())?
+            .parse()?;
+        let mut spec = super::ServerSpec {
+            url,
+            weight: 1,
+            backup: false,
+        };
+        for word in words {
+            match word.split_once('=') {
+                Some(("weight", n)) => {
+                    spec.weight = n
+                        .parse()
+                        .ok()
+                        .filter(|w: &u32| (1..=1000).contains(w))
+                        .ok_or_else(|| format!("server {s:?}: weight must be 1 to 1000"))?;
+                }
+                None if word == "backup" => spec.backup = true,
+                _ => {
+                    return Err(format!(
+                        "server {s:?}: unknown parameter {word:?} (expected weight=N or backup)"
+                    ))
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+impl<'de> Deserialize<'de> for super::ServerSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
 /// Which hosts a route serves: an exact name, `*.suffix`, or `*` for any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {

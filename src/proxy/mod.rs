@@ -35,9 +35,10 @@ use crate::http::headers::{self, Via};
 use crate::metrics::{self, Metrics, Mode};
 use crate::server::{Activity, InFlight};
 use crate::upstream::guard::Guard;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 use cached::{Answer, CacheStep, Exchange};
 use classify::Classifier;
+use std::collections::HashMap;
 
 /// The client side of one connection, as the handler sees it.
 pub struct ClientConn {
@@ -111,8 +112,11 @@ impl Handler {
         https_port: Option<u16>,
     ) -> std::io::Result<Handler> {
         let cache = Arc::new(Cache::new(&config.cache));
-        let routes = routes::RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref())
-            .map_err(std::io::Error::other)?;
+        let servers = metrics::ServerFamilies::default();
+        let groups = upstream_groups(&config.upstream, &servers).map_err(std::io::Error::other)?;
+        let routes =
+            routes::RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref(), &groups)
+                .map_err(std::io::Error::other)?;
         // https:// forward requests (and routes without their own settings)
         // trust the public roots and `[upstream] tls_ca`.
         let default_tls = Arc::new(
@@ -140,6 +144,7 @@ impl Handler {
             &cache,
             config.cache.capacity.bytes(),
             route_rows,
+            servers,
         ));
         let access_log =
             AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())?;
@@ -460,6 +465,29 @@ fn forget_suspects(cache: Arc<Cache>) -> crate::upstream::Suspects {
     tx
 }
 
+/// The `[[upstream.group]]`s by name, their `https://` servers trusting the
+/// public roots and `[upstream] tls_ca`.
+fn upstream_groups(
+    config: &crate::config::UpstreamConfig,
+    servers: &metrics::ServerFamilies,
+) -> Result<HashMap<String, Arc<crate::upstream::Group>>, String> {
+    let cas: Vec<std::path::PathBuf> = config.tls_ca.iter().cloned().collect();
+    let mut groups = HashMap::new();
+    for group in &config.groups {
+        let tls = |url: &crate::config::UpstreamUrl| {
+            if !url.tls {
+                return Ok(None);
+            }
+            let client = crate::tls::TlsClient::new(&cas, true, crate::tls::Alpn::Auto)?;
+            Ok(Some(crate::upstream::OriginTls(Arc::new(client))))
+        };
+        let made =
+            crate::upstream::Group::new(group, tls, |server| servers.server(&group.name, server))?;
+        groups.insert(group.name.clone(), made);
+    }
+    Ok(groups)
+}
+
 /// A short text answer: status plus a one-line reason.
 fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
     let body = Bytes::from(format!("{e}\n"));
@@ -477,6 +505,9 @@ fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
         }
         ProxyError::MethodNotAllowed(_) => {
             h.insert(header::ALLOW, HeaderValue::from_static(local::ALLOW));
+        }
+        ProxyError::Upstream(UpstreamError::GroupDown { retry_after, .. }) => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         _ => {}
     }

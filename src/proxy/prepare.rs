@@ -148,6 +148,13 @@ impl Handler {
                 if let Some(tls) = &route.tls {
                     parts.extensions.insert(tls.clone());
                 }
+                if let Some(group) = &route.group {
+                    parts.extensions.insert(crate::upstream::GroupTarget {
+                        group: group.clone(),
+                        hash: crate::upstream::group::hash_bytes(key.as_bytes()),
+                        set_host: !route.preserve_host,
+                    });
+                }
                 (
                     uri,
                     route.upstream.authority.to_string(),

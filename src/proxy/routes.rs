@@ -6,9 +6,14 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::config::{ForwardedHeaders, HostPattern, RouteConfig, UpstreamProtocol, UpstreamUrl};
+use std::collections::HashMap;
+
+use crate::config::{
+    ForwardedHeaders, HostPattern, RouteConfig, RouteUpstream, UpstreamProtocol, UpstreamUrl,
+};
 use crate::http::host::normalize_host;
 use crate::tls::{Alpn, TlsClient};
+use crate::upstream::Group;
 
 pub struct Route {
     pub name: Arc<str>,
@@ -26,6 +31,8 @@ pub struct Route {
     pub https_redirect: bool,
     /// How to reach an `https://` upstream (`None` for http).
     pub tls: Option<crate::upstream::OriginTls>,
+    /// The upstream group, when the route names one.
+    pub group: Option<Arc<Group>>,
 }
 
 /// The TLS client of an `https://` route: the public roots plus the CAs
@@ -34,7 +41,7 @@ fn origin_tls(
     c: &RouteConfig,
     upstream_ca: Option<&std::path::Path>,
 ) -> Result<Option<crate::upstream::OriginTls>, String> {
-    if !c.upstream.tls {
+    if !c.upstream.url().is_some_and(|u| u.tls) {
         return Ok(None);
     }
     let cas: Vec<std::path::PathBuf> = upstream_ca
@@ -64,18 +71,32 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// `upstream_ca`: `[upstream] tls_ca`, trusted by every https route.
+    /// `upstream_ca`: `[upstream] tls_ca`, trusted by every https route;
+    /// `groups`: the upstream groups by name (the configuration checked
+    /// that every group a route names exists).
     pub fn new(
         configs: &[RouteConfig],
         upstream_ca: Option<&std::path::Path>,
+        groups: &HashMap<String, Arc<Group>>,
     ) -> Result<RouteTable, String> {
         let mut table = RouteTable::default();
         for c in configs {
-            let default_port = if c.upstream.tls { 443 } else { 80 };
-            let host_header = if c.upstream.port == default_port {
-                c.upstream.host.clone()
+            // A group route is labelled and first addressed by its first
+            // server; the pool picks the server per request.
+            let (upstream, group) = match &c.upstream {
+                RouteUpstream::Url(url) => (url.clone(), None),
+                RouteUpstream::Group(name) => {
+                    let group = groups
+                        .get(name)
+                        .ok_or_else(|| format!("no upstream group is named {name:?}"))?;
+                    (group.server(0).url.clone(), Some(group.clone()))
+                }
+            };
+            let default_port = if upstream.tls { 443 } else { 80 };
+            let host_header = if upstream.port == default_port {
+                upstream.host.clone()
             } else {
-                c.upstream.authority.to_string()
+                upstream.authority.to_string()
             };
             let name: Arc<str> = Arc::from(c.name.clone().unwrap_or_else(|| {
                 let host = match &c.host {
@@ -88,9 +109,13 @@ impl RouteTable {
             let route = Route {
                 namespace: Arc::from(crate::cache::key::route_namespace(&name)),
                 name,
-                upstream_label: Arc::from(c.upstream.authority.as_str()),
+                upstream_label: match &group {
+                    Some(group) => Arc::from(format!("group {}", group.name)),
+                    None => Arc::from(upstream.authority.as_str()),
+                },
                 path_prefix: c.path_prefix.clone(),
-                upstream: c.upstream.clone(),
+                upstream,
+                group,
                 upstream_host: HeaderValue::from_str(&host_header)
                     .expect("authority is a valid header value"),
                 preserve_host: c.preserve_host,
@@ -141,7 +166,7 @@ mod tests {
                 toml::from_str(&text).unwrap()
             })
             .collect();
-        RouteTable::new(&configs, None).unwrap()
+        RouteTable::new(&configs, None, &HashMap::new()).unwrap()
     }
 
     #[test]

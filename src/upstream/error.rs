@@ -50,6 +50,11 @@ pub enum UpstreamError {
         detail: String,
     },
     RequestBodyTooLarge(u64),
+    /// Every server of an upstream group is down (503 with Retry-After).
+    GroupDown {
+        group: String,
+        retry_after: u64,
+    },
     /// The TLS handshake with the origin failed: certificate, protocol, ALPN.
     Tls {
         upstream: String,
@@ -68,6 +73,7 @@ impl UpstreamError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             UpstreamError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            UpstreamError::GroupDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::Denied { .. } => StatusCode::FORBIDDEN,
             UpstreamError::RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
@@ -75,7 +81,7 @@ impl UpstreamError {
     }
 
     /// Every value `kind` can return.
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 16] = [
         "denied",
         "refused",
         "connect-timeout",
@@ -87,6 +93,7 @@ impl UpstreamError {
         "client-body",
         "request-too-large",
         "tls",
+        "group-down",
         "other",
         // Counted where they happen, not as answers to a client:
         "unsolicited",
@@ -108,8 +115,31 @@ impl UpstreamError {
             UpstreamError::ClientBody { .. } => "client-body",
             UpstreamError::RequestBodyTooLarge(_) => "request-too-large",
             UpstreamError::Tls { .. } => "tls",
+            UpstreamError::GroupDown { .. } => "group-down",
             UpstreamError::Other { .. } => "other",
         }
+    }
+
+    /// Nothing of the request reached the origin: the connection (or its
+    /// TLS handshake) could not be made.
+    pub fn before_sending(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Refused { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::Resolve { .. }
+                | UpstreamError::Connect { .. }
+                | UpstreamError::Tls { .. }
+        )
+    }
+
+    /// A failure that counts against the server in an upstream group.
+    pub fn marks_server_down(&self) -> bool {
+        self.before_sending()
+            || matches!(
+                self,
+                UpstreamError::ResponseTimeout { .. } | UpstreamError::Closed { .. }
+            )
     }
 
     /// A destination the guard would not let through (forward traffic and CONNECT).
@@ -256,6 +286,9 @@ impl fmt::Display for UpstreamError {
             }
             UpstreamError::ClientBody { detail } => {
                 write!(f, "the request body could not be read: {detail}")
+            }
+            UpstreamError::GroupDown { group, .. } => {
+                write!(f, "every server of upstream group {group} is down")
             }
             UpstreamError::Tls { upstream, detail } => {
                 write!(f, "TLS to upstream {upstream} failed: {detail}")

@@ -13,6 +13,7 @@ mod conn;
 mod connector;
 mod error;
 mod fold;
+pub mod group;
 pub mod guard;
 mod metrics;
 mod pool;
@@ -28,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 pub use body::OriginBody;
 pub use error::UpstreamError;
+pub use group::{Group, GroupTarget, ServerMetrics};
 pub use metrics::{KindLabels, UpstreamMetrics};
 
 use crate::config::UpstreamConfig;
@@ -87,6 +89,10 @@ pub struct Upstream {
     body_idle_timeout: Duration,
     suspects: Suspects,
 }
+
+/// A failed attempt: why, whether the connection had been reused, and the
+/// request when none of it was sent.
+type Attempted = (Failed, bool, Option<Request<RequestBody>>);
 
 /// Why one attempt failed, before it is named for the client.
 enum Failed {
@@ -155,17 +161,122 @@ impl Upstream {
     /// origin named `upstream` in messages.
     pub async fn send(
         &self,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         upstream: &str,
     ) -> Result<Response<OriginBody>, UpstreamError> {
+        match req.extensions_mut().remove::<GroupTarget>() {
+            Some(target) => self.send_group(req, target).await,
+            None => self.send_to(req, upstream).await.map_err(|(e, _)| e),
+        }
+    }
+
+    /// Sends to the servers of a group, one after another while they fail:
+    /// any request whose connection could not be made (nothing reached the
+    /// origin), and a bodyless idempotent one once more after it was sent.
+    async fn send_group(
+        &self,
+        req: Request<RequestBody>,
+        target: GroupTarget,
+    ) -> Result<Response<OriginBody>, UpstreamError> {
+        let group = &target.group;
+        let (mut parts, body) = req.into_parts();
+        let tag = parts.extensions.remove::<StoreTag>();
+        let replayable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+        let mut next = Some(Request::from_parts(parts, body));
+        let mut sent_once = false;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<UpstreamError> = None;
+        loop {
+            let Some(index) = group.pick(target.hash, &tried) else {
+                let any_up = (0..group.servers().len()).any(|i| group.is_up(i));
+                return Err(match last {
+                    // Servers are up but each one tried failed: say how.
+                    Some(e) if any_up => e,
+                    _ => UpstreamError::GroupDown {
+                        group: group.name.to_string(),
+                        retry_after: group.retry_after(),
+                    },
+                });
+            };
+            tried.push(index);
+            let Some(mut req) = next.take() else {
+                return Err(last.expect("a failed attempt"));
+            };
+            let server = group.server(index);
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::builder()
+                .scheme(if server.url.tls { "https" } else { "http" })
+                .authority(server.url.authority.clone())
+                .path_and_query(path)
+                .build()
+                .expect("a server's authority and a path make a URI");
+            if target.set_host {
+                let default = if server.url.tls { 443 } else { 80 };
+                let host = if server.url.port == default {
+                    HeaderValue::from_str(&server.url.host)
+                } else {
+                    HeaderValue::from_str(server.url.authority.as_str())
+                };
+                if let Ok(host) = host {
+                    req.headers_mut().insert(header::HOST, host);
+                }
+            }
+            if let Some(tls) = &server.tls {
+                req.extensions_mut().insert(tls.clone());
+            }
+            if let Some(tag) = &tag {
+                req.extensions_mut().insert(tag.clone());
+            }
+            // A copy to send again elsewhere if this one fails once sent.
+            let again = (replayable && !sent_once).then(|| copy_head(&req));
+            let in_flight = group.begin(index);
+            let result = self.send_to(req, &server.label).await;
+            drop(in_flight);
+            match result {
+                Ok(resp) => {
+                    if matches!(resp.status().as_u16(), 502..=504) {
+                        group.failed(index);
+                    }
+                    return Ok(resp);
+                }
+                Err((e, unsent)) => {
+                    if e.marks_server_down() {
+                        group.failed(index);
+                    }
+                    match (unsent, again) {
+                        // Nothing reached the origin: the next server gets it.
+                        (Some(unsent), _) if e.before_sending() => next = Some(unsent),
+                        // Sent, failed without an answer: once more elsewhere.
+                        (_, Some(again)) if e.marks_server_down() => {
+                            sent_once = true;
+                            next = Some(Request::from_parts(again, RequestBody::Empty));
+                        }
+                        _ => return Err(e),
+                    }
+                    tracing::debug!(group = %group.name, server = %server.label, error = %e, "trying the next server of the group");
+                    last = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Sends `req` to the origin in its URI. On failure, the request comes
+    /// back too when nothing of it was sent (the connection could not be made).
+    async fn send_to(
+        &self,
+        req: Request<RequestBody>,
+        upstream: &str,
+    ) -> Result<Response<OriginBody>, (UpstreamError, Option<Request<RequestBody>>)> {
         let (mut parts, body) = req.into_parts();
         let tag = parts.extensions.remove::<StoreTag>();
         let chosen = parts.extensions.remove::<OriginTls>();
         let Some(authority) = parts.uri.authority().cloned() else {
-            return Err(self.describe(
-                Failed::Upgrade("the request has no origin to go to"),
-                upstream,
-            ));
+            let failed = Failed::Upgrade("the request has no origin to go to");
+            return Err((self.describe(failed, upstream), None));
         };
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let tls = https.then(|| chosen.map_or_else(|| self.default_tls.clone(), |t| t.0));
@@ -198,7 +309,7 @@ impl Upstream {
             match (first, replay) {
                 // Usually a pooled connection the origin had just closed;
                 // a new connection that dies the same way gets one more try too.
-                (Err((failed, _)), Some(replay)) if failed.worth_retrying() => {
+                (Err((failed, _, _)), Some(replay)) if failed.worth_retrying() => {
                     tracing::debug!(
                         upstream,
                         "pooled connection was stale or out of step; retrying once"
@@ -216,14 +327,14 @@ impl Upstream {
                 }
                 (resp, conn)
             }
-            Ok(Err((failed, _))) => return Err(self.describe(failed, upstream)),
+            Ok(Err((failed, _, unsent))) => return Err((self.describe(failed, upstream), unsent)),
             Err(_) => {
                 tracing::debug!(upstream, "response head timeout");
-                return Err(self.describe(Failed::Timeout, upstream));
+                return Err((self.describe(Failed::Timeout, upstream), None));
             }
         };
         self.finish(resp, conn, asked_upgrade.as_ref())
-            .map_err(|f| self.describe(f, upstream))
+            .map_err(|f| (self.describe(f, upstream), None))
     }
 
     /// One try on a pooled (or, with `fresh`, a new) connection. The flag in
@@ -233,7 +344,7 @@ impl Upstream {
         req: Request<RequestBody>,
         origin: &Origin<'_>,
         fresh: bool,
-    ) -> Result<(Response<hyper::body::Incoming>, Option<Conn>), (Failed, bool)> {
+    ) -> Result<(Response<hyper::body::Incoming>, Option<Conn>), Attempted> {
         // An origin's open HTTP/2 connection takes every request but upgrades.
         let upgrade = req.headers().contains_key(header::UPGRADE);
         // Only TLS connections can be HTTP/2 (ALPN): plain origins skip the lookup.
@@ -249,13 +360,15 @@ impl Upstream {
         };
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => match self.conn_for(origin, fresh).await.map_err(|f| (f, false))? {
-                Link::H1(conn) => conn,
-                Link::H2(sender) => {
+            None => match self.conn_for(origin, fresh).await {
+                Err(failed) => return Err((failed, false, Some(req))),
+                Ok(Link::H1(conn)) => conn,
+                Ok(Link::H2(sender)) => {
                     if upgrade {
                         return Err((
                             Failed::Upgrade("the origin chose HTTP/2, which has no Upgrade"),
                             false,
+                            None,
                         ));
                     }
                     self.pool.share_h2(Arc::from(origin.key), sender.clone());
@@ -283,7 +396,7 @@ impl Upstream {
         match sent {
             // Found out of step while the head was on its way: it may answer
             // an earlier request.
-            Ok(_) if conn.peeker.watch.unsolicited() => Err((Failed::Desync, reused)),
+            Ok(_) if conn.peeker.watch.unsolicited() => Err((Failed::Desync, reused, None)),
             Ok(resp) => Ok((resp, Some(conn))),
             Err(e) => {
                 // hyper hands the surplus bytes' error to the request queued
@@ -291,7 +404,7 @@ impl Upstream {
                 if error::mentions(&e, "unexpected message") {
                     conn.peeker.watch.flag_unsolicited();
                 }
-                Err((Failed::Http(e), reused))
+                Err((Failed::Http(e), reused, None))
             }
         }
     }
@@ -303,7 +416,7 @@ impl Upstream {
         mut req: Request<RequestBody>,
         origin: &Origin<'_>,
         reused: bool,
-    ) -> Result<(Response<hyper::body::Incoming>, Option<Conn>), (Failed, bool)> {
+    ) -> Result<(Response<hyper::body::Incoming>, Option<Conn>), Attempted> {
         // RFC 9113 §8.3.1: the host asked for travels as :authority, not Host.
         let host = req.headers_mut().remove(header::HOST);
         let authority = host
@@ -325,6 +438,7 @@ impl Upstream {
                 (
                     Failed::Upgrade("the request target does not fit HTTP/2"),
                     reused,
+                    None,
                 )
             })?;
         *req.version_mut() = Version::HTTP_2;
@@ -334,7 +448,7 @@ impl Upstream {
             Err(e) => Err(e),
         };
         sent.map(|resp| (resp, None))
-            .map_err(|e| (Failed::Http(e), reused))
+            .map_err(|e| (Failed::Http(e), reused, None))
     }
 
     /// A connection once the origin has a free slot: a new one, or one
@@ -541,6 +655,16 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+/// A copy of a request's head, for sending it again.
+fn copy_head<B>(req: &Request<B>) -> http::request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = req.method().clone();
+    copy.uri = req.uri().clone();
+    copy.version = req.version();
+    copy.headers = req.headers().clone();
+    copy
 }
 
 /// A copy of a request head (method, URI, version, fields) for sending again.

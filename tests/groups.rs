@@ -1,0 +1,251 @@
+//! Upstream groups: balancing over real origins that count requests,
+//! failover past a dead server, passive and active marking, backups, and 503
+//! with Retry-After when every server is down.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+fn no_store(tag: &'static str) -> impl Fn(&Seen) -> http::Response<TestBody> + Send + Sync {
+    move |_| {
+        let mut resp = text(StatusCode::OK, tag);
+        resp.headers_mut()
+            .insert("cache-control", "no-store".parse().unwrap());
+        resp
+    }
+}
+
+fn config(group: &str) -> viaduct::Config {
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n\
+         [[upstream.group]]\nname = \"app\"\n{group}\n[[route]]\nhost = \"*\"\nupstream = \"app\"\n"
+    );
+    let mut config = viaduct::Config::from_toml(&text, "test").unwrap();
+    config.forward.allow_loopback = true;
+    config
+}
+
+/// GET `path` for host `app.test`.
+fn site(path: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = get(path);
+    req.headers_mut()
+        .insert("host", "app.test".parse().unwrap());
+    req
+}
+
+fn servers(list: &[String]) -> String {
+    let quoted: Vec<String> = list.iter().map(|s| format!("{s:?}")).collect();
+    format!("servers = [{}]", quoted.join(", "))
+}
+
+#[tokio::test]
+async fn round_robin_spreads_by_weight() {
+    let a = Origin::start(no_store("a")).await;
+    let b = Origin::start(no_store("b")).await;
+    let c = Origin::start(no_store("c")).await;
+    let list = [
+        format!("http://{}", a.addr),
+        format!("http://{}", b.addr),
+        format!("http://{} weight=2", c.addr),
+    ];
+    let proxy = start(config(&servers(&list))).await;
+    for i in 0..400 {
+        let got = fetch(proxy.addr(), site(&format!("/rr/{i}"))).await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    let (na, nb, nc) = (a.count("/rr/"), b.count("/rr/"), c.count("/rr/"));
+    assert_eq!(na + nb + nc, 400);
+    for (n, want) in [(na, 100), (nb, 100), (nc, 200)] {
+        assert!(n.abs_diff(want) <= want / 10, "{na} {nb} {nc}");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_server_costs_no_failed_request_and_is_marked_down() {
+    let a = Origin::start(no_store("a")).await;
+    let (_dead, dead) = refusing_port();
+    let list = [format!("http://{}", a.addr), format!("http://{dead}")];
+    let proxy = start(config(&format!(
+        "{}\nmax_fails = 2\nfail_timeout = \"30s\"",
+        servers(&list)
+    )))
+    .await;
+    for i in 0..20 {
+        let got = fetch(proxy.addr(), site(&format!("/f/{i}"))).await;
+        assert_eq!(got.status, StatusCode::OK, "request {i}: {}", got.text());
+    }
+    assert_eq!(a.count("/f/"), 20);
+    let scrape = scrape(proxy.admin_addr()).await;
+    let labels = |server: String| [("group", "app".to_string()), ("server", server)];
+    let up = |server: String| {
+        let labels = labels(server);
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        value(&scrape, "viaduct_upstream_server_up", &labels)
+    };
+    assert_eq!(up(dead.to_string()), 0.0, "passively marked down");
+    assert_eq!(up(a.addr.to_string()), 1.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn backups_serve_only_when_the_primaries_are_down_and_then_503() {
+    let backup = Origin::start(no_store("backup")).await;
+    let (_dead, dead) = refusing_port();
+    let list = [
+        format!("http://{dead}"),
+        format!("http://{} backup", backup.addr),
+    ];
+    let proxy = start(config(&format!("{}\nmax_fails = 1", servers(&list)))).await;
+    let got = fetch(proxy.addr(), site("/b/1")).await;
+    assert_eq!(got.text(), "backup", "failover to the backup");
+    assert_eq!(fetch(proxy.addr(), site("/b/2")).await.text(), "backup");
+    proxy.shutdown().await;
+
+    // Every server down: 503 naming the group, with Retry-After.
+    let (_d1, d1) = refusing_port();
+    let (_d2, d2) = refusing_port();
+    let list = [format!("http://{d1}"), format!("http://{d2}")];
+    let proxy = start(config(&format!(
+        "{}\nmax_fails = 1\nfail_timeout = \"20s\"",
+        servers(&list)
+    )))
+    .await;
+    let first = fetch(proxy.addr(), site("/down")).await;
+    assert_eq!(
+        first.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        first.text()
+    );
+    let got = fetch(proxy.addr(), site("/down")).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(got.text().contains("upstream group app"), "{}", got.text());
+    let retry: u64 = got.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_each_url_on_one_server() {
+    let a = Origin::start(no_store("a")).await;
+    let b = Origin::start(no_store("b")).await;
+    let list = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    let proxy = start(config(&format!(
+        "{}\nbalance = \"consistent_hash\"",
+        servers(&list)
+    )))
+    .await;
+    for round in 0..3 {
+        for i in 0..20 {
+            let got = fetch(proxy.addr(), site(&format!("/h/{i}"))).await;
+            assert_eq!(got.status, StatusCode::OK, "round {round}");
+        }
+    }
+    let mut both = 0;
+    for i in 0..20 {
+        let path = format!("/h/{i}");
+        let exact = |o: &Origin| o.seen().iter().filter(|s| s.target == path).count();
+        let (na, nb) = (exact(&a), exact(&b));
+        assert!(na == 0 || nb == 0, "/h/{i} went to both: {na} {nb}");
+        assert_eq!(na + nb, 3);
+        both += (na > 0) as usize;
+    }
+    assert!(
+        (3..=17).contains(&both),
+        "keys spread over both servers: {both} on a"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_checks_take_a_server_out_and_bring_it_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    let a = Origin::start(move |seen| {
+        if seen.target == "/healthz" && !flag.load(Ordering::SeqCst) {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "sick");
+        }
+        no_store("a")(seen)
+    })
+    .await;
+    let b = Origin::start(no_store("b")).await;
+    let list = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    let check = "health_check = { path = \"/healthz\", interval = \"50ms\", timeout = \"1s\", rise = 2, fall = 2 }";
+    let proxy = start(config(&format!("{}\n{check}", servers(&list)))).await;
+    healthy.store(false, Ordering::SeqCst);
+    // Wait (without asserting on time) until a's failed checks take it out.
+    let before = a.count("/x/");
+    let mut out = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let scrape = scrape(proxy.admin_addr()).await;
+        let server = a.addr.to_string();
+        if value(
+            &scrape,
+            "viaduct_upstream_server_up",
+            &[("group", "app"), ("server", &server)],
+        ) == 0.0
+        {
+            out = true;
+            break;
+        }
+    }
+    assert!(out, "a failing health check marks the server down");
+    for i in 0..10 {
+        assert_eq!(
+            fetch(proxy.addr(), site(&format!("/x/{i}"))).await.text(),
+            "b"
+        );
+    }
+    assert_eq!(a.count("/x/"), before);
+    // Healthy again: back after `rise` passes.
+    healthy.store(true, Ordering::SeqCst);
+    let mut back = false;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if fetch(proxy.addr(), site("/y")).await.text() == "a" {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the server came back after its checks passed");
+    proxy.shutdown().await;
+}
+
+#[test]
+fn bad_groups_are_refused_naming_the_key() {
+    let bad = [
+        ("servers = []", "at least one server"),
+        (
+            "servers = [\"http://127.0.0.1:1 weight=0\"]",
+            "weight must be 1 to 1000",
+        ),
+        ("servers = [\"http://127.0.0.1:1/app\"]", "path or query"),
+        (
+            "servers = [\"http://127.0.0.1:1\"]\nhealth_check = { path = \"healthz\" }",
+            "must start with /",
+        ),
+    ];
+    for (group, message) in bad {
+        let text = format!(
+            "[[upstream.group]]\nname = \"app\"\n{group}\n[[route]]\nhost = \"*\"\nupstream = \"app\"\n"
+        );
+        let err = viaduct::Config::from_toml(&text, "p.toml").unwrap_err();
+        assert!(err.to_string().contains(message), "{group}: {err}");
+        assert!(err.line.is_some(), "{err}");
+    }
+    let text = "[[route]]\nhost = \"*\"\nupstream = \"nothing\"\n";
+    let err = viaduct::Config::from_toml(text, "p.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no [[upstream.group]] is named \"nothing\""),
+        "{err}"
+    );
+    assert_eq!(err.line, Some(3));
+}
