@@ -80,6 +80,7 @@ impl Proxy {
             config.server.name.clone(),
             phase_rx.clone(),
             handler.cache_namespaces(),
+            handler.upstream_groups(),
         ));
         tokio::spawn(admin.serve(admin_listener));
         let plain = listeners.into_iter().map(|l| (l, None));

@@ -249,3 +249,73 @@ fn bad_groups_are_refused_naming_the_key() {
     );
     assert_eq!(err.line, Some(3));
 }
+
+#[tokio::test]
+async fn with_every_server_down_a_stored_response_is_served_stale() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let failing = Arc::new(AtomicBool::new(false));
+    let flag = failing.clone();
+    let a = Origin::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+        }
+        let mut resp = text(StatusCode::OK, "stored");
+        resp.headers_mut().insert(
+            "cache-control",
+            "max-age=0, stale-if-error=600".parse().unwrap(),
+        );
+        resp
+    })
+    .await;
+    let list = [format!("http://{}", a.addr)];
+    let proxy = start(config(&format!(
+        "{}\nmax_fails = 1\nfail_timeout = \"60s\"",
+        servers(&list)
+    )))
+    .await;
+    assert_eq!(fetch(proxy.addr(), site("/s")).await.text(), "stored");
+    failing.store(true, Ordering::SeqCst);
+    // The origin answers 503: stale-if-error, and the server is marked down.
+    assert_eq!(fetch(proxy.addr(), site("/s")).await.text(), "stored");
+    assert_eq!(a.count("/s"), 2);
+    // Now nothing is up: still the stored response, and no request sent.
+    let got = fetch(proxy.addr(), site("/s")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "stored");
+    assert_eq!(a.count("/s"), 2);
+    // Nothing stored for another URL: 503 naming the group.
+    let got = fetch(proxy.addr(), site("/other")).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(got.header("retry-after").is_some());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_lists_each_group_and_its_servers() {
+    let a = Origin::start(no_store("a")).await;
+    let (_dead, dead) = refusing_port();
+    let list = [
+        format!("http://{}", a.addr),
+        format!("http://{dead} backup"),
+    ];
+    let proxy = start(config(&format!("{}\nmax_fails = 1", servers(&list)))).await;
+    assert_eq!(fetch(proxy.addr(), site("/u")).await.status, StatusCode::OK);
+    let admin = proxy.admin_addr();
+    let got = fetch(admin, get(&format!("http://{admin}/upstreams"))).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&got.text()).unwrap();
+    let group = &body["groups"][0];
+    assert_eq!(group["name"], "app");
+    assert_eq!(group["balance"], "round_robin");
+    let first = &group["servers"][0];
+    assert_eq!(first["server"], a.addr.to_string());
+    assert_eq!(first["up"], true);
+    assert_eq!(first["requests"], 1);
+    assert_eq!(group["servers"][1]["backup"], true);
+    // The same in /stats.
+    let stats = fetch(admin, get(&format!("http://{admin}/stats"))).await;
+    let stats: serde_json::Value = serde_json::from_str(&stats.text()).unwrap();
+    assert_eq!(stats["upstream_groups"][0]["name"], "app");
+    proxy.shutdown().await;
+}

@@ -41,6 +41,8 @@ pub struct Admin {
     /// (label, namespace) of every part of the cache: forward traffic, then
     /// each reverse route by name.
     namespaces: Vec<(String, String)>,
+    /// Upstream groups, for `/upstreams` and `/stats`.
+    groups: Vec<Arc<crate::upstream::Group>>,
 }
 
 impl Admin {
@@ -51,8 +53,10 @@ impl Admin {
         name: String,
         phase: watch::Receiver<Phase>,
         namespaces: Vec<(String, String)>,
+        groups: Vec<Arc<crate::upstream::Group>>,
     ) -> Admin {
         Admin {
+            groups,
             cache,
             metrics,
             token,
@@ -138,6 +142,9 @@ impl Admin {
                 resp
             }
             (&Method::GET, "/stats") => json(stats::snapshot(self)),
+            (&Method::GET, "/upstreams") => {
+                json(serde_json::json!({ "groups": stats::groups(self) }))
+            }
             (&Method::GET, "/cache") => stats::inspect(self, query),
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
             (&Method::GET, "/readyz") => match *self.phase.borrow() {

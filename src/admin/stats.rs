@@ -37,6 +37,40 @@ fn ratio(part: u64, whole: u64) -> Value {
     }
 }
 
+/// Each upstream group with its servers' state (`/upstreams`, `/stats`).
+pub(super) fn groups(admin: &Admin) -> Value {
+    let groups: Vec<Value> = admin
+        .groups
+        .iter()
+        .map(|group| {
+            let servers: Vec<Value> = group
+                .servers()
+                .iter()
+                .enumerate()
+                .map(|(i, server)| {
+                    json!({
+                        "server": &*server.label,
+                        "url": server.url.to_string(),
+                        "weight": server.weight(),
+                        "backup": server.backup(),
+                        "up": group.is_up(i),
+                        "in_flight": server.in_flight(),
+                        "requests": server.metrics.requests.get(),
+                        "errors": server.metrics.errors.get(),
+                    })
+                })
+                .collect();
+            let balance = match group.balance() {
+                crate::config::Balance::RoundRobin => "round_robin",
+                crate::config::Balance::LeastConn => "least_conn",
+                crate::config::Balance::ConsistentHash => "consistent_hash",
+            };
+            json!({ "name": &*group.name, "balance": balance, "servers": servers })
+        })
+        .collect();
+    Value::Array(groups)
+}
+
 pub(super) fn snapshot(admin: &Admin) -> Value {
     let m = &admin.metrics;
     let cache = &admin.cache;
@@ -138,6 +172,7 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
             "background_revalidations": cache.stats.background_revalidations.get(),
             "purges": cache.stats.purges.get(),
         },
+        "upstream_groups": groups(admin),
         "upstream": {
             "requests": m.upstream.requests.get(),
             "connections_opened": m.upstream.connections.get(),

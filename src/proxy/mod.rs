@@ -69,6 +69,8 @@ pub struct Handler {
     via: Via,
     /// Where `https_redirect` sends plain-HTTP clients.
     https_port: Option<u16>,
+    /// `[[upstream.group]]`s in the file's order (routes hold them too).
+    groups: Vec<Arc<crate::upstream::Group>>,
     /// `[server] max_request_body` in bytes; 0 means unlimited.
     max_body: u64,
     /// `[cache] purge_allow`.
@@ -148,8 +150,15 @@ impl Handler {
         ));
         let access_log =
             AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())?;
+        let group_list = config
+            .upstream
+            .groups
+            .iter()
+            .filter_map(|g| groups.get(&g.name).cloned())
+            .collect();
         Ok(Handler {
             https_port,
+            groups: group_list,
             classifier: Classifier {
                 forward: config.forward.clone(),
                 routes,
@@ -223,6 +232,11 @@ impl Handler {
                     .map(|r| (r.name.to_string(), r.namespace.to_string())),
             )
             .collect()
+    }
+
+    /// Every upstream group, in the configuration's order.
+    pub fn upstream_groups(&self) -> Vec<Arc<crate::upstream::Group>> {
+        self.groups.clone()
     }
 
     pub fn cache_handle(&self) -> Arc<Cache> {

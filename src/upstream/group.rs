@@ -111,6 +111,10 @@ impl Group {
         Ok(group)
     }
 
+    pub fn balance(&self) -> Balance {
+        self.balance
+    }
+
     pub fn server(&self, index: usize) -> &Server {
         &self.servers[index]
     }
@@ -230,6 +234,20 @@ impl Group {
             .filter(|ms| *ms > 0)
             .min()
             .map_or(1, |ms| ms.div_ceil(1000).max(1))
+    }
+}
+
+impl Server {
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    pub fn backup(&self) -> bool {
+        self.backup
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 }
 
