@@ -7,13 +7,15 @@
 #
 #   benches/load.sh                  # all scenarios
 #   benches/load.sh hit1k pass       # some of: hit1k hit100k pass churn hit1k-log
-#                                    #          tls-hit1k h2-hit1k
+#                                    #          tls-hit1k h2-hit1k hit1k-group pass-group
 #
 # Every access log is off except in hit1k-log, where viaduct, nginx and
 # Varnish (varnishncsa) each log every request to a file. tls-hit1k (wrk,
 # HTTP/1.1 over TLS, keep-alive) and h2-hit1k (h2load, h2 over TLS, 10 streams
 # per connection) compare viaduct's TLS listener with nginx `ssl http2` and
 # the same cache (Varnish has no TLS; the ceiling is plain HTTP).
+# hit1k-group and pass-group compare a route to an [[upstream.group]] of two
+# servers (the origin on two ports) with the single-URL route, in one run.
 #
 # Needs wrk and nginx (apt-get install -y wrk nginx-light), openssl, and for
 # h2-hit1k h2load (apt-get install -y nghttp2-client); Varnish is used when
@@ -35,7 +37,7 @@ SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(hit1k hit100k pass churn hit1k-log tls-hit1k h2-hit1k)
 ORIGIN_PORT=19100 VIADUCT_PORT=19101 NGINX_PORT=19102 VARNISH_PORT=19103
 CEILING_PORT=19104 VIADUCT_LOG_PORT=19105 NGINX_LOG_PORT=19106
-VIADUCT_TLS_PORT=19107 NGINX_TLS_PORT=19108
+VIADUCT_TLS_PORT=19107 NGINX_TLS_PORT=19108 VIADUCT_GROUP_PORT=19109 ORIGIN_PORT2=19110
 # PIN=1: the servers share core 0, wrk has core 1.
 SERVE=() LOAD=()
 if [ "$PIN" = 1 ]; then SERVE=(taskset -c 0) LOAD=(taskset -c 1); fi
@@ -79,6 +81,7 @@ http {
     access_log off;
     server {
         listen 127.0.0.1:$ORIGIN_PORT reuseport;
+        listen 127.0.0.1:$ORIGIN_PORT2 reuseport;
         root $work/www;
         location /hit/ { alias $work/www/; add_header Cache-Control max-age=600; }
         location /pass/ { alias $work/www/; add_header Cache-Control no-store; }
@@ -164,6 +167,15 @@ VIADUCT_PID=$!
 pids+=($VIADUCT_PID)
 "${SERVE[@]}" ./target/release/viaduct -c "$work/viaduct-log.toml" &
 pids+=($!)
+# The same viaduct with its route on a group of two servers.
+viaduct_conf $VIADUCT_GROUP_PORT off | sed "s|^upstream = .*|upstream = \"app\"|" > "$work/viaduct-group.toml"
+cat >> "$work/viaduct-group.toml" <<CONF
+[[upstream.group]]
+name = "app"
+servers = ["http://127.0.0.1:$ORIGIN_PORT", "http://127.0.0.1:$ORIGIN_PORT2"]
+CONF
+"${SERVE[@]}" ./target/release/viaduct -c "$work/viaduct-group.toml" &
+pids+=($!)
 "${SERVE[@]}" ./target/release/examples/ceiling 127.0.0.1:$CEILING_PORT "$WORKERS" &
 pids+=($!)
 
@@ -176,7 +188,7 @@ fi
 sleep 1
 
 # Warm every cache on the hit paths.
-for port in $VIADUCT_PORT $VIADUCT_LOG_PORT $NGINX_PORT $NGINX_LOG_PORT $([ $HAVE_VARNISH = 1 ] && echo $VARNISH_PORT); do
+for port in $VIADUCT_PORT $VIADUCT_LOG_PORT $VIADUCT_GROUP_PORT $NGINX_PORT $NGINX_LOG_PORT $([ $HAVE_VARNISH = 1 ] && echo $VARNISH_PORT); do
     for path in /hit/1k /hit/100k /pass/1k; do curl -fsS -o /dev/null "http://127.0.0.1:$port$path"; done
 done
 for port in $VIADUCT_TLS_PORT $NGINX_TLS_PORT; do
@@ -216,7 +228,8 @@ run() {
     fi
     case $2 in
         tls-hit1k) url="https://127.0.0.1:$1/hit/1k" ;;
-        hit1k | hit1k-log) url="$url/hit/1k" ;;
+        hit1k | hit1k-log | hit1k-group) url="$url/hit/1k" ;;
+        pass-group) url="$url/pass/1k" ;;
         hit100k) url="$url/hit/100k" ;;
         pass) url="$url/pass/1k" ;;
         churn) args+=(-s "$work/churn.lua") ;;
@@ -232,6 +245,7 @@ run() {
 declare -A BEST P99 ERR
 port_of() { # WHO SCENARIO
     case $1/$2 in
+        group/*) echo $VIADUCT_GROUP_PORT ;;
         viaduct/tls-* | viaduct/h2-*) echo $VIADUCT_TLS_PORT ;;
         nginx/tls-* | nginx/h2-*) echo $NGINX_TLS_PORT ;;
         viaduct/hit1k-log) echo $VIADUCT_LOG_PORT ;;
@@ -246,6 +260,7 @@ port_of() { # WHO SCENARIO
 contenders_of() {
     local who=(viaduct nginx)
     case $1 in tls-* | h2-*) echo "${who[@]}"; return ;; esac
+    case $1 in *-group) echo viaduct group; return ;; esac
     [ $HAVE_VARNISH = 1 ] && who+=(varnish)
     case $1 in hit*) who+=(ceiling) ;; esac
     echo "${who[@]}"
@@ -290,6 +305,7 @@ rule="$rule ---: | ---: |"
 echo "$header"
 echo "$rule"
 for scenario in "${SCENARIOS[@]}"; do
+    case $scenario in *-group) continue ;; esac
     v=${BEST[$scenario/viaduct]:-0} n=${BEST[$scenario/nginx]:-0}
     line="| $scenario | $v | ${P99[$scenario/viaduct]:-} | ${ERR[$scenario/viaduct]:-0} | $n | ${P99[$scenario/nginx]:-} | $(ratio "$v" "$n") |"
     if [ $HAVE_VARNISH = 1 ]; then
@@ -302,3 +318,15 @@ for scenario in "${SCENARIOS[@]}"; do
 done
 echo
 echo "peak RSS: viaduct $(( $(rss_kb $VIADUCT_PID) / 1024 )) MiB, nginx peer $(( $(rss_kb $NGINX_PID) / 1024 )) MiB$([ $HAVE_VARNISH = 1 ] && echo ", varnish $(( $(rss_kb "$(varnish_root)") / 1024 )) MiB")"
+group_rows=0
+for scenario in "${SCENARIOS[@]}"; do
+    case $scenario in *-group) ;; *) continue ;; esac
+    if [ $group_rows = 0 ]; then
+        echo
+        echo "| scenario | single-URL route req/s | p99 | group of 2 req/s | p99 | group/single |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+        group_rows=1
+    fi
+    v=${BEST[$scenario/viaduct]:-0} g=${BEST[$scenario/group]:-0}
+    echo "| $scenario | $v | ${P99[$scenario/viaduct]:-} | $g | ${P99[$scenario/group]:-} | $(ratio "$g" "$v") |"
+done

@@ -141,6 +141,9 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
         if group.servers.is_empty() {
             return Err((at, "servers", "a group needs at least one server".into()));
         }
+        if group.servers.len() > 64 {
+            return Err((at, "servers", "a group has at most 64 servers".into()));
+        }
         if group.servers.iter().all(|s| s.backup) {
             return Err((
                 at,

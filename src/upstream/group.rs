@@ -23,6 +23,9 @@ pub struct ServerMetrics {
 
 pub struct Server {
     pub url: UpstreamUrl,
+    /// Built once: what a request to this server carries.
+    scheme: http::uri::Scheme,
+    host: Option<http::HeaderValue>,
     /// `host:port`, for messages and metric labels.
     pub label: Arc<str>,
     /// For `https://` servers.
@@ -78,7 +81,23 @@ impl Group {
             let label: Arc<str> = Arc::from(spec.url.authority.as_str());
             let metrics = metrics(&label);
             metrics.up.set(1);
+            let url = &spec.url;
+            let default = if url.tls { 443 } else { 80 };
+            let host = if url.port == default {
+                http::HeaderValue::from_str(&url.host)
+            } else {
+                http::HeaderValue::from_str(url.authority.as_str())
+            };
+            if config.servers.len() > 64 {
+                return Err(format!("group {}: at most 64 servers", config.name));
+            }
             servers.push(Server {
+                scheme: if url.tls {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    http::uri::Scheme::HTTP
+                },
+                host: host.ok(),
                 tls: tls(&spec.url)?,
                 seed: hash_bytes(label.as_bytes()),
                 url: spec.url.clone(),
@@ -129,16 +148,21 @@ impl Group {
 
     pub fn is_up(&self, index: usize) -> bool {
         let server = &self.servers[index];
-        !server.unhealthy.load(Ordering::Relaxed)
-            && server.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        if server.unhealthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Never marked down: no clock read.
+        let until = server.down_until_ms.load(Ordering::Relaxed);
+        until == 0 || until <= self.now_ms()
     }
 
     /// The server for a request, skipping `tried`: a primary that is up, else
     /// a backup that is up; `None` when every server is down or tried.
-    pub fn pick(&self, hash: u64, tried: &[usize]) -> Option<usize> {
+    /// `tried`: a bit per server index.
+    pub fn pick(&self, hash: u64, tried: u64) -> Option<usize> {
         for backup in [false, true] {
             let open = |i: &usize| {
-                self.servers[*i].backup == backup && !tried.contains(i) && self.is_up(*i)
+                self.servers[*i].backup == backup && tried & (1 << *i) == 0 && self.is_up(*i)
             };
             let chosen = match self.balance {
                 Balance::RoundRobin => {
@@ -176,17 +200,6 @@ impl Group {
             }
         }
         None
-    }
-
-    /// Counts a request in flight to `index` until the guard drops.
-    pub fn begin(self: &Arc<Self>, index: usize) -> InFlight {
-        let server = &self.servers[index];
-        server.in_flight.fetch_add(1, Ordering::Relaxed);
-        server.metrics.requests.inc();
-        InFlight {
-            group: self.clone(),
-            index,
-        }
     }
 
     /// A connect error, timeout or 502–504 from `index`: `max_fails` of them
@@ -238,6 +251,38 @@ impl Group {
 }
 
 impl Server {
+    /// Points `req` at this server: scheme and authority, `Host` when the
+    /// route does not preserve the client's, and the TLS settings.
+    pub fn aim(&self, req: &mut http::Request<crate::http::body::RequestBody>, set_host: bool) {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.url.authority.clone());
+        uri.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        if let Ok(uri) = http::Uri::from_parts(uri) {
+            *req.uri_mut() = uri;
+        }
+        if set_host {
+            if let Some(host) = &self.host {
+                req.headers_mut().insert(http::header::HOST, host.clone());
+            }
+        }
+        if let Some(tls) = &self.tls {
+            req.extensions_mut().insert(tls.clone());
+        }
+    }
+
+    /// Counts a request in flight here until the guard drops.
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.requests.inc();
+        InFlight { server: self }
+    }
+
     pub fn weight(&self) -> u32 {
         self.weight
     }
@@ -252,16 +297,13 @@ impl Server {
 }
 
 /// A request in flight to one server (for `least_conn`).
-pub struct InFlight {
-    group: Arc<Group>,
-    index: usize,
+pub struct InFlight<'a> {
+    server: &'a Server,
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.group.servers[self.index]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -422,7 +464,7 @@ mod tests {
             &["http://a:1 weight=3", "http://b:1", "http://c:1 backup"],
             Balance::RoundRobin,
         );
-        let picks: Vec<usize> = (0..8).map(|_| g.pick(0, &[]).unwrap()).collect();
+        let picks: Vec<usize> = (0..8).map(|_| g.pick(0, 0).unwrap()).collect();
         assert_eq!(picks.iter().filter(|i| **i == 0).count(), 6);
         assert_eq!(picks.iter().filter(|i| **i == 1).count(), 2);
         // Spread, not in a run: b appears in each half.
@@ -438,9 +480,9 @@ mod tests {
             &["http://a:1", "http://b:1", "http://c:1 backup"],
             Balance::RoundRobin,
         );
-        assert_ne!(g.pick(0, &[]), Some(2));
-        assert_eq!(g.pick(0, &[0, 1]), Some(2));
-        assert_eq!(g.pick(0, &[0, 1, 2]), None);
+        assert_ne!(g.pick(0, 0), Some(2));
+        assert_eq!(g.pick(0, 0b011), Some(2));
+        assert_eq!(g.pick(0, 0b111), None);
     }
 
     #[tokio::test]
@@ -453,7 +495,7 @@ mod tests {
         assert!(!g.is_up(0));
         assert_eq!(g.servers[0].metrics.up.get(), 0);
         for _ in 0..10 {
-            assert_eq!(g.pick(0, &[]), Some(1));
+            assert_eq!(g.pick(0, 0), Some(1));
         }
         assert!(g.retry_after() >= 9);
     }
@@ -468,9 +510,9 @@ mod tests {
         let mut moved = 0;
         for n in 0..3000u64 {
             let key = hash_bytes(format!("/item/{n}").as_bytes());
-            let before = three.pick(key, &[]).unwrap();
-            assert_eq!(three.pick(key, &[]), Some(before), "stable");
-            let after = two.pick(key, &[]).unwrap();
+            let before = three.pick(key, 0).unwrap();
+            assert_eq!(three.pick(key, 0), Some(before), "stable");
+            let after = two.pick(key, 0).unwrap();
             let name = |g: &Group, i: usize| g.servers[i].label.clone();
             if name(&three, before) != name(&two, after) {
                 assert_eq!(&*name(&three, before), "b:1", "only b's keys move");
@@ -484,10 +526,10 @@ mod tests {
     #[test]
     fn least_conn_prefers_the_idle_server() {
         let g = group(&["http://a:1", "http://b:1"], Balance::LeastConn);
-        let busy = g.begin(0);
-        assert_eq!(g.pick(0, &[]), Some(1));
+        let busy = g.server(0).begin();
+        assert_eq!(g.pick(0, 0), Some(1));
         drop(busy);
-        let _b = g.begin(1);
-        assert_eq!(g.pick(0, &[]), Some(0));
+        let _b = g.server(1).begin();
+        assert_eq!(g.pick(0, 0), Some(0));
     }
 }

@@ -90,6 +90,14 @@ pub struct Upstream {
     suspects: Suspects,
 }
 
+/// What a failed send gives back for another server.
+enum Unsent {
+    /// Nothing of it reached the origin: any request may go elsewhere.
+    Request(Request<RequestBody>),
+    /// It was sent; a copy of a bodyless idempotent request, to send once more.
+    Replay(http::request::Parts),
+}
+
 /// A failed attempt: why, whether the connection had been reused, and the
 /// request when none of it was sent.
 type Attempted = (Failed, bool, Option<Request<RequestBody>>);
@@ -181,13 +189,13 @@ impl Upstream {
         let group = &target.group;
         let (mut parts, body) = req.into_parts();
         let tag = parts.extensions.remove::<StoreTag>();
-        let replayable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
-        let mut next = Some(Request::from_parts(parts, body));
-        let mut sent_once = false;
-        let mut tried: Vec<usize> = Vec::new();
+        let mut next = Request::from_parts(parts, body);
+        let mut resent = false;
+        // Servers tried, by index (a group has at most 64).
+        let mut tried = 0u64;
         let mut last: Option<UpstreamError> = None;
         loop {
-            let Some(index) = group.pick(target.hash, &tried) else {
+            let Some(index) = group.pick(target.hash, tried) else {
                 let any_up = (0..group.servers().len()).any(|i| group.is_up(i));
                 return Err(match last {
                     // Servers are up but each one tried failed: say how.
@@ -198,79 +206,50 @@ impl Upstream {
                     },
                 });
             };
-            tried.push(index);
-            let Some(mut req) = next.take() else {
-                return Err(last.expect("a failed attempt"));
-            };
+            tried |= 1 << index;
             let server = group.server(index);
-            let path = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *req.uri_mut() = Uri::builder()
-                .scheme(if server.url.tls { "https" } else { "http" })
-                .authority(server.url.authority.clone())
-                .path_and_query(path)
-                .build()
-                .expect("a server's authority and a path make a URI");
-            if target.set_host {
-                let default = if server.url.tls { 443 } else { 80 };
-                let host = if server.url.port == default {
-                    HeaderValue::from_str(&server.url.host)
-                } else {
-                    HeaderValue::from_str(server.url.authority.as_str())
-                };
-                if let Ok(host) = host {
-                    req.headers_mut().insert(header::HOST, host);
-                }
-            }
-            if let Some(tls) = &server.tls {
-                req.extensions_mut().insert(tls.clone());
-            }
+            let mut req = next;
+            server.aim(&mut req, target.set_host);
             if let Some(tag) = &tag {
                 req.extensions_mut().insert(tag.clone());
             }
-            // A copy to send again elsewhere if this one fails once sent.
-            let again = (replayable && !sent_once).then(|| copy_head(&req));
-            let in_flight = group.begin(index);
+            let in_flight = server.begin();
             let result = self.send_to(req, &server.label).await;
             drop(in_flight);
-            match result {
+            let (e, back) = match result {
                 Ok(resp) => {
                     if matches!(resp.status().as_u16(), 502..=504) {
                         group.failed(index);
                     }
                     return Ok(resp);
                 }
-                Err((e, unsent)) => {
-                    if e.marks_server_down() {
-                        group.failed(index);
-                    }
-                    match (unsent, again) {
-                        // Nothing reached the origin: the next server gets it.
-                        (Some(unsent), _) if e.before_sending() => next = Some(unsent),
-                        // Sent, failed without an answer: once more elsewhere.
-                        (_, Some(again)) if e.marks_server_down() => {
-                            sent_once = true;
-                            next = Some(Request::from_parts(again, RequestBody::Empty));
-                        }
-                        _ => return Err(e),
-                    }
-                    tracing::debug!(group = %group.name, server = %server.label, error = %e, "trying the next server of the group");
-                    last = Some(e);
-                }
+                Err(failure) => failure,
+            };
+            if e.marks_server_down() {
+                group.failed(index);
             }
+            next = match back {
+                // Nothing reached the origin: the next server gets it.
+                Some(Unsent::Request(unsent)) if e.before_sending() => unsent,
+                // Sent, and failed without an answer: once more elsewhere.
+                Some(Unsent::Replay(copy)) if !resent && e.marks_server_down() => {
+                    resent = true;
+                    Request::from_parts(copy, RequestBody::Empty)
+                }
+                _ => return Err(e),
+            };
+            tracing::debug!(group = %group.name, server = %server.label, error = %e, "trying the next server of the group");
+            last = Some(e);
         }
     }
 
-    /// Sends `req` to the origin in its URI. On failure, the request comes
-    /// back too when nothing of it was sent (the connection could not be made).
+    /// Sends `req` to the origin in its URI. On failure, what can be sent
+    /// elsewhere comes back with the error (see `Unsent`).
     async fn send_to(
         &self,
         req: Request<RequestBody>,
         upstream: &str,
-    ) -> Result<Response<OriginBody>, (UpstreamError, Option<Request<RequestBody>>)> {
+    ) -> Result<Response<OriginBody>, (UpstreamError, Option<Unsent>)> {
         let (mut parts, body) = req.into_parts();
         let tag = parts.extensions.remove::<StoreTag>();
         let chosen = parts.extensions.remove::<OriginTls>();
@@ -315,19 +294,22 @@ impl Upstream {
                         "pooled connection was stale or out of step; retrying once"
                     );
                     let retry = Request::from_parts(replay, RequestBody::Empty);
-                    self.attempt(retry, &origin, true).await
+                    (self.attempt(retry, &origin, true).await, None)
                 }
-                (other, _) => other,
+                (other, replay) => (other, replay),
             }
         };
         let (resp, conn) = match tokio::time::timeout(self.response_header_timeout, attempt).await {
-            Ok(Ok((resp, conn))) => {
+            Ok((Ok((resp, conn)), _)) => {
                 if let (Some(StoreTag(key)), Some(conn)) = (tag, &conn) {
                     conn.peeker.watch.remember(key);
                 }
                 (resp, conn)
             }
-            Ok(Err((failed, _, unsent))) => return Err((self.describe(failed, upstream), unsent)),
+            Ok((Err((failed, _, unsent)), replay)) => {
+                let back = unsent.map(Unsent::Request).or(replay.map(Unsent::Replay));
+                return Err((self.describe(failed, upstream), back));
+            }
             Err(_) => {
                 tracing::debug!(upstream, "response head timeout");
                 return Err((self.describe(Failed::Timeout, upstream), None));
@@ -655,16 +637,6 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// A copy of a request's head, for sending it again.
-fn copy_head<B>(req: &Request<B>) -> http::request::Parts {
-    let (mut copy, ()) = Request::new(()).into_parts();
-    copy.method = req.method().clone();
-    copy.uri = req.uri().clone();
-    copy.version = req.version();
-    copy.headers = req.headers().clone();
-    copy
 }
 
 /// A copy of a request head (method, URI, version, fields) for sending again.
