@@ -139,11 +139,23 @@ fn duration_histogram() -> Histogram {
 
 /// The per-server families of upstream groups, made before the groups
 /// (which the routes, and so the rest of the metrics, depend on).
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct ServerFamilies {
     pub up: Family<ServerLabels, Gauge>,
     pub requests: Family<ServerLabels, Counter>,
     pub errors: Family<ServerLabels, Counter>,
+    pub response_time: Family<ServerLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ServerFamilies {
+    fn default() -> Self {
+        ServerFamilies {
+            up: Family::default(),
+            requests: Family::default(),
+            errors: Family::default(),
+            response_time: Family::new_with_constructor(duration_histogram),
+        }
+    }
 }
 
 impl ServerFamilies {
@@ -157,6 +169,7 @@ impl ServerFamilies {
             up: self.up.get_or_create_owned(&labels),
             requests: self.requests.get_or_create_owned(&labels),
             errors: self.errors.get_or_create_owned(&labels),
+            response_time: self.response_time.get_or_create_owned(&labels),
         }
     }
 }
@@ -355,6 +368,11 @@ impl Metrics {
             "upstream_server_errors",
             "Failures counted against each server of an upstream group",
             m.servers.errors.clone(),
+        );
+        r.register(
+            "upstream_server_response_seconds",
+            "Time from sending a request to a server of an upstream group to its response head",
+            m.servers.response_time.clone(),
         );
         r.register(
             "tls_handshake_errors",

@@ -319,3 +319,108 @@ async fn the_admin_lists_each_group_and_its_servers() {
     assert_eq!(stats["upstream_groups"][0]["name"], "app");
     proxy.shutdown().await;
 }
+
+/// An origin that can be stopped: its listener closes and every connection
+/// it holds is dropped, as when the process dies.
+async fn killable(tag: &'static str) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (kill, dead) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut stop = dead.clone();
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted.unwrap(),
+                _ = stop.changed() => return,
+            };
+            let mut stop = dead.clone();
+            tokio::spawn(async move {
+                let service = service_fn(
+                    move |_req: http::Request<hyper::body::Incoming>| async move {
+                        let mut resp =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(tag)));
+                        resp.headers_mut()
+                            .insert("cache-control", "no-store".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = stop.changed() => {}
+                }
+            });
+        }
+    });
+    (addr, kill)
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_run_costs_no_failed_request() {
+    let (a, kill_a) = killable("a").await;
+    let (b, _keep_b) = killable("b").await;
+    let list = [format!("http://{a}"), format!("http://{b}")];
+    let proxy = start(config(&format!(
+        "{}\nmax_fails = 1\nfail_timeout = \"30s\"",
+        servers(&list)
+    )))
+    .await;
+    let mut seen_a = 0;
+    for i in 0..200 {
+        if i == 100 {
+            kill_a.send(true).unwrap();
+        }
+        let got = fetch(proxy.addr(), site(&format!("/k/{i}"))).await;
+        assert_eq!(got.status, StatusCode::OK, "request {i}: {}", got.text());
+        if got.text() == "a" {
+            assert!(i < 100, "a answered after it was killed");
+            seen_a += 1;
+        }
+    }
+    assert!(seen_a > 20, "a took its share before: {seen_a}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_and_traffic_moves() {
+    // Accepts connections and reads, but never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let b = Origin::start(no_store("b")).await;
+    let list = [
+        format!("http://{silent_addr}"),
+        format!("http://{}", b.addr),
+    ];
+    let mut config = config(&format!(
+        "{}\nmax_fails = 1\nfail_timeout = \"30s\"",
+        servers(&list)
+    ));
+    config.upstream.response_header_timeout = viaduct::config::Dur(Duration::from_millis(300));
+    let proxy = start(config).await;
+    for i in 0..6 {
+        let got = fetch(proxy.addr(), site(&format!("/n/{i}"))).await;
+        // The one request that met the silent server timed out there and
+        // was sent once more to b.
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+        assert_eq!(got.text(), "b");
+    }
+    let scrape = scrape(proxy.admin_addr()).await;
+    let server = silent_addr.to_string();
+    assert_eq!(
+        value(
+            &scrape,
+            "viaduct_upstream_server_up",
+            &[("group", "app"), ("server", &server)]
+        ),
+        0.0
+    );
+    proxy.shutdown().await;
+}

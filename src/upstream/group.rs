@@ -19,6 +19,8 @@ pub struct ServerMetrics {
     pub up: Gauge,
     pub requests: Counter,
     pub errors: Counter,
+    /// Time to the response head.
+    pub response_time: crate::sharded::Histogram,
 }
 
 pub struct Server {
@@ -453,6 +455,7 @@ mod tests {
                 up: Gauge::default(),
                 requests: Counter::default(),
                 errors: Counter::default(),
+                response_time: crate::sharded::Histogram::new([0.1, 1.0]),
             },
         )
         .unwrap()

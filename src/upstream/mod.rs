@@ -214,10 +214,12 @@ impl Upstream {
                 req.extensions_mut().insert(tag.clone());
             }
             let in_flight = server.begin();
+            let started = std::time::Instant::now();
             let result = self.send_to(req, &server.label).await;
             drop(in_flight);
             let (e, back) = match result {
                 Ok(resp) => {
+                    server.metrics.response_time.observe(started.elapsed());
                     if matches!(resp.status().as_u16(), 502..=504) {
                         group.failed(index);
                     }
@@ -281,11 +283,13 @@ impl Upstream {
         // Only a request without a body can be sent again: a streamed body is gone.
         let replay = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
             .then(|| copy_parts(&parts));
+        // Kept outside the timed future, so a timeout still leaves a copy
+        // for another server of a group.
         let attempt = async {
             let first = self
                 .attempt(Request::from_parts(parts, body), &origin, false)
                 .await;
-            match (first, replay) {
+            match (first, replay.as_ref()) {
                 // Usually a pooled connection the origin had just closed;
                 // a new connection that dies the same way gets one more try too.
                 (Err((failed, _, _)), Some(replay)) if failed.worth_retrying() => {
@@ -293,26 +297,27 @@ impl Upstream {
                         upstream,
                         "pooled connection was stale or out of step; retrying once"
                     );
-                    let retry = Request::from_parts(replay, RequestBody::Empty);
-                    (self.attempt(retry, &origin, true).await, None)
+                    let retry = Request::from_parts(copy_parts(replay), RequestBody::Empty);
+                    self.attempt(retry, &origin, true).await
                 }
-                (other, replay) => (other, replay),
+                (other, _) => other,
             }
         };
         let (resp, conn) = match tokio::time::timeout(self.response_header_timeout, attempt).await {
-            Ok((Ok((resp, conn)), _)) => {
+            Ok(Ok((resp, conn))) => {
                 if let (Some(StoreTag(key)), Some(conn)) = (tag, &conn) {
                     conn.peeker.watch.remember(key);
                 }
                 (resp, conn)
             }
-            Ok((Err((failed, _, unsent)), replay)) => {
+            Ok(Err((failed, _, unsent))) => {
                 let back = unsent.map(Unsent::Request).or(replay.map(Unsent::Replay));
                 return Err((self.describe(failed, upstream), back));
             }
             Err(_) => {
                 tracing::debug!(upstream, "response head timeout");
-                return Err((self.describe(Failed::Timeout, upstream), None));
+                let back = replay.map(Unsent::Replay);
+                return Err((self.describe(Failed::Timeout, upstream), back));
             }
         };
         self.finish(resp, conn, asked_upgrade.as_ref())
