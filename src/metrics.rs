@@ -180,6 +180,7 @@ impl Metrics {
         capacity: u64,
         routes: Vec<(String, String)>,
         servers: ServerFamilies,
+        upstream: UpstreamMetrics,
     ) -> Metrics {
         let mut registry = Registry::with_prefix("viaduct");
         let requests: Family<RequestLabels, Counter> = Family::default();
@@ -243,7 +244,7 @@ impl Metrics {
             misses: Counter::default(),
             response_bytes,
             not_stored,
-            upstream: UpstreamMetrics::default(),
+            upstream,
             duration,
             client_connections: Gauge::default(),
             tunnels_open: Gauge::default(),

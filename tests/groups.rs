@@ -424,3 +424,19 @@ async fn a_server_that_never_answers_times_out_and_traffic_moves() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_group_overrides_the_upstream_timeouts_for_its_servers() {
+    let slow = Origin::start_delayed(no_store("slow"), |_| Duration::from_secs(5)).await;
+    let list = [format!("http://{}", slow.addr)];
+    // [upstream] response_header_timeout stays at its 60 s default.
+    let proxy = start(config(&format!(
+        "{}\nresponse_header_timeout = \"200ms\"",
+        servers(&list)
+    )))
+    .await;
+    let got = fetch(proxy.addr(), site("/slow")).await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT, "{}", got.text());
+    assert!(got.text().contains("within 200ms"), "{}", got.text());
+    proxy.shutdown().await;
+}

@@ -263,6 +263,7 @@ mod tests {
             0,
             Vec::new(),
             Default::default(),
+            Default::default(),
         ));
         let path = std::env::temp_dir().join(format!("viaduct-alloc-{}.log", std::process::id()));
         let req = http::Request::get("http://a.test/x?y=1")

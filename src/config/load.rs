@@ -151,6 +151,20 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
                 "a group needs a server that is not a backup".into(),
             ));
         }
+        let zero = [
+            ("connect_timeout", group.connect_timeout),
+            ("response_header_timeout", group.response_header_timeout),
+            ("body_idle_timeout", group.body_idle_timeout),
+            ("idle_timeout", group.idle_timeout),
+        ]
+        .into_iter()
+        .find(|(_, d)| d.is_some_and(|d| d.get().is_zero()));
+        if let Some((key, _)) = zero {
+            return Err((at, key, "must be greater than zero".into()));
+        }
+        if group.max_connections_per_host == Some(0) {
+            return Err((at, "max_connections_per_host", "must be at least 1".into()));
+        }
         if group.max_fails == 0 || group.fail_timeout.get().is_zero() {
             let key = if group.max_fails == 0 {
                 "max_fails"

@@ -376,6 +376,56 @@ pub struct GroupConfig {
     pub max_fails: u32,
     #[serde(default = "default_fail_timeout")]
     pub fail_timeout: Dur,
+    /// Overrides of the `[upstream]` keys of the same name, for this group.
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
+    #[serde(default)]
+    pub response_header_timeout: Option<Dur>,
+    #[serde(default)]
+    pub body_idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub max_idle_per_host: Option<usize>,
+    #[serde(default)]
+    pub max_connections_per_host: Option<usize>,
+}
+
+impl GroupConfig {
+    /// The `[upstream]` settings with this group's overrides, or `None` when
+    /// it overrides nothing (it then shares the routes' pool).
+    pub fn pool_settings(&self, defaults: &UpstreamConfig) -> Option<UpstreamConfig> {
+        let overrides = self.connect_timeout.is_some()
+            || self.response_header_timeout.is_some()
+            || self.body_idle_timeout.is_some()
+            || self.idle_timeout.is_some()
+            || self.max_idle_per_host.is_some()
+            || self.max_connections_per_host.is_some();
+        if !overrides {
+            return None;
+        }
+        let mut settings = defaults.clone();
+        settings.groups.clear();
+        if let Some(d) = self.connect_timeout {
+            settings.connect_timeout = d;
+        }
+        if let Some(d) = self.response_header_timeout {
+            settings.response_header_timeout = d;
+        }
+        if let Some(d) = self.body_idle_timeout {
+            settings.body_idle_timeout = d;
+        }
+        if let Some(d) = self.idle_timeout {
+            settings.idle_timeout = d;
+        }
+        if let Some(n) = self.max_idle_per_host {
+            settings.max_idle_per_host = n;
+        }
+        if let Some(n) = self.max_connections_per_host {
+            settings.max_connections_per_host = n;
+        }
+        Some(settings)
+    }
 }
 
 fn default_max_fails() -> u32 {

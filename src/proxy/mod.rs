@@ -115,10 +115,8 @@ impl Handler {
     ) -> std::io::Result<Handler> {
         let cache = Arc::new(Cache::new(&config.cache));
         let servers = metrics::ServerFamilies::default();
-        let groups = upstream_groups(&config.upstream, &servers).map_err(std::io::Error::other)?;
-        let routes =
-            routes::RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref(), &groups)
-                .map_err(std::io::Error::other)?;
+        let upstream_metrics = crate::upstream::UpstreamMetrics::default();
+        let suspects = forget_suspects(cache.clone());
         // https:// forward requests (and routes without their own settings)
         // trust the public roots and `[upstream] tls_ca`.
         let default_tls = Arc::new(
@@ -129,6 +127,20 @@ impl Handler {
             )
             .map_err(std::io::Error::other)?,
         );
+        let group_pool = |settings: &crate::config::UpstreamConfig| {
+            Arc::new(Upstream::new(
+                settings,
+                upstream_metrics.clone(),
+                None,
+                suspects.clone(),
+                default_tls.clone(),
+            ))
+        };
+        let groups = upstream_groups(&config.upstream, &servers, group_pool)
+            .map_err(std::io::Error::other)?;
+        let routes =
+            routes::RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref(), &groups)
+                .map_err(std::io::Error::other)?;
         let mut route_rows = vec![(metrics::FORWARD_ROUTE.to_string(), "(any)".to_string())];
         route_rows.extend(
             routes
@@ -141,12 +153,12 @@ impl Handler {
             local_addrs.clone(),
             config.forward.allow_loopback,
         ));
-        let suspects = forget_suspects(cache.clone());
         let metrics = Arc::new(Metrics::new(
             &cache,
             config.cache.capacity.bytes(),
             route_rows,
             servers,
+            upstream_metrics,
         ));
         let access_log =
             AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())?;
@@ -484,6 +496,7 @@ fn forget_suspects(cache: Arc<Cache>) -> crate::upstream::Suspects {
 fn upstream_groups(
     config: &crate::config::UpstreamConfig,
     servers: &metrics::ServerFamilies,
+    pool: impl Fn(&crate::config::UpstreamConfig) -> Arc<Upstream>,
 ) -> Result<HashMap<String, Arc<crate::upstream::Group>>, String> {
     let cas: Vec<std::path::PathBuf> = config.tls_ca.iter().cloned().collect();
     let mut groups = HashMap::new();
@@ -495,8 +508,13 @@ fn upstream_groups(
             let client = crate::tls::TlsClient::new(&cas, true, crate::tls::Alpn::Auto)?;
             Ok(Some(crate::upstream::OriginTls(Arc::new(client))))
         };
-        let made =
-            crate::upstream::Group::new(group, tls, |server| servers.server(&group.name, server))?;
+        let made = crate::upstream::Group::new(
+            group,
+            tls,
+            |server| servers.server(&group.name, server),
+            // A group that overrides [upstream] settings gets a pool of its own.
+            group.pool_settings(config).map(|settings| pool(&settings)),
+        )?;
         groups.insert(group.name.clone(), made);
     }
     Ok(groups)

@@ -49,6 +49,8 @@ pub struct Server {
 
 pub struct Group {
     pub name: Arc<str>,
+    /// The group's own pool when it overrides `[upstream]` settings.
+    pub pool: Option<Arc<super::Upstream>>,
     servers: Vec<Server>,
     balance: Balance,
     max_fails: u32,
@@ -77,6 +79,7 @@ impl Group {
         config: &GroupConfig,
         tls: impl Fn(&UpstreamUrl) -> Result<Option<OriginTls>, String>,
         metrics: impl Fn(&str) -> ServerMetrics,
+        pool: Option<Arc<super::Upstream>>,
     ) -> Result<Arc<Group>, String> {
         let mut servers = Vec::with_capacity(config.servers.len());
         for spec in &config.servers {
@@ -116,6 +119,7 @@ impl Group {
         let order = [false, true].map(|backup| smooth_order(&servers, backup));
         let group = Arc::new(Group {
             name: Arc::from(config.name.as_str()),
+            pool,
             servers,
             balance: config.balance,
             max_fails: config.max_fails,
@@ -457,6 +461,7 @@ mod tests {
                 errors: Counter::default(),
                 response_time: crate::sharded::Histogram::new([0.1, 1.0]),
             },
+            None,
         )
         .unwrap()
     }

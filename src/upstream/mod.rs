@@ -215,7 +215,8 @@ impl Upstream {
             }
             let in_flight = server.begin();
             let started = std::time::Instant::now();
-            let result = self.send_to(req, &server.label).await;
+            let pool = group.pool.as_deref().unwrap_or(self);
+            let result = pool.send_to(req, &server.label).await;
             drop(in_flight);
             let (e, back) = match result {
                 Ok(resp) => {
