@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
+pub(crate) mod reload;
 pub(crate) mod server;
 pub(crate) mod sharded;
 pub mod tls;
@@ -32,8 +33,31 @@ use server::{ConnectionSettings, Phase};
 pub struct Proxy;
 
 impl Proxy {
-    /// Binds every listener and starts serving. Must run inside a tokio runtime.
+    /// Loads `path` and starts; `Running::reload` (SIGHUP, `POST /reload`)
+    /// then re-reads it.
+    pub async fn start_from(path: &std::path::Path) -> Result<Running, StartError> {
+        let config = Config::load(path).map_err(|e| StartError(e.to_string()))?;
+        Proxy::start_with(config, Some(path.to_path_buf())).await
+    }
+
+    /// Starts with `config`, already loaded from `path`, which reloads re-read.
+    pub async fn start_loaded(
+        config: Config,
+        path: std::path::PathBuf,
+    ) -> Result<Running, StartError> {
+        Proxy::start_with(config, Some(path)).await
+    }
+
+    /// Binds every listener and starts serving. Must run inside a tokio
+    /// runtime. Without a file there is nothing to reload from.
     pub async fn start(config: Config) -> Result<Running, StartError> {
+        Proxy::start_with(config, None).await
+    }
+
+    async fn start_with(
+        config: Config,
+        path: Option<std::path::PathBuf>,
+    ) -> Result<Running, StartError> {
         let (listeners, addrs) = bind(&config.server.listen).await?;
         let (tls_listeners, tls_addrs) = bind(&config.tls.listen).await?;
         let tls = if tls_listeners.is_empty() {
@@ -73,14 +97,20 @@ impl Proxy {
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
         let limit = Arc::new(Semaphore::new(max));
         let (phase, phase_rx) = watch::channel(Phase::Running);
+        let reloader = Arc::new(reload::Reloader::new(
+            path,
+            handler.clone(),
+            tls.clone(),
+            config.clone(),
+        ));
         let admin = Arc::new(admin::Admin::new(
             handler.cache_handle(),
             handler.metrics(),
             config.admin.token.clone(),
             config.server.name.clone(),
             phase_rx.clone(),
-            handler.cache_namespaces(),
-            handler.upstream_groups(),
+            handler.clone(),
+            reloader.clone(),
         ));
         tokio::spawn(admin.serve(admin_listener));
         let plain = listeners.into_iter().map(|l| (l, None));
@@ -102,6 +132,7 @@ impl Proxy {
             addrs,
             tls_addrs,
             tls,
+            reloader,
             admin_addr,
             phase,
             limit,
@@ -132,6 +163,7 @@ pub struct Running {
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     tls: Option<Arc<tls::TlsServer>>,
+    reloader: Arc<reload::Reloader>,
     admin_addr: SocketAddr,
     phase: watch::Sender<Phase>,
     limit: Arc<Semaphore>,
@@ -160,6 +192,12 @@ impl Running {
             Some(tls) => tls.reload(),
             None => Ok(0),
         }
+    }
+
+    /// Re-reads the configuration file and applies it to new requests (see
+    /// `reload.rs`); the answer says what changed, or why nothing did.
+    pub fn reload(&self) -> Result<String, String> {
+        self.reloader.reload()
     }
 
     /// The bound admin address.

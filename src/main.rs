@@ -90,7 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, config_path(&args)))
 }
 
 fn hash_password() -> ExitCode {
@@ -141,7 +141,15 @@ fn init_tracing(level: &str) {
         .init();
 }
 
-async fn serve(config: Config) -> ExitCode {
+/// The file the configuration came from (reloads re-read it), if any.
+fn config_path(args: &Args) -> Option<PathBuf> {
+    match &args.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from("proxy.toml")).filter(|p| p.exists()),
+    }
+}
+
+async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     // Registered before the listeners exist, so a signal sent as soon as we
     // announce ourselves is never missed.
     let stop = match StopSignal::register() {
@@ -152,7 +160,11 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let routes = config.routes.len();
-    let running = match Proxy::start(config).await {
+    let started = match path {
+        Some(path) => Proxy::start_loaded(config, path).await,
+        None => Proxy::start(config).await,
+    };
+    let running = match started {
         Ok(running) => running,
         Err(e) => {
             eprintln!("viaduct: {e}");
@@ -174,7 +186,7 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGINT or SIGTERM stop; SIGHUP re-reads the TLS certificates.
+/// SIGINT or SIGTERM stop; SIGHUP reloads the configuration file.
 #[cfg(unix)]
 struct StopSignal {
     interrupt: tokio::signal::unix::Signal,
@@ -198,11 +210,10 @@ impl StopSignal {
             tokio::select! {
                 _ = self.interrupt.recv() => return,
                 _ = self.terminate.recv() => return,
-                _ = self.hangup.recv() => match running.reload_tls() {
-                    Ok(0) => tracing::info!("SIGHUP: no TLS listeners, nothing to reload"),
-                    Ok(n) => tracing::info!(certificates = n, "SIGHUP: TLS certificates reloaded"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay in use"),
-                },
+                // Reports (and errors) are logged by the reload itself.
+                _ = self.hangup.recv() => {
+                    let _ = running.reload();
+                }
             }
         }
     }

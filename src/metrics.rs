@@ -7,6 +7,7 @@
 //! fixed sets; routes appear by their configured name, never by URL or client.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +48,11 @@ pub struct DirectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     pub cache: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,8 +119,13 @@ pub struct Metrics {
     pub tls_handshake_errors: Family<ReasonLabels, Counter>,
     /// Servers of upstream groups: up (1) or down (0), requests, failures.
     pub servers: ServerFamilies,
-    /// Configured routes (name, upstream), so `/stats` lists them before traffic.
-    pub routes: Vec<(String, String)>,
+    /// Configuration reloads, by result (`ok`, `error`).
+    pub config_reloads: Family<ResultLabels, Counter>,
+    /// When the configuration in use was loaded (Unix seconds).
+    pub config_loaded: Gauge,
+    /// Configured routes (name, upstream), so `/stats` lists them before
+    /// traffic, and their counters; replaced on reload.
+    routes: arc_swap::ArcSwap<RouteRows>,
     // The per-request path uses these, resolved once from the families above:
     // no hashing, locking or allocation per request.
     by_mode_and_cache: Vec<Counter>,
@@ -122,6 +133,11 @@ pub struct Metrics {
     bytes_from_cache: Counter,
     bytes_from_upstream: Counter,
     not_stored_by_reason: Vec<Counter>,
+}
+
+/// The routes' rows and counters, resolved once per configuration.
+struct RouteRows {
+    rows: Vec<(String, String)>,
     by_route: HashMap<String, RouteCounters>,
 }
 
@@ -135,6 +151,13 @@ struct RouteCounters {
 fn duration_histogram() -> Histogram {
     // 0.1 ms .. ~6.5 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The per-server families of upstream groups, made before the groups
@@ -216,20 +239,6 @@ impl Metrics {
                 })
             })
             .collect();
-        let by_route = routes
-            .iter()
-            .map(|(name, _)| {
-                let labels = RouteLabels {
-                    route: name.clone(),
-                };
-                let counters = RouteCounters {
-                    requests: route_requests.get_or_create_owned(&labels),
-                    hits: route_hits.get_or_create_owned(&labels),
-                    bytes: route_bytes.get_or_create_owned(&labels),
-                };
-                (name.clone(), counters)
-            })
-            .collect();
         let m = Metrics {
             bytes_from_cache: response_bytes.get_or_create_owned(&SourceLabels { source: "cache" }),
             bytes_from_upstream: response_bytes
@@ -237,7 +246,6 @@ impl Metrics {
             by_mode_and_cache,
             duration_by_cache,
             not_stored_by_reason,
-            by_route,
             started: Instant::now(),
             requests,
             hits: Counter::default(),
@@ -263,10 +271,17 @@ impl Metrics {
             access_log_dropped: Counter::default(),
             tls_handshake_errors: Family::default(),
             servers,
-            routes,
+            config_reloads: Family::default(),
+            config_loaded: Gauge::default(),
+            routes: arc_swap::ArcSwap::from_pointee(RouteRows {
+                rows: Vec::new(),
+                by_route: HashMap::new(),
+            }),
             registry: Registry::default(),
         };
         m.cache_capacity.set(capacity as i64);
+        m.set_routes(routes);
+        m.config_loaded.set(unix_now());
         let stats = &cache.stats;
         let r = &mut registry;
         r.register(
@@ -354,6 +369,16 @@ impl Metrics {
             "client_connections",
             "Open client connections",
             m.client_connections.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, POST /reload), by result",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "config_loaded_timestamp_seconds",
+            "When the configuration in use was loaded, in Unix seconds",
+            m.config_loaded.clone(),
         );
         r.register(
             "upstream_server_up",
@@ -457,13 +482,38 @@ impl Metrics {
         {
             self.not_stored_by_reason[*why as usize].inc();
         }
-        if let Some(counters) = route.and_then(|r| self.by_route.get(r)) {
+        let routes = self.routes.load();
+        if let Some(counters) = route.and_then(|r| routes.by_route.get(r)) {
             counters.requests.inc();
             counters.bytes.inc_by(bytes);
             if from_cache == Some(true) {
                 counters.hits.inc();
             }
         }
+    }
+
+    /// The configured routes (name, upstream), for `/stats`.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.routes.load().rows.clone()
+    }
+
+    /// Sets the configured routes: at start and after a reload.
+    pub fn set_routes(&self, rows: Vec<(String, String)>) {
+        let by_route = rows
+            .iter()
+            .map(|(name, _)| {
+                let labels = RouteLabels {
+                    route: name.clone(),
+                };
+                let counters = RouteCounters {
+                    requests: self.route_requests.get_or_create_owned(&labels),
+                    hits: self.route_hits.get_or_create_owned(&labels),
+                    bytes: self.route_bytes.get_or_create_owned(&labels),
+                };
+                (name.clone(), counters)
+            })
+            .collect();
+        self.routes.store(Arc::new(RouteRows { rows, by_route }));
     }
 
     /// The Prometheus text exposition, with the cache gauges refreshed.

@@ -38,11 +38,10 @@ pub struct Admin {
     token: Option<String>,
     name: String,
     phase: watch::Receiver<Phase>,
-    /// (label, namespace) of every part of the cache: forward traffic, then
-    /// each reverse route by name.
-    namespaces: Vec<(String, String)>,
-    /// Upstream groups, for `/upstreams` and `/stats`.
-    groups: Vec<Arc<crate::upstream::Group>>,
+    /// The pipeline: the cache's namespaces and the upstream groups of the
+    /// configuration in use.
+    handler: Arc<crate::proxy::Handler>,
+    reloader: Arc<crate::reload::Reloader>,
 }
 
 impl Admin {
@@ -52,17 +51,17 @@ impl Admin {
         token: Option<String>,
         name: String,
         phase: watch::Receiver<Phase>,
-        namespaces: Vec<(String, String)>,
-        groups: Vec<Arc<crate::upstream::Group>>,
+        handler: Arc<crate::proxy::Handler>,
+        reloader: Arc<crate::reload::Reloader>,
     ) -> Admin {
         Admin {
-            groups,
+            handler,
+            reloader,
             cache,
             metrics,
             token,
             name,
             phase,
-            namespaces,
         }
     }
 
@@ -152,6 +151,10 @@ impl Admin {
                 _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
             },
             (&Method::POST, "/purge") => self.purge(query),
+            (&Method::POST, "/reload") => match self.reloader.reload() {
+                Ok(report) => text(StatusCode::OK, format!("{report}\n")),
+                Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+            },
             (_, "/purge") => text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "use POST /purge?url=... or ?prefix=...\n".into(),

@@ -19,7 +19,7 @@ impl Admin {
             let Some(target) = key_of(&url) else {
                 return text(
                     StatusCode::BAD_REQUEST,
-                    format!("not an absolute http URL: {url}\n"),
+                    format!("not an absolute http(s) URL: {url}\n"),
                 );
             };
             let removed = namespaces
@@ -37,9 +37,10 @@ impl Admin {
             let Some(target) = key_of(&prefix) else {
                 return text(
                     StatusCode::BAD_REQUEST,
-                    format!("not an absolute http URL: {prefix}\n"),
+                    format!("not an absolute http(s) URL: {prefix}\n"),
                 );
             };
+            let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
             let removed = self.cache.store.remove_prefix(&namespaces, &target);
             for _ in 0..removed {
                 CacheStats::count(&self.cache.stats.purges);
@@ -60,18 +61,20 @@ impl Admin {
     /// The parts of the cache a request names: `route=NAME`, `mode=forward`,
     /// or (neither) all of them.
     /// `Err` says what was wrong with the choice (a 400).
-    pub(super) fn namespaces(&self, query: &str) -> Result<Vec<&str>, String> {
+    pub(super) fn namespaces(&self, query: &str) -> Result<Vec<String>, String> {
         let route = query_param(query, "route");
         let mode = query_param(query, "mode");
-        let chosen: Vec<&str> = self
-            .namespaces
-            .iter()
+        // The routes of the configuration in use (a reload may change them).
+        let chosen: Vec<String> = self
+            .handler
+            .cache_namespaces()
+            .into_iter()
             .filter(|(label, ns)| match (&route, &mode) {
                 (Some(route), _) => ns.starts_with("route:") && label == route,
                 (None, Some(mode)) => mode == "forward" && ns.as_str() == key::FORWARD,
                 (None, None) => true,
             })
-            .map(|(_, ns)| ns.as_str())
+            .map(|(_, ns)| ns)
             .collect();
         if chosen.is_empty() {
             let what = match (route, mode) {
@@ -87,16 +90,19 @@ impl Admin {
     }
 }
 
-/// The URL part of the cache key of an absolute `http://` URL (or URL prefix).
+/// The URL part of the cache key of an absolute `http://` or `https://` URL
+/// (or URL prefix): the scheme is part of the key.
 pub(super) fn key_of(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
-    if uri.scheme_str() != Some("http") {
-        return None;
-    }
+    let (scheme, port) = match uri.scheme_str() {
+        Some("http") => ("http", 80),
+        Some("https") => ("https", 443),
+        _ => return None,
+    };
     let authority = uri.authority()?;
     // A URL without a path means "/", which also prefixes every key of the origin.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    Some(key::primary("", "http", authority.as_str(), 80, path))
+    Some(key::primary("", scheme, authority.as_str(), port, path))
 }
 
 /// The decoded value of `name` in a query string.
@@ -157,7 +163,11 @@ mod tests {
             key_of("http://a.test").as_deref(),
             Some("http://a.test:80/")
         );
-        assert!(key_of("https://a.test/").is_none());
+        assert_eq!(
+            key_of("https://a.test/").as_deref(),
+            Some("https://a.test:443/")
+        );
+        assert!(key_of("ftp://a.test/").is_none());
         assert!(key_of("/relative").is_none());
     }
 }

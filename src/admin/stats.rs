@@ -40,7 +40,8 @@ fn ratio(part: u64, whole: u64) -> Value {
 /// Each upstream group with its servers' state (`/upstreams`, `/stats`).
 pub(super) fn groups(admin: &Admin) -> Value {
     let groups: Vec<Value> = admin
-        .groups
+        .handler
+        .upstream_groups()
         .iter()
         .map(|group| {
             let servers: Vec<Value> = group
@@ -131,7 +132,7 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
         }
     }
     let routes: Vec<Value> = m
-        .routes
+        .routes()
         .iter()
         .map(|(name, upstream)| {
             let labels = RouteLabels {
@@ -211,7 +212,7 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     let now = SystemTime::now();
     let mut keys = Vec::new();
     let mut variants: Vec<Value> = Vec::new();
-    for ns in namespaces {
+    for ns in &namespaces {
         let full = crate::cache::key::in_namespace(ns, &key);
         let Some(all) = admin.cache.store.variants(&full) else {
             continue;

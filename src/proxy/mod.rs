@@ -9,6 +9,7 @@ mod collapse;
 mod error;
 mod fill_task;
 mod local;
+mod policy;
 mod prepare;
 mod purge;
 pub(crate) mod routes;
@@ -37,8 +38,6 @@ use crate::server::{Activity, InFlight};
 use crate::upstream::guard::Guard;
 use crate::upstream::{Upstream, UpstreamError};
 use cached::{Answer, CacheStep, Exchange};
-use classify::Classifier;
-use std::collections::HashMap;
 
 /// The client side of one connection, as the handler sees it.
 pub struct ClientConn {
@@ -55,7 +54,12 @@ pub struct ClientConn {
 static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
 pub struct Handler {
-    classifier: Classifier,
+    /// Routes, groups, forward admission: swapped whole on reload.
+    policy: arc_swap::ArcSwap<policy::Policy>,
+    /// What a reload needs to build a new policy.
+    local_addrs: Vec<SocketAddr>,
+    suspects: crate::upstream::Suspects,
+    default_tls: Arc<crate::tls::TlsClient>,
     cache: Arc<Cache>,
     cache_step: CacheStep,
     /// `[server] name`, used in Cache-Status.
@@ -69,8 +73,6 @@ pub struct Handler {
     via: Via,
     /// Where `https_redirect` sends plain-HTTP clients.
     https_port: Option<u16>,
-    /// `[[upstream.group]]`s in the file's order (routes hold them too).
-    groups: Vec<Arc<crate::upstream::Group>>,
     /// `[server] max_request_body` in bytes; 0 means unlimited.
     max_body: u64,
     /// `[cache] purge_allow`.
@@ -79,10 +81,7 @@ pub struct Handler {
     /// `[cache] x_cache`: also send `X-Cache: HIT|MISS`.
     x_cache: bool,
     forward_route: Arc<str>,
-    auth: Option<auth::ProxyAuth>,
-    pac: crate::config::PacConfig,
     trace_enabled: bool,
-    connect_ports: Vec<u16>,
     tunnel_idle: std::time::Duration,
     upstream_connect_timeout: std::time::Duration,
 }
@@ -136,17 +135,9 @@ impl Handler {
                 default_tls.clone(),
             ))
         };
-        let groups = upstream_groups(&config.upstream, &servers, group_pool)
+        let policy = policy::Policy::new(config, local_addrs.clone(), &servers, group_pool)
             .map_err(std::io::Error::other)?;
-        let routes =
-            routes::RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref(), &groups)
-                .map_err(std::io::Error::other)?;
-        let mut route_rows = vec![(metrics::FORWARD_ROUTE.to_string(), "(any)".to_string())];
-        route_rows.extend(
-            routes
-                .all()
-                .map(|r| (r.name.to_string(), r.upstream.authority.to_string())),
-        );
+        let route_rows = policy.route_rows();
         let guard = Arc::new(Guard::new(
             config.forward.deny_destinations.clone(),
             admin,
@@ -162,21 +153,12 @@ impl Handler {
         ));
         let access_log =
             AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())?;
-        let group_list = config
-            .upstream
-            .groups
-            .iter()
-            .filter_map(|g| groups.get(&g.name).cloned())
-            .collect();
         Ok(Handler {
             https_port,
-            groups: group_list,
-            classifier: Classifier {
-                forward: config.forward.clone(),
-                routes,
-                local_addrs,
-                allow_encoded_slash: config.server.allow_encoded_slash,
-            },
+            policy: arc_swap::ArcSwap::from_pointee(policy),
+            local_addrs,
+            suspects: suspects.clone(),
+            default_tls: default_tls.clone(),
             upstream: Arc::new(Upstream::new(
                 &config.upstream,
                 metrics.upstream.clone(),
@@ -196,10 +178,7 @@ impl Handler {
             metrics,
             x_cache: config.cache.x_cache,
             forward_route: Arc::from(metrics::FORWARD_ROUTE),
-            auth: config.forward.auth.as_ref().map(auth::ProxyAuth::new),
-            pac: config.forward.pac.clone(),
             trace_enabled: config.server.trace,
-            connect_ports: config.forward.connect_ports.clone(),
             tunnel_idle: config.forward.tunnel_idle_timeout.get(),
             upstream_connect_timeout: config.upstream.connect_timeout.get(),
             name: config.server.name.clone(),
@@ -236,9 +215,11 @@ impl Handler {
     /// each reverse route by name.
     pub fn cache_namespaces(&self) -> Vec<(String, String)> {
         let forward = crate::cache::key::FORWARD;
+        let policy = self.policy.load();
         std::iter::once((forward.to_string(), forward.to_string()))
             .chain(
-                self.classifier
+                policy
+                    .classifier
                     .routes
                     .all()
                     .map(|r| (r.name.to_string(), r.namespace.to_string())),
@@ -248,7 +229,26 @@ impl Handler {
 
     /// Every upstream group, in the configuration's order.
     pub fn upstream_groups(&self) -> Vec<Arc<crate::upstream::Group>> {
-        self.groups.clone()
+        self.policy.load().groups.clone()
+    }
+
+    /// Applies `config`'s routes, groups and forward-proxy settings to new
+    /// requests; requests in flight finish with the policy they started with.
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        let metrics = &self.metrics;
+        let pool = |settings: &crate::config::UpstreamConfig| {
+            Arc::new(Upstream::new(
+                settings,
+                metrics.upstream.clone(),
+                None,
+                self.suspects.clone(),
+                self.default_tls.clone(),
+            ))
+        };
+        let policy = policy::Policy::new(config, self.local_addrs.clone(), &metrics.servers, pool)?;
+        metrics.set_routes(policy.route_rows());
+        self.policy.store(Arc::new(policy));
+        Ok(())
     }
 
     pub fn cache_handle(&self) -> Arc<Cache> {
@@ -489,35 +489,6 @@ fn forget_suspects(cache: Arc<Cache>) -> crate::upstream::Suspects {
         }
     });
     tx
-}
-
-/// The `[[upstream.group]]`s by name, their `https://` servers trusting the
-/// public roots and `[upstream] tls_ca`.
-fn upstream_groups(
-    config: &crate::config::UpstreamConfig,
-    servers: &metrics::ServerFamilies,
-    pool: impl Fn(&crate::config::UpstreamConfig) -> Arc<Upstream>,
-) -> Result<HashMap<String, Arc<crate::upstream::Group>>, String> {
-    let cas: Vec<std::path::PathBuf> = config.tls_ca.iter().cloned().collect();
-    let mut groups = HashMap::new();
-    for group in &config.groups {
-        let tls = |url: &crate::config::UpstreamUrl| {
-            if !url.tls {
-                return Ok(None);
-            }
-            let client = crate::tls::TlsClient::new(&cas, true, crate::tls::Alpn::Auto)?;
-            Ok(Some(crate::upstream::OriginTls(Arc::new(client))))
-        };
-        let made = crate::upstream::Group::new(
-            group,
-            tls,
-            |server| servers.server(&group.name, server),
-            // A group that overrides [upstream] settings gets a pool of its own.
-            group.pool_settings(config).map(|settings| pool(&settings)),
-        )?;
-        groups.insert(group.name.clone(), made);
-    }
-    Ok(groups)
 }
 
 /// A short text answer: status plus a one-line reason.

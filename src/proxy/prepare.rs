@@ -37,7 +37,10 @@ impl Handler {
         if client.activity.is_oversized(index) {
             return Err(ProxyError::PayloadTooLarge(self.max_body));
         }
-        let target = self.classifier.classify(&req, client.peer.ip())?;
+        // This request's policy, whatever a reload does meanwhile (a guard,
+        // not a clone of the Arc: no shared counter touched per request).
+        let policy = self.policy.load();
+        let target = policy.classifier.classify(&req, client.peer.ip())?;
         if self.via.is_loop(req.headers()) {
             return Err(ProxyError::Loop);
         }
@@ -59,7 +62,7 @@ impl Handler {
         {
             return Err(ProxyError::PayloadTooLarge(self.max_body));
         }
-        if let (Target::Forward { .. }, Some(auth)) = (&target, &self.auth) {
+        if let (Target::Forward { .. }, Some(auth)) = (&target, &policy.auth) {
             auth.check(req.headers(), client.peer.ip()).await?;
         }
         // RFC 9110 §7.6.2: TRACE and OPTIONS count down Max-Forwards; at zero
@@ -203,8 +206,9 @@ impl Handler {
         req: &Request<Incoming>,
         client: &ClientConn,
     ) -> Result<(), ProxyError> {
-        self.classifier.admit_forward(client.peer.ip())?;
-        if let Some(auth) = &self.auth {
+        let policy = self.policy.load_full();
+        policy.classifier.admit_forward(client.peer.ip())?;
+        if let Some(auth) = &policy.auth {
             auth.check(req.headers(), client.peer.ip()).await?;
         }
         Ok(())
@@ -216,7 +220,8 @@ impl Handler {
         req: &Request<Incoming>,
         client: &ClientConn,
     ) -> Option<Response<ProxyBody>> {
-        if !self.pac.enabled || !self.classifier.forward.enabled {
+        let policy = self.policy.load();
+        if !policy.pac.enabled || !policy.classifier.forward.enabled {
             return None;
         }
         if !(req.method() == Method::GET || req.method() == Method::HEAD)
@@ -226,13 +231,13 @@ impl Handler {
         }
         let to_us = match req.uri().authority() {
             None => true,
-            Some(authority) => self.classifier.is_self(authority),
+            Some(authority) => policy.classifier.is_self(authority),
         };
         if !to_us {
             return None;
         }
         // The address the client used to reach us, unless configured.
-        let proxy = self.pac.proxy.clone().unwrap_or_else(|| {
+        let proxy = policy.pac.proxy.clone().unwrap_or_else(|| {
             req.uri()
                 .authority()
                 .map(|a| a.to_string())
@@ -244,6 +249,6 @@ impl Handler {
                 })
                 .unwrap_or_else(|| client.local.to_string())
         });
-        Some(local::pac(&self.pac, &proxy))
+        Some(local::pac(&policy.pac, &proxy))
     }
 }

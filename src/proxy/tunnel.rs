@@ -32,7 +32,7 @@ impl Handler {
         let port = authority
             .port_u16()
             .ok_or_else(|| ProxyError::BadRequest("CONNECT needs host:port".into()))?;
-        if !self.connect_ports.contains(&port) {
+        if !self.policy.load().connect_ports.contains(&port) {
             return Err(ProxyError::Forbidden(format!(
                 "CONNECT to port {port} is not allowed"
             )));

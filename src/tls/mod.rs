@@ -27,7 +27,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct TlsServer {
     acceptor: TlsAcceptor,
     resolver: Arc<SniResolver>,
-    certificates: Vec<CertificateConfig>,
+    certificates: std::sync::Mutex<Vec<CertificateConfig>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -57,7 +57,7 @@ impl TlsServer {
         Ok(TlsServer {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,
-            certificates: tls.certificate.clone(),
+            certificates: std::sync::Mutex::new(tls.certificate.clone()),
             provider,
         })
     }
@@ -69,9 +69,21 @@ impl TlsServer {
     /// Re-reads the certificate files. On any error the old certificates
     /// stay in use and the error names the file.
     pub fn reload(&self) -> Result<usize, String> {
-        let loaded = load_all(&self.certificates, &self.provider)?;
+        let certificates = self.lock().clone();
+        self.replace(certificates)
+    }
+
+    /// Serves `certificates` (a reloaded configuration's list) from the next
+    /// handshake on; on any error the old ones stay.
+    pub fn replace(&self, certificates: Vec<CertificateConfig>) -> Result<usize, String> {
+        let loaded = load_all(&certificates, &self.provider)?;
         self.resolver.replace(&loaded);
+        *self.lock() = certificates;
         Ok(loaded.len())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CertificateConfig>> {
+        self.certificates.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

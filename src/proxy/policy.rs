@@ -1,0 +1,99 @@
+//! What the configuration decides for each request and a reload may change:
+//! reverse routes and their upstream groups, forward-proxy admission and
+//! authentication, the PAC file, the CONNECT ports. Built whole from a
+//! `Config` and swapped whole (`Handler::reload`); a request keeps the policy
+//! it started with, and the cache, pools, metrics and log outlive it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::auth::ProxyAuth;
+use super::classify::Classifier;
+use super::routes::RouteTable;
+use crate::config::{Config, PacConfig, UpstreamConfig};
+use crate::metrics::{self, ServerFamilies};
+use crate::upstream::{Group, OriginTls, Upstream};
+
+pub(super) struct Policy {
+    pub classifier: Classifier,
+    pub auth: Option<ProxyAuth>,
+    pub pac: PacConfig,
+    pub connect_ports: Vec<u16>,
+    /// `[[upstream.group]]`s in the file's order (routes hold them too).
+    pub groups: Vec<Arc<Group>>,
+}
+
+impl Policy {
+    /// `pool` makes the connection pool of a group that overrides
+    /// `[upstream]` settings.
+    pub fn new(
+        config: &Config,
+        local_addrs: Vec<SocketAddr>,
+        servers: &ServerFamilies,
+        pool: impl Fn(&UpstreamConfig) -> Arc<Upstream>,
+    ) -> Result<Policy, String> {
+        let groups = upstream_groups(&config.upstream, servers, pool)?;
+        let routes = RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref(), &groups)?;
+        let group_list = config
+            .upstream
+            .groups
+            .iter()
+            .filter_map(|g| groups.get(&g.name).cloned())
+            .collect();
+        Ok(Policy {
+            classifier: Classifier {
+                forward: config.forward.clone(),
+                routes,
+                local_addrs,
+                allow_encoded_slash: config.server.allow_encoded_slash,
+            },
+            auth: config.forward.auth.as_ref().map(ProxyAuth::new),
+            pac: config.forward.pac.clone(),
+            connect_ports: config.forward.connect_ports.clone(),
+            groups: group_list,
+        })
+    }
+
+    /// (name, upstream) of every route, forward traffic first, for the metrics.
+    pub fn route_rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![(metrics::FORWARD_ROUTE.to_string(), "(any)".to_string())];
+        rows.extend(self.classifier.routes.all().map(|r| {
+            let upstream = match &r.group {
+                Some(group) => format!("group {}", group.name),
+                None => r.upstream.authority.to_string(),
+            };
+            (r.name.to_string(), upstream)
+        }));
+        rows
+    }
+}
+
+/// The `[[upstream.group]]`s by name, their `https://` servers trusting the
+/// public roots and `[upstream] tls_ca`.
+fn upstream_groups(
+    config: &UpstreamConfig,
+    servers: &ServerFamilies,
+    pool: impl Fn(&UpstreamConfig) -> Arc<Upstream>,
+) -> Result<HashMap<String, Arc<Group>>, String> {
+    let cas: Vec<std::path::PathBuf> = config.tls_ca.iter().cloned().collect();
+    let mut groups = HashMap::new();
+    for group in &config.groups {
+        let tls = |url: &crate::config::UpstreamUrl| {
+            if !url.tls {
+                return Ok(None);
+            }
+            let client = crate::tls::TlsClient::new(&cas, true, crate::tls::Alpn::Auto)?;
+            Ok(Some(OriginTls(Arc::new(client))))
+        };
+        let made = Group::new(
+            group,
+            tls,
+            |server| servers.server(&group.name, server),
+            // A group that overrides [upstream] settings gets a pool of its own.
+            group.pool_settings(config).map(|settings| pool(&settings)),
+        )?;
+        groups.insert(group.name.clone(), made);
+    }
+    Ok(groups)
+}
