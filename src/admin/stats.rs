@@ -174,6 +174,11 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
             "purges": cache.stats.purges.get(),
         },
         "upstream_groups": groups(admin),
+        "config": {
+            "loaded_at": m.config_loaded.get(),
+            "reloads": m.config_reloads.get_or_create(&crate::metrics::ResultLabels { result: "ok" }).get(),
+            "reload_errors": m.config_reloads.get_or_create(&crate::metrics::ResultLabels { result: "error" }).get(),
+        },
         "upstream": {
             "requests": m.upstream.requests.get(),
             "connections_opened": m.upstream.connections.get(),
