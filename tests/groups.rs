@@ -440,3 +440,36 @@ async fn a_group_overrides_the_upstream_timeouts_for_its_servers() {
     assert!(got.text().contains("within 200ms"), "{}", got.text());
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn least_conn_sends_new_requests_past_a_server_busy_with_slow_ones() {
+    let slow = |seen: &Seen| {
+        if seen.target.starts_with("/slow") {
+            Duration::from_millis(800)
+        } else {
+            Duration::ZERO
+        }
+    };
+    let a = Origin::start_delayed(no_store("a"), slow).await;
+    let b = Origin::start_delayed(no_store("b"), slow).await;
+    let list = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    let proxy = start(config(&format!(
+        "{}\nbalance = \"least_conn\"",
+        servers(&list)
+    )))
+    .await;
+    let addr = proxy.addr();
+    // With both idle the first server takes the slow request...
+    let held = tokio::spawn(async move { fetch(addr, site("/slow")).await });
+    while a.count("/slow") + b.count("/slow") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...and while it is held, new requests go to the other one.
+    let busy_is_a = a.count("/slow") == 1;
+    for i in 0..5 {
+        let got = fetch(addr, site(&format!("/fast/{i}"))).await;
+        assert_eq!(got.text(), if busy_is_a { "b" } else { "a" });
+    }
+    assert_eq!(held.await.unwrap().status, StatusCode::OK);
+    proxy.shutdown().await;
+}
