@@ -2,8 +2,8 @@
 //! checked exactly as at start; if it is invalid nothing changes and the
 //! error (with `file:line`) is the answer. If it is valid, what can change in
 //! place does, for new requests: reverse routes and upstream groups, forward
-//! admission, proxy authentication, the PAC file, CONNECT ports, and the TLS
-//! certificates. The cache and its entries, the connection pools, the
+//! admission and deny rules, proxy authentication, the PAC file, CONNECT
+//! ports, and the TLS certificates. The cache and its entries, the connection pools, the
 //! listeners, metrics and logs stay. Tables whose changes need a restart are
 //! named in the answer and the log, and keep their old values.
 
@@ -118,15 +118,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if differs(&pool(old), &pool(new)) {
         kept.push("[upstream]");
     }
-    let guard = |c: &Config| {
-        (
-            c.forward.deny_destinations.clone(),
-            c.forward.allow_loopback,
-            c.forward.tunnel_idle_timeout,
-        )
-    };
-    if differs(&guard(old), &guard(new)) {
-        kept.push("[forward] deny_destinations/allow_loopback/tunnel_idle_timeout");
+    if differs(
+        &old.forward.tunnel_idle_timeout,
+        &new.forward.tunnel_idle_timeout,
+    ) {
+        kept.push("[forward] tunnel_idle_timeout");
     }
     kept
 }
@@ -142,7 +138,5 @@ fn restore_restart_only(applied: &mut Config, running: &Config) {
     let groups = std::mem::take(&mut applied.upstream.groups);
     applied.upstream = running.upstream.clone();
     applied.upstream.groups = groups;
-    applied.forward.deny_destinations = running.forward.deny_destinations.clone();
-    applied.forward.allow_loopback = running.forward.allow_loopback;
     applied.forward.tunnel_idle_timeout = running.forward.tunnel_idle_timeout;
 }

@@ -226,3 +226,25 @@ async fn changes_that_need_a_restart_are_named_and_not_applied() {
     plain.shutdown().await;
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_forward_proxy_deny_rules() {
+    let origin = Origin::start(respond("origin")).await;
+    let file = File::new("deny");
+    let head = "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n";
+    std::fs::write(&file.0, format!("{head}[forward]\nallow_loopback = true\n")).unwrap();
+    let proxy = viaduct::Proxy::start_from(&file.0).await.unwrap();
+    let url = origin.url("/fwd");
+    assert_eq!(fetch(proxy.addr(), get(&url)).await.status, StatusCode::OK);
+    // The shipped default again: loopback destinations are refused.
+    std::fs::write(
+        &file.0,
+        format!("{head}[forward]\nallow_loopback = false\n"),
+    )
+    .unwrap();
+    let report = proxy.reload().unwrap();
+    assert!(!report.contains("restart"), "{report}");
+    let got = fetch(proxy.addr(), get(&url)).await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN, "{}", got.text());
+    proxy.shutdown().await;
+}

@@ -247,6 +247,12 @@ impl Handler {
         };
         let policy = policy::Policy::new(config, self.local_addrs.clone(), &metrics.servers, pool)?;
         metrics.set_routes(policy.route_rows());
+        self.guard.update(
+            config.forward.deny_destinations.clone(),
+            config.forward.allow_loopback,
+        );
+        // Pooled forward connections were checked against the old rules.
+        self.forward_upstream.drop_idle();
         self.policy.store(Arc::new(policy));
         Ok(())
     }

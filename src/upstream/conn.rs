@@ -55,6 +55,8 @@ pub struct Conn {
     pub reused: bool,
     /// The connection's place under the per-origin cap: freed when it closes.
     slot: Option<OwnedSemaphorePermit>,
+    /// The pool's generation when it was opened (see `Pool::clear`).
+    pub generation: u64,
     fold: Fold,
 }
 
@@ -65,8 +67,10 @@ impl Conn {
         peeker: Peeker,
         origin: Arc<str>,
         slot: OwnedSemaphorePermit,
+        generation: u64,
     ) -> Conn {
         Conn {
+            generation,
             sender,
             drive: Drive::Here(Box::new(driver)),
             peeker,

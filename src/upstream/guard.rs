@@ -19,9 +19,11 @@ use super::addr;
 use crate::config::{Destination, HostPattern};
 use crate::http::host::normalize_host;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Guard {
-    rules: Vec<Destination>,
+    /// `[forward] deny_destinations` and `allow_loopback`: replaced whole on
+    /// a configuration reload.
+    policy: arc_swap::ArcSwap<DenyPolicy>,
     /// The admin listener: refused on its port at its own address, at
     /// loopback and, when it listens on all addresses, at every local one.
     admin: SocketAddr,
@@ -29,6 +31,11 @@ pub struct Guard {
     /// (absolute-form requests that name them are answered locally before
     /// this; CONNECT and names that resolve here are not).
     listeners: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+struct DenyPolicy {
+    rules: Vec<Destination>,
     allow_loopback: bool,
 }
 
@@ -80,15 +87,25 @@ impl Guard {
         allow_loopback: bool,
     ) -> Guard {
         Guard {
-            rules,
+            policy: arc_swap::ArcSwap::from_pointee(DenyPolicy {
+                rules,
+                allow_loopback,
+            }),
             admin,
             listeners,
-            allow_loopback,
         }
     }
 
+    /// A reloaded configuration's deny rules, for destinations checked from now on.
+    pub fn update(&self, rules: Vec<Destination>, allow_loopback: bool) {
+        self.policy.store(std::sync::Arc::new(DenyPolicy {
+            rules,
+            allow_loopback,
+        }));
+    }
+
     fn host_denied(&self, host: &str) -> bool {
-        self.rules.iter().any(|rule| match rule {
+        self.policy.load().rules.iter().any(|rule| match rule {
             Destination::Host(pattern) => pattern.matches(host) && *pattern != HostPattern::Any,
             Destination::Network(_) => false,
         })
@@ -103,11 +120,12 @@ impl Guard {
         if self.is_admin(ip, port) || self.listeners.iter().any(|l| addr::reaches(*l, ip, port)) {
             return Some(Refusal::OwnListener);
         }
-        if !self.allow_loopback && addr::views(ip).any(|v| v.is_loopback()) {
+        let policy = self.policy.load();
+        if !policy.allow_loopback && addr::views(ip).any(|v| v.is_loopback()) {
             return Some(Refusal::Loopback);
         }
         let denied = |v: IpAddr| {
-            self.rules.iter().any(|rule| match rule {
+            policy.rules.iter().any(|rule| match rule {
                 Destination::Network(net) => net.contains(v),
                 Destination::Host(_) => false,
             })

@@ -66,7 +66,7 @@ pub struct OriginTls(pub Arc<TlsClient>);
 /// origin chose it by ALPN.
 enum Link {
     H1(Conn),
-    H2(pool::H2Sender),
+    H2(pool::H2Sender, u64),
 }
 
 /// Where one request goes: the origin's address, its pool key, and TLS.
@@ -151,6 +151,11 @@ impl Upstream {
             body_idle_timeout: config.body_idle_timeout.get(),
             suspects,
         }
+    }
+
+    /// Closes the idle pooled connections; requests in flight keep theirs.
+    pub fn drop_idle(&self) {
+        self.pool.clear();
     }
 
     /// New origin connections opened since start (reuse shows as a low number).
@@ -351,7 +356,7 @@ impl Upstream {
             None => match self.conn_for(origin, fresh).await {
                 Err(failed) => return Err((failed, false, Some(req))),
                 Ok(Link::H1(conn)) => conn,
-                Ok(Link::H2(sender)) => {
+                Ok(Link::H2(sender, generation)) => {
                     if upgrade {
                         return Err((
                             Failed::Upgrade("the origin chose HTTP/2, which has no Upgrade"),
@@ -359,7 +364,8 @@ impl Upstream {
                             None,
                         ));
                     }
-                    self.pool.share_h2(Arc::from(origin.key), sender.clone());
+                    self.pool
+                        .share_h2(Arc::from(origin.key), sender.clone(), generation);
                     return self.send_h2(sender, req, origin, false).await;
                 }
             },
@@ -473,6 +479,9 @@ impl Upstream {
         origin: &Origin<'_>,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Link, Failed> {
+        // Before the destination is checked: a reload that clears the pool
+        // meanwhile keeps this connection from being parked.
+        let generation = self.pool.generation();
         // Parsed only here: most requests find a pooled connection.
         let port = origin
             .authority
@@ -520,7 +529,7 @@ impl Upstream {
                 }
                 drop(slot);
             });
-            return Ok(Link::H2(sender));
+            return Ok(Link::H2(sender, generation));
         }
         let (sender, driver) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(socket))
@@ -532,6 +541,7 @@ impl Upstream {
             peeker,
             Arc::from(origin.key),
             opened.slot,
+            generation,
         )))
     }
 

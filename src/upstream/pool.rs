@@ -27,6 +27,8 @@ struct Shared {
 pub type H2Sender = hyper::client::conn::http2::SendRequest<crate::http::body::RequestBody>;
 
 pub struct Pool {
+    /// Bumped by `clear`: connections opened before it are not parked again.
+    generation: std::sync::atomic::AtomicU64,
     idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
     h2: Mutex<HashMap<Arc<str>, Shared>>,
     /// Wakes requests waiting for a connection to an origin at its cap.
@@ -38,6 +40,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
         let pool = Arc::new(Pool {
+            generation: std::sync::atomic::AtomicU64::new(0),
             idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
             returned: tokio::sync::Notify::new(),
@@ -91,7 +94,11 @@ impl Pool {
 
     /// Parks `conn` for reuse after its response ended cleanly.
     pub fn checkin(&self, conn: Conn) {
-        if self.max_idle == 0 || conn.is_closed() || conn.peeker.watch.unsolicited() {
+        if self.max_idle == 0
+            || conn.is_closed()
+            || conn.peeker.watch.unsolicited()
+            || conn.generation != self.generation()
+        {
             return;
         }
         conn.peeker.watch.set_idle(true);
@@ -105,6 +112,21 @@ impl Pool {
         }
         drop(idle);
         self.returned.notify_waiters();
+    }
+
+    /// Closes every idle connection, and keeps those busy now from coming
+    /// back (after a reload changed where connections may go: the next
+    /// requests connect, and are checked, anew).
+    pub fn clear(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.lock().clear();
+        self.lock_h2().clear();
+    }
+
+    /// The generation a connection opened now belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn lock_h2(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Shared>> {
@@ -124,8 +146,8 @@ impl Pool {
     }
 
     /// Makes a new HTTP/2 connection the one later requests to `origin` use.
-    pub fn share_h2(&self, origin: Arc<str>, sender: H2Sender) {
-        if self.max_idle == 0 {
+    pub fn share_h2(&self, origin: Arc<str>, sender: H2Sender, generation: u64) {
+        if self.max_idle == 0 || generation != self.generation() {
             return;
         }
         let shared = Shared {
