@@ -473,3 +473,38 @@ async fn least_conn_sends_new_requests_past_a_server_busy_with_slow_ones() {
     assert_eq!(held.await.unwrap().status, StatusCode::OK);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_background_revalidation_goes_through_the_group() {
+    let b = Origin::start(|_| {
+        let mut resp = text(StatusCode::OK, "b");
+        resp.headers_mut().insert(
+            "cache-control",
+            "max-age=1, stale-while-revalidate=600".parse().unwrap(),
+        );
+        resp
+    })
+    .await;
+    // The first server (which a request without its group would go to) is dead.
+    let (_dead, dead) = refusing_port();
+    let list = [format!("http://{dead}"), format!("http://{}", b.addr)];
+    let proxy = start(config(&format!(
+        "{}\nmax_fails = 1\nfail_timeout = \"60s\"",
+        servers(&list)
+    )))
+    .await;
+    assert_eq!(fetch(proxy.addr(), site("/swr")).await.text(), "b");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Stale: served at once, refreshed in the background, through the group.
+    assert_eq!(fetch(proxy.addr(), site("/swr")).await.text(), "b");
+    let mut refreshed = false;
+    for _ in 0..200 {
+        if b.count("/swr") == 2 {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refreshed, "the revalidation reached b");
+    proxy.shutdown().await;
+}

@@ -35,6 +35,8 @@ pub(super) struct Exchange {
     pub key: String,
     /// The pool to send it with (forward traffic is guarded).
     pub pool: Arc<crate::upstream::Upstream>,
+    /// A reverse route's TLS settings or upstream group.
+    pub to: crate::upstream::Target,
 }
 
 impl Exchange {
@@ -47,6 +49,7 @@ impl Exchange {
             upstream: self.upstream.clone(),
             key: self.key.clone(),
             pool: self.pool.clone(),
+            to: self.to.clone(),
         }
     }
 }
@@ -156,7 +159,7 @@ impl CacheStep {
         let method = ex.parts.method.clone();
         let key = ex.key;
         let out = Request::from_parts(ex.parts, ex.body);
-        match ex.pool.send(out, &ex.upstream).await {
+        match ex.pool.send(out, &ex.upstream, &ex.to).await {
             Err(e) => (
                 Err(e.into()),
                 forwarded(fwd, None, Stored::NotApplicable(detail)),
@@ -198,7 +201,7 @@ impl CacheStep {
         ex.parts.extensions.insert(StoreTag(key.clone()));
         let request_time = SystemTime::now();
         let out = Request::from_parts(ex.parts, ex.body);
-        match ex.pool.send(out, &ex.upstream).await {
+        match ex.pool.send(out, &ex.upstream, &ex.to).await {
             Err(e) => (
                 Err(e.into()),
                 forwarded(fwd, None, Stored::NotApplicable("")),
@@ -240,7 +243,7 @@ impl CacheStep {
         let request_time = SystemTime::now();
         let out = Request::from_parts(ex.parts, ex.body);
         let stale = refill.stale.as_ref();
-        let resp = match ex.pool.send(out, &ex.upstream).await {
+        let resp = match ex.pool.send(out, &ex.upstream, &ex.to).await {
             Ok(resp) => resp,
             Err(e) => {
                 if let Some((resp, status)) =

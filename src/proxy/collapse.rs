@@ -107,6 +107,7 @@ impl CacheStep {
         }
         FillJob {
             upstream: ex.pool,
+            to: ex.to,
             cache: self.cache.clone(),
             flights: self.flights.clone(),
             request: {

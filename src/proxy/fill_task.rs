@@ -36,6 +36,8 @@ pub(super) type Join = flight::Join<LeaderAnswer, OriginBody>;
 
 pub(super) struct FillJob {
     pub upstream: Arc<Upstream>,
+    /// A reverse route's TLS settings or upstream group.
+    pub to: crate::upstream::Target,
     pub cache: Arc<Cache>,
     pub flights: Arc<Flights>,
     /// The request for the origin (conditional when revalidating).
@@ -53,6 +55,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
     let _guard = guard;
     let FillJob {
         upstream,
+        to,
         cache,
         flights,
         request,
@@ -65,7 +68,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
     let method = plain_parts.method.clone();
     let request_headers = plain_parts.headers.clone();
     let request_time = SystemTime::now();
-    let resp = match upstream.send(request, &label).await {
+    let resp = match upstream.send(request, &label, &to).await {
         Ok(resp) => resp,
         Err(e) => return flight.leader_only(LeaderAnswer::Error(e)),
     };
@@ -81,7 +84,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
         }
         // A 304 for nothing we hold: ask again without conditions.
         let retry = Request::from_parts(copy_parts(&plain_parts), RequestBody::Empty);
-        match upstream.send(retry, &label).await {
+        match upstream.send(retry, &label, &to).await {
             Ok(resp) => resp,
             Err(e) => return flight.leader_only(LeaderAnswer::Error(e)),
         }

@@ -410,7 +410,11 @@ impl Handler {
         };
         // An upgrade becomes a tunnel: nothing to look up or store.
         let out = Request::from_parts(exchange.parts, exchange.body);
-        let result = match exchange.pool.send(out, &exchange.upstream).await {
+        let result = match exchange
+            .pool
+            .send(out, &exchange.upstream, &exchange.to)
+            .await
+        {
             Ok(resp) => self.deliver(resp, Some(client_upgrade), &exchange.upstream),
             Err(e) => Err(e.into()),
         };

@@ -89,7 +89,7 @@ impl Handler {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let (uri, upstream_label, key, pool) = match &target {
+        let (uri, upstream_label, key, pool, to) = match &target {
             Target::Forward { authority, https } => {
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
                     ProxyError::BadRequest("invalid host in the request URI".into())
@@ -112,6 +112,7 @@ impl Handler {
                     authority.to_string(),
                     key,
                     self.forward_upstream.clone(),
+                    crate::upstream::Target::default(),
                 )
             }
             Target::Reverse {
@@ -148,21 +149,19 @@ impl Handler {
                     ("http", 80)
                 };
                 let key = key::primary(&route.namespace, scheme, client_host, port, path.as_str());
-                if let Some(tls) = &route.tls {
-                    parts.extensions.insert(tls.clone());
-                }
-                if let Some(group) = &route.group {
-                    parts.extensions.insert(crate::upstream::GroupTarget {
-                        group: group.clone(),
-                        hash: crate::upstream::group::hash_bytes(key.as_bytes()),
-                        set_host: !route.preserve_host,
-                    });
-                }
+                let to = crate::upstream::Target {
+                    tls: route.tls.clone(),
+                    group: route
+                        .group
+                        .as_ref()
+                        .map(|group| group.target(&key, !route.preserve_host)),
+                };
                 (
                     uri,
                     route.upstream.authority.to_string(),
                     key,
                     self.upstream.clone(),
+                    to,
                 )
             }
         };
@@ -196,6 +195,7 @@ impl Handler {
             upstream: upstream_label,
             key,
             pool,
+            to,
         };
         Ok(Prepared::Exchange(exchange, client_upgrade))
     }

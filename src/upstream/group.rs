@@ -62,7 +62,7 @@ pub struct Group {
     epoch: Instant,
 }
 
-/// The request's place in a group: carried in the request's extensions.
+/// A request's place in a group (part of its `upstream::Target`).
 #[derive(Clone)]
 pub struct GroupTarget {
     pub group: Arc<Group>,
@@ -138,6 +138,19 @@ impl Group {
 
     pub fn balance(&self) -> Balance {
         self.balance
+    }
+
+    /// The place in this group of the request with cache key `key`.
+    pub fn target(self: &Arc<Self>, key: &str, set_host: bool) -> GroupTarget {
+        GroupTarget {
+            group: self.clone(),
+            // Only consistent_hash reads it.
+            hash: match self.balance {
+                Balance::ConsistentHash => hash_bytes(key.as_bytes()),
+                _ => 0,
+            },
+            set_host,
+        }
     }
 
     pub fn server(&self, index: usize) -> &Server {
@@ -257,8 +270,8 @@ impl Group {
 }
 
 impl Server {
-    /// Points `req` at this server: scheme and authority, `Host` when the
-    /// route does not preserve the client's, and the TLS settings.
+    /// Points `req` at this server: scheme and authority, and `Host` when
+    /// the route does not preserve the client's.
     pub fn aim(&self, req: &mut http::Request<crate::http::body::RequestBody>, set_host: bool) {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(self.scheme.clone());
@@ -276,9 +289,6 @@ impl Server {
             if let Some(host) = &self.host {
                 req.headers_mut().insert(http::header::HOST, host.clone());
             }
-        }
-        if let Some(tls) = &self.tls {
-            req.extensions_mut().insert(tls.clone());
         }
     }
 

@@ -56,11 +56,21 @@ pub type Suspects = tokio::sync::mpsc::UnboundedSender<Vec<String>>;
 #[derive(Debug, Clone, Copy)]
 pub struct FramingConflict;
 
-/// The TLS settings for an `https://` request, carried in its extensions
-/// (a reverse route's own `tls_ca` / `tls_verify` / `upstream_protocol`).
-/// Without one, an `https://` request uses the pool's default.
+/// The TLS settings of an `https://` origin (a reverse route's own `tls_ca`
+/// / `tls_verify` / `upstream_protocol`, or a group server's).
 #[derive(Clone)]
 pub struct OriginTls(pub Arc<TlsClient>);
+
+/// Where a request goes beyond the origin in its URI: a reverse route's TLS
+/// settings, or its upstream group. The default is the URI's origin, with
+/// the pool's default TLS for `https://`. Held by the request's exchange (so
+/// a replay or a background revalidation goes the same way) and handed to
+/// `send`; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Target {
+    pub tls: Option<OriginTls>,
+    pub group: Option<GroupTarget>,
+}
 
 /// A new connection: HTTP/1.1 (one request at a time), or HTTP/2 when the
 /// origin chose it by ALPN.
@@ -80,7 +90,7 @@ struct Origin<'a> {
 
 pub struct Upstream {
     metrics: UpstreamMetrics,
-    /// For `https://` requests that carry no `OriginTls`.
+    /// For `https://` requests whose `Target` names no TLS settings.
     default_tls: Arc<TlsClient>,
     pool: Arc<Pool>,
     connector: Connector,
@@ -174,12 +184,16 @@ impl Upstream {
     /// origin named `upstream` in messages.
     pub async fn send(
         &self,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         upstream: &str,
+        to: &Target,
     ) -> Result<Response<OriginBody>, UpstreamError> {
-        match req.extensions_mut().remove::<GroupTarget>() {
-            Some(target) => self.send_group(req, target).await,
-            None => self.send_to(req, upstream).await.map_err(|(e, _)| e),
+        match &to.group {
+            Some(group) => self.send_group(req, group).await,
+            None => self
+                .send_to(req, upstream, to.tls.as_ref())
+                .await
+                .map_err(|(e, _)| e),
         }
     }
 
@@ -189,7 +203,7 @@ impl Upstream {
     async fn send_group(
         &self,
         req: Request<RequestBody>,
-        target: GroupTarget,
+        target: &GroupTarget,
     ) -> Result<Response<OriginBody>, UpstreamError> {
         let group = &target.group;
         let (mut parts, body) = req.into_parts();
@@ -221,7 +235,7 @@ impl Upstream {
             let in_flight = server.begin();
             let started = std::time::Instant::now();
             let pool = group.pool.as_deref().unwrap_or(self);
-            let result = pool.send_to(req, &server.label).await;
+            let result = pool.send_to(req, &server.label, server.tls.as_ref()).await;
             drop(in_flight);
             let (e, back) = match result {
                 Ok(resp) => {
@@ -257,16 +271,16 @@ impl Upstream {
         &self,
         req: Request<RequestBody>,
         upstream: &str,
+        chosen: Option<&OriginTls>,
     ) -> Result<Response<OriginBody>, (UpstreamError, Option<Unsent>)> {
         let (mut parts, body) = req.into_parts();
         let tag = parts.extensions.remove::<StoreTag>();
-        let chosen = parts.extensions.remove::<OriginTls>();
         let Some(authority) = parts.uri.authority().cloned() else {
             let failed = Failed::Upgrade("the request has no origin to go to");
             return Err((self.describe(failed, upstream), None));
         };
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let tls = https.then(|| chosen.map_or_else(|| self.default_tls.clone(), |t| t.0));
+        let tls: Option<&TlsClient> = https.then(|| chosen.map_or(&*self.default_tls, |t| &*t.0));
         let key: std::borrow::Cow<'_, str> = match &tls {
             Some(tls) => format!("https://{authority}#{}", tls.id()).into(),
             None => authority.as_str().into(),
@@ -274,7 +288,7 @@ impl Upstream {
         let origin = Origin {
             authority: &authority,
             key: &key,
-            tls: tls.as_deref(),
+            tls,
         };
         // RFC 9112 §3.2.1: origin-form to an origin server.
         let path = parts
