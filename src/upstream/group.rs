@@ -223,7 +223,7 @@ impl Group {
 
     /// A connect error, timeout or 502–504 from `index`: `max_fails` of them
     /// within `fail_timeout` mark it down for `fail_timeout`.
-    pub fn failed(&self, index: usize) {
+    pub fn failed(self: &Arc<Self>, index: usize) {
         let server = &self.servers[index];
         server.metrics.errors.inc();
         let mut fails = server.fails.lock().unwrap_or_else(|p| p.into_inner());
@@ -236,25 +236,31 @@ impl Group {
             *fails = (0, None);
             let until = self.now_ms() + self.fail_timeout.as_millis() as u64;
             server.down_until_ms.store(until, Ordering::Relaxed);
-            server.metrics.up.set(0);
+            self.show_state(index);
             tracing::warn!(
                 group = %self.name,
                 server = %server.label,
                 "upstream server marked down for {}",
                 humantime::format_duration(self.fail_timeout)
             );
-            // It comes back on its own when the time is up; the gauge
-            // follows at the next look.
-            let gauge = server.metrics.up.clone();
-            let check = server.unhealthy.load(Ordering::Relaxed);
+            // It comes back on its own when the time is up: the gauge is
+            // brought in line then.
+            let group = Arc::downgrade(self);
             let wait = self.fail_timeout;
-            if !check {
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    gauge.set(1);
-                });
-            }
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Some(group) = group.upgrade() {
+                    group.show_state(index);
+                }
+            });
         }
+    }
+
+    /// Sets the server's `up` gauge from its state (passive marking and
+    /// health checks together), the one place that writes it.
+    fn show_state(&self, index: usize) {
+        let up = self.is_up(index);
+        self.servers[index].metrics.up.set(up as i64);
     }
 
     /// Seconds until a server may be back, for `Retry-After`.
@@ -363,85 +369,7 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-mod health {
-    //! Active checks: `GET path` on a new connection every `interval`;
-    //! `fall` failures in a row take a server out, `rise` passes bring it back.
-
-    use std::sync::atomic::Ordering;
-    use std::sync::Weak;
-
-    use bytes::Bytes;
-    use http::Request;
-    use http_body_util::Empty;
-    use hyper_util::rt::TokioIo;
-
-    use super::{Group, HealthCheckConfig};
-
-    pub async fn run(group: Weak<Group>, index: usize, check: HealthCheckConfig) {
-        let mut passes = 0u32;
-        let mut failures = 0u32;
-        let mut tick = tokio::time::interval(check.interval.get());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(group) = group.upgrade() else { return };
-            let server = &group.servers[index];
-            let ok = tokio::time::timeout(check.timeout.get(), probe(&group, index, &check.path))
-                .await
-                .is_ok_and(|status| status == Some(check.expect));
-            let unhealthy = server.unhealthy.load(Ordering::Relaxed);
-            if ok {
-                passes += 1;
-                failures = 0;
-                if unhealthy && passes >= check.rise {
-                    server.unhealthy.store(false, Ordering::Relaxed);
-                    server.metrics.up.set(1);
-                    tracing::info!(group = %group.name, server = %server.label, "upstream server passed its health checks: up");
-                }
-            } else {
-                failures += 1;
-                passes = 0;
-                if !unhealthy && failures >= check.fall {
-                    server.unhealthy.store(true, Ordering::Relaxed);
-                    server.metrics.up.set(0);
-                    tracing::warn!(group = %group.name, server = %server.label, "upstream server failed its health checks: down");
-                }
-            }
-        }
-    }
-
-    /// The status of one `GET path`, or `None` when there was no answer.
-    async fn probe(group: &Group, index: usize, path: &str) -> Option<u16> {
-        let server = &group.servers[index];
-        let tcp = tokio::net::TcpStream::connect((server.url.host.as_str(), server.url.port))
-            .await
-            .ok()?;
-        let req = Request::get(path)
-            .header(http::header::HOST, server.label.as_ref())
-            .header(http::header::USER_AGENT, "viaduct-health-check")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let status = match &server.tls {
-            None => send(TokioIo::new(tcp), req).await,
-            Some(tls) => {
-                let name = crate::tls::TlsClient::server_name(&server.url.host).ok()?;
-                let stream = tls.0.connector().connect(name, tcp).await.ok()?;
-                send(TokioIo::new(stream), req).await
-            }
-        };
-        status
-    }
-
-    async fn send<I>(io: I, req: Request<Empty<Bytes>>) -> Option<u16>
-    where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
-        tokio::spawn(conn);
-        let resp = sender.send_request(req).await.ok()?;
-        Some(resp.status().as_u16())
-    }
-}
+mod health;
 
 #[cfg(test)]
 mod tests {
