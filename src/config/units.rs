@@ -159,6 +159,19 @@ impl FromStr for UpstreamUrl {
     }
 }
 
+impl UpstreamUrl {
+    /// The `Host` to send this origin: `host`, with `:port` unless it is
+    /// the scheme's default (RFC 9110 §7.2).
+    pub fn host_header(&self) -> &str {
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default {
+            &self.host
+        } else {
+            self.authority.as_str()
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for UpstreamUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(de::Error::custom)

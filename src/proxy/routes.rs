@@ -92,12 +92,7 @@ impl RouteTable {
                     (group.server(0).url.clone(), Some(group.clone()))
                 }
             };
-            let default_port = if upstream.tls { 443 } else { 80 };
-            let host_header = if upstream.port == default_port {
-                upstream.host.clone()
-            } else {
-                upstream.authority.to_string()
-            };
+            let host_header = upstream.host_header().to_string();
             let name: Arc<str> = Arc::from(c.name.clone().unwrap_or_else(|| {
                 let host = match &c.host {
                     HostPattern::Any => "*".to_string(),

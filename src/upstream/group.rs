@@ -87,12 +87,7 @@ impl Group {
             let metrics = metrics(&label);
             metrics.up.set(1);
             let url = &spec.url;
-            let default = if url.tls { 443 } else { 80 };
-            let host = if url.port == default {
-                http::HeaderValue::from_str(&url.host)
-            } else {
-                http::HeaderValue::from_str(url.authority.as_str())
-            };
+            let host = http::HeaderValue::from_str(url.host_header());
             if config.servers.len() > 64 {
                 return Err(format!("group {}: at most 64 servers", config.name));
             }
