@@ -18,14 +18,13 @@ pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinHandle;
 
 pub use config::Config;
 /// The answer built from a stored entry, for the micro-benchmarks.
 pub use proxy::stored_response;
+pub use reload::{set_log_level_hook, LogLevelHook};
 
 use proxy::Handler;
 use server::{ConnectionSettings, Phase};
@@ -89,18 +88,36 @@ impl Proxy {
             )
             .map_err(|e| StartError(e.to_string()))?,
         );
-        let settings = Arc::new(ConnectionSettings::new(
-            &config.server,
-            config.tls.handshake_timeout.get(),
-        ));
+        let settings = ConnectionSettings::new(&config.server, config.tls.handshake_timeout.get());
         // Validated to at most 2^24, well inside both u32 and the semaphore's limit.
         let max = config.server.max_connections.min(Semaphore::MAX_PERMITS);
         let limit = Arc::new(Semaphore::new(max));
         let (phase, phase_rx) = watch::channel(Phase::Running);
+        let shared = Arc::new(server::Shared {
+            limit: limit.clone(),
+            handler: handler.clone(),
+            settings: arc_swap::ArcSwap::from_pointee(settings),
+        });
+        let plain = config
+            .server
+            .listen
+            .iter()
+            .copied()
+            .zip(listeners)
+            .collect();
+        let secure = config
+            .tls
+            .listen
+            .iter()
+            .copied()
+            .zip(tls_listeners)
+            .collect();
+        let listeners =
+            Arc::new(server::Listeners::start(shared, plain, secure, tls).map_err(StartError)?);
         let reloader = Arc::new(reload::Reloader::new(
             path,
             handler.clone(),
-            tls.clone(),
+            listeners.clone(),
             config.clone(),
         ));
         let admin = Arc::new(admin::Admin::new(
@@ -113,33 +130,16 @@ impl Proxy {
             reloader.clone(),
         ));
         tokio::spawn(admin.serve(admin_listener));
-        let plain = listeners.into_iter().map(|l| (l, None));
-        let secure = tls_listeners.into_iter().map(|l| (l, tls.clone()));
-        let accept_tasks = plain
-            .chain(secure)
-            .map(|(listener, tls)| {
-                tokio::spawn(server::accept_loop(
-                    listener,
-                    limit.clone(),
-                    handler.clone(),
-                    settings.clone(),
-                    tls,
-                    phase_rx.clone(),
-                ))
-            })
-            .collect();
         Ok(Running {
             addrs,
             tls_addrs,
-            tls,
+            listeners,
             reloader,
             admin_addr,
             phase,
             limit,
             max: max as u32,
-            shutdown_timeout: config.server.shutdown_timeout.get(),
             handler,
-            accept_tasks,
         })
     }
 }
@@ -160,35 +160,43 @@ async fn bind(
 /// A proxy that is serving. Dropping it without [`Running::shutdown`] leaves the
 /// listeners running until the runtime ends.
 pub struct Running {
+    /// The addresses bound at start (a reload may add and remove some:
+    /// see `listening`).
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
-    tls: Option<Arc<tls::TlsServer>>,
+    listeners: Arc<server::Listeners>,
     reloader: Arc<reload::Reloader>,
     admin_addr: SocketAddr,
+    /// The admin listener's view (`/readyz`); the proxy's listeners each
+    /// have their own.
     phase: watch::Sender<Phase>,
     limit: Arc<Semaphore>,
     max: u32,
-    shutdown_timeout: Duration,
     handler: Arc<Handler>,
-    accept_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// The bound proxy addresses, in the order of `[server] listen`.
+    /// The proxy addresses bound at start, in the order of `[server] listen`.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
 
-    /// The bound TLS addresses, in the order of `[tls] listen`.
+    /// The TLS addresses bound at start, in the order of `[tls] listen`.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.tls_addrs
+    }
+
+    /// The plain (`tls = false`) or TLS addresses accepting now, after any
+    /// reloads.
+    pub fn listening(&self, tls: bool) -> Vec<SocketAddr> {
+        self.listeners.addrs(tls)
     }
 
     /// Re-reads the TLS certificate files (SIGHUP): new handshakes use the
     /// new certificates; on an error the old ones stay and the error names
     /// the file. `Ok(0)` without TLS listeners.
     pub fn reload_tls(&self) -> Result<usize, String> {
-        match &self.tls {
+        match self.listeners.tls() {
             Some(tls) => tls.reload(),
             None => Ok(0),
         }
@@ -225,16 +233,16 @@ impl Running {
     /// access log. Returns whether every connection finished in time.
     pub async fn shutdown(self) -> bool {
         let _ = self.phase.send(Phase::Draining);
-        for task in self.accept_tasks {
-            let _ = task.await;
-        }
-        let drained =
-            tokio::time::timeout(self.shutdown_timeout, self.limit.acquire_many(self.max))
-                .await
-                .is_ok();
+        self.listeners.broadcast(Phase::Draining);
+        self.listeners.stopped().await;
+        let timeout = self.reloader.shutdown_timeout();
+        let drained = tokio::time::timeout(timeout, self.limit.acquire_many(self.max))
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!("shutdown timeout reached; closing remaining connections");
             let _ = self.phase.send(Phase::Stop);
+            self.listeners.broadcast(Phase::Stop);
         }
         // The lines of finished requests may still sit in per-thread batches.
         if !self.handler.flush_access_log().await {

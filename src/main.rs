@@ -131,14 +131,27 @@ fn load(args: &Args) -> Result<Config, String> {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let overridden = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    // A reload that changes `[log] level` swaps the filter, unless RUST_LOG
+    // chose it (then the environment keeps winning, as at start).
+    viaduct::set_log_level_hook(Box::new(move |level| {
+        if overridden {
+            return Err("RUST_LOG is set and takes precedence".into());
+        }
+        let filter = tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("invalid level {level:?}: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }));
 }
 
 /// The file the configuration came from (reloads re-read it), if any.

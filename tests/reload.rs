@@ -4,12 +4,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use http::StatusCode;
+use support::config_file::*;
 use support::*;
 
 fn respond(tag: &'static str) -> impl Fn(&Seen) -> http::Response<TestBody> + Send + Sync {
@@ -26,40 +27,10 @@ fn respond(tag: &'static str) -> impl Fn(&Seen) -> http::Response<TestBody> + Se
     }
 }
 
-struct File(PathBuf);
-
-impl File {
-    fn new(tag: &str) -> File {
-        let path =
-            std::env::temp_dir().join(format!("viaduct-reload-{tag}-{}.toml", std::process::id()));
-        File(path)
-    }
-
-    fn write(&self, body: &str) {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n[forward]\nallow_loopback = true\n{body}"
-        );
-        std::fs::write(&self.0, text).unwrap();
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn host(path: &str, host: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
     let mut req = get(path);
     req.headers_mut().insert("host", host.parse().unwrap());
     req
-}
-
-async fn reload(admin: std::net::SocketAddr) -> Got {
-    let req = http::Request::post(format!("http://{admin}/reload"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    fetch(admin, req).await
 }
 
 #[tokio::test]
@@ -74,7 +45,7 @@ async fn reloads_under_load_keep_the_cache_and_fail_no_request() {
     .await;
     let new_a = Origin::start(respond("new")).await;
     let new_b = Origin::start(respond("new")).await;
-    let file = File::new("load");
+    let file = ConfigFile::new("load");
     let v1 = format!(
         "[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
         old.addr
@@ -124,9 +95,10 @@ async fn reloads_under_load_keep_the_cache_and_fail_no_request() {
         old.addr
     ));
     assert_eq!(reload(admin).await.status, StatusCode::OK);
-    // 3: another route on the group.
+    // 3: another route on the group, and a forward-proxy user added.
+    let hash = bcrypt::hash("open sesame", 4).unwrap();
     file.write(&format!(
-        "{group}[[route]]\nhost = \"added.test\"\nupstream = \"http://{}\"\n[[route]]\nhost = \"third.test\"\nupstream = \"app\"\n[[route]]\nhost = \"*\"\nupstream = \"app\"\n",
+        "[forward.auth]\nrealm = \"office\"\nusers = {{ alice = \"{hash}\" }}\n{group}[[route]]\nhost = \"added.test\"\nupstream = \"http://{}\"\n[[route]]\nhost = \"third.test\"\nupstream = \"app\"\n[[route]]\nhost = \"*\"\nupstream = \"app\"\n",
         old.addr
     ));
     assert_eq!(reload(admin).await.status, StatusCode::OK);
@@ -157,6 +129,18 @@ async fn reloads_under_load_keep_the_cache_and_fail_no_request() {
         "the cache kept its entry"
     );
     assert_eq!(cached.text(), "old");
+    // The added user: forward requests now need credentials, and hers work.
+    let url = new_a.url("/through-forward");
+    let got = fetch(addr, get(&url)).await;
+    assert_eq!(got.status, StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+    let mut req = get(&url);
+    let credentials = base64::engine::general_purpose::STANDARD.encode("alice:open sesame");
+    req.headers_mut().insert(
+        "proxy-authorization",
+        format!("Basic {credentials}").parse().unwrap(),
+    );
+    let got = fetch(addr, req).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text());
     let scrape = scrape(admin).await;
     assert_eq!(
         value(&scrape, "viaduct_config_reloads_total", &[("result", "ok")]),
@@ -168,7 +152,7 @@ async fn reloads_under_load_keep_the_cache_and_fail_no_request() {
 #[tokio::test]
 async fn an_invalid_file_changes_nothing_and_says_why() {
     let old = Origin::start(respond("old")).await;
-    let file = File::new("bad");
+    let file = ConfigFile::new("bad");
     file.write(&format!(
         "[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
         old.addr
@@ -204,7 +188,7 @@ async fn an_invalid_file_changes_nothing_and_says_why() {
 #[tokio::test]
 async fn changes_that_need_a_restart_are_named_and_not_applied() {
     let old = Origin::start(respond("old")).await;
-    let file = File::new("restart");
+    let file = ConfigFile::new("restart");
     let route = format!(
         "[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
         old.addr
@@ -214,9 +198,11 @@ async fn changes_that_need_a_restart_are_named_and_not_applied() {
     file.write(&format!("[cache]\ncapacity = \"64MiB\"\n{route}"));
     let report = proxy.reload().unwrap();
     assert!(
-        report.contains("[cache]") && report.contains("need a restart"),
+        report.contains("[cache] capacity") && report.contains("need a restart"),
         "{report}"
     );
+    // Named again by the next reload: the running value did not change.
+    assert!(proxy.reload().unwrap().contains("[cache] capacity"));
     // Started without a file: nothing to reload from.
     let plain = start_default().await;
     assert!(plain
@@ -230,7 +216,7 @@ async fn changes_that_need_a_restart_are_named_and_not_applied() {
 #[tokio::test]
 async fn a_reload_changes_the_forward_proxy_deny_rules() {
     let origin = Origin::start(respond("origin")).await;
-    let file = File::new("deny");
+    let file = ConfigFile::new("deny");
     let head = "[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n";
     std::fs::write(&file.0, format!("{head}[forward]\nallow_loopback = true\n")).unwrap();
     let proxy = viaduct::Proxy::start_from(&file.0).await.unwrap();

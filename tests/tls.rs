@@ -461,3 +461,47 @@ async fn the_tls_port_is_also_a_forward_proxy_with_connect() {
     assert_eq!(origin.count("/tunnelled"), 1);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_adds_a_tls_listener_to_a_proxy_started_without_one() {
+    let pki = Pki::new("reload-listen");
+    let leaf = pki.leaf("site", &["site.test"]);
+    let origin = cacheable_origin().await;
+    let file = support::config_file::ConfigFile::new("tls-listen");
+    let route = format!(
+        "[[route]]\nhost = \"site.test\"\nupstream = \"http://{}\"\nhttps_redirect = true\n",
+        origin.addr
+    );
+    file.write(&route);
+    let proxy = viaduct::Proxy::start_from(&file.0).await.unwrap();
+    let mut plain = get("/page");
+    plain
+        .headers_mut()
+        .insert("host", "site.test".parse().unwrap());
+    assert!(proxy.listening(true).is_empty());
+
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    file.write(&format!(
+        "[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n[[tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n{route}",
+        leaf.cert.display(),
+        leaf.key.display()
+    ));
+    let report = proxy.reload().unwrap();
+    assert!(!report.contains("restart"), "{report}");
+    let tls: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    assert_eq!(proxy.listening(true), vec![tls]);
+    let got = get_tls(&pki, tls, b"h2", "site.test", "/page").await;
+    assert_eq!(got.status, StatusCode::OK);
+    // The redirect points at the new port.
+    let got = fetch(proxy.addr(), plain).await;
+    assert_eq!(got.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        got.headers["location"],
+        format!("https://site.test:{tls_port}/page")
+    );
+    proxy.shutdown().await;
+}

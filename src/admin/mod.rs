@@ -41,7 +41,7 @@ pub struct Admin {
     /// The pipeline: the cache's namespaces and the upstream groups of the
     /// configuration in use.
     handler: Arc<crate::proxy::Handler>,
-    reloader: Arc<crate::reload::Reloader>,
+    pub(super) reloader: Arc<crate::reload::Reloader>,
 }
 
 impl Admin {

@@ -161,11 +161,11 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
         "bytes": { "cache": bytes_cache, "upstream": bytes_upstream },
         "byte_hit_ratio": ratio(bytes_cache, bytes_cache + bytes_upstream),
         "cache": {
-            "enabled": cache.enabled,
+            "enabled": cache.enabled(),
             "entries": cache.store.entry_count(),
             "bytes": cache.store.weighted_size(),
             "capacity_bytes": cache.store.capacity(),
-            "max_object_size": cache.max_object_size,
+            "max_object_size": cache.max_object_size(),
             "evictions": cache.stats.evictions.get(),
             "not_stored": not_stored,
             "collapsed": cache.stats.collapsed.get(),
@@ -178,6 +178,8 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
             "loaded_at": m.config_loaded.get(),
             "reloads": m.config_reloads.get_or_create(&crate::metrics::ResultLabels { result: "ok" }).get(),
             "reload_errors": m.config_reloads.get_or_create(&crate::metrics::ResultLabels { result: "error" }).get(),
+            "listening": admin.reloader.listening(false),
+            "listening_tls": admin.reloader.listening(true),
         },
         "upstream": {
             "requests": m.upstream.requests.get(),
@@ -224,7 +226,7 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
         };
         keys.push(full);
         variants.extend(all.iter().map(|e| {
-            let (lifetime, heuristic) = policy::lifetime(&e.head, &admin.cache.heuristics);
+            let (lifetime, heuristic) = policy::lifetime(&e.head, &admin.cache.heuristics());
             let age = policy::current_age(&e.head, now);
             let mut headers = Map::new();
             for (name, value) in e.head.headers.iter() {

@@ -53,7 +53,7 @@ impl Fill {
     /// caller then drops the fill and keeps streaming).
     pub fn push(&mut self, data: &Bytes) -> bool {
         self.received += data.len() as u64;
-        if self.received > self.cache.max_object_size
+        if self.received > self.cache.max_object_size()
             || self.expected.is_some_and(|e| self.received > e)
         {
             return false;
@@ -118,7 +118,7 @@ pub fn refresh(
     let old = &all[index];
     let merged = validation::merge_not_modified(&old.head.headers, not_modified);
     let head = StoredResponse::new(old.head.status, merged, request_time, response_time);
-    let ttl = freshness_left(&head, &cache.heuristics, response_time);
+    let ttl = freshness_left(&head, &cache.heuristics(), response_time);
     let entry = Arc::new(Entry::compact(
         head,
         std::slice::from_ref(&old.body),
@@ -172,7 +172,7 @@ pub fn plan_store(
     let req_cc = RequestControl::parse(request_headers);
     let control = ResponseControl::parse(response);
     let strip = policy::storable(method, request_headers, &req_cc, status, response, &control)?;
-    if content_length(response).is_some_and(|len| len > cache.max_object_size) {
+    if content_length(response).is_some_and(|len| len > cache.max_object_size()) {
         return Err(NotStored::TooLarge);
     }
     // Entry::compact makes the owned copy when the body is complete.
@@ -181,7 +181,7 @@ pub fn plan_store(
         stored.remove(name);
     }
     let head = StoredResponse::new(status, stored, request_time, response_time);
-    let ttl = freshness_left(&head, &cache.heuristics, response_time);
+    let ttl = freshness_left(&head, &cache.heuristics(), response_time);
     // Stale on arrival, with nothing to revalidate with and no stale window:
     // storing it is waste.
     let validators =

@@ -191,7 +191,12 @@ impl<A, R> Flight<A, R> {
 pub struct Flights<A, R> {
     active: Mutex<HashMap<String, Arc<Flight<A, R>>>>,
     uncollapsible: moka::sync::Cache<String, ()>,
-    pub timeout: Duration,
+    /// `collapse_timeout` in milliseconds; a reload may change it.
+    timeout_ms: std::sync::atomic::AtomicU64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub enum Join<A, R> {
@@ -211,8 +216,18 @@ impl<A, R> Flights<A, R> {
                 .max_capacity(100_000)
                 .time_to_live(hit_for_miss.max(Duration::from_millis(1)))
                 .build(),
-            timeout,
+            timeout_ms: std::sync::atomic::AtomicU64::new(millis(timeout)),
         }
+    }
+
+    /// How long a follower waits for the leader.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(millis(timeout), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn join(self: &Arc<Self>, key: &str) -> Join<A, R> {

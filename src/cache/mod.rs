@@ -12,6 +12,7 @@ pub mod policy;
 pub mod range;
 pub mod status;
 pub mod store;
+mod tunables;
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -19,6 +20,7 @@ use crate::config::CacheConfig;
 use control::RequestControl;
 use policy::{Heuristics, StoredResponse};
 use store::Store;
+use tunables::Tunables;
 
 pub use status::{CacheStatus, Fwd, Stored};
 
@@ -26,12 +28,8 @@ pub use status::{CacheStatus, Fwd, Stored};
 /// part of the pure policy.
 pub struct Cache {
     pub store: Store,
-    pub enabled: bool,
-    pub heuristics: Heuristics,
-    pub max_object_size: u64,
-    /// Default stale windows, used when the response names none (RFC 5861).
-    default_swr: u64,
-    default_sie: u64,
+    /// The settings a reload may change (`Cache::retune`).
+    pub tunables: Tunables,
     pub stats: CacheStats,
 }
 
@@ -64,16 +62,28 @@ impl Cache {
                 config.max_variants,
                 stats.evictions.clone(),
             ),
-            enabled: config.enabled,
-            heuristics: Heuristics {
-                fraction: config.heuristic_fraction,
-                max: config.heuristic_max.get(),
-            },
-            max_object_size: config.max_object_size.bytes(),
-            default_swr: config.stale_while_revalidate.get().as_secs(),
-            default_sie: config.stale_if_error.get().as_secs(),
+            tunables: Tunables::new(config),
             stats,
         }
+    }
+
+    /// Applies a reloaded `[cache]` table; entries stay. The capacity is
+    /// not changed (moka cannot resize).
+    pub fn retune(&self, config: &CacheConfig) {
+        self.tunables.set(config);
+        self.store.set_max_variants(config.max_variants);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tunables.enabled()
+    }
+
+    pub fn heuristics(&self) -> Heuristics {
+        self.tunables.heuristics()
+    }
+
+    pub fn max_object_size(&self) -> u64 {
+        self.tunables.max_object_size()
     }
 
     /// Seconds past expiry during which `head` may be served while it is
@@ -84,7 +94,7 @@ impl Cache {
         }
         head.control
             .stale_while_revalidate
-            .map_or(self.default_swr, u64::from)
+            .map_or_else(|| self.tunables.default_swr(), u64::from)
     }
 
     /// Seconds past expiry during which `head` may be served when the origin
@@ -100,6 +110,6 @@ impl Cache {
             .into_iter()
             .chain(from_request)
             .max()
-            .unwrap_or(self.default_sie)
+            .unwrap_or_else(|| self.tunables.default_sie())
     }
 }

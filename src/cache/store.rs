@@ -88,7 +88,8 @@ pub enum Lookup {
 
 pub struct Store {
     cache: moka::sync::Cache<String, Variants>,
-    max_variants: usize,
+    /// `[cache] max_variants`; a reload may change it.
+    max_variants: std::sync::atomic::AtomicUsize,
     capacity: u64,
 }
 
@@ -112,9 +113,14 @@ impl Store {
             .build();
         Store {
             cache,
-            max_variants: max_variants.max(1),
+            max_variants: std::sync::atomic::AtomicUsize::new(max_variants.max(1)),
             capacity,
         }
+    }
+
+    pub fn set_max_variants(&self, max: usize) {
+        self.max_variants
+            .store(max.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn lookup(&self, key: &str, request: &HeaderMap) -> Lookup {
@@ -134,7 +140,7 @@ impl Store {
     /// Stores `entry`, replacing the variant with the same secondary key and
     /// dropping the oldest variants beyond `max_variants`. Atomic per URL.
     pub fn insert(&self, key: &str, entry: Arc<Entry>) {
-        let max = self.max_variants;
+        let max = self.max_variants.load(std::sync::atomic::Ordering::Relaxed);
         self.cache.entry_by_ref(key).and_compute_with(|current| {
             let mut list: Vec<Arc<Entry>> = Vec::with_capacity(max.min(4));
             list.push(entry.clone());

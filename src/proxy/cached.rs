@@ -71,7 +71,7 @@ const BYPASS_FIELDS: [header::HeaderName; 2] = [header::IF_MATCH, header::IF_UNM
 impl CacheStep {
     pub(super) async fn exchange(&self, ex: Exchange) -> Answer {
         let method = ex.parts.method.clone();
-        if !self.cache.enabled {
+        if !self.cache.enabled() {
             return self.pass(ex, Fwd::Bypass, "").await;
         }
         if method != Method::GET && method != Method::HEAD {
@@ -113,7 +113,7 @@ impl CacheStep {
                 return self.refill(ex, refill).await;
             }
         };
-        match policy::decide(&req_cc, &entry.head, &self.cache.heuristics, now) {
+        match policy::decide(&req_cc, &entry.head, &self.cache.heuristics(), now) {
             Reuse::Serve { ttl } => {
                 if ttl <= 0 {
                     CacheStats::count(&self.cache.stats.stale_served);
@@ -123,7 +123,7 @@ impl CacheStep {
             }
             Reuse::Validate(_) if req_cc.only_if_cached => not_cached(),
             Reuse::Validate(why) => {
-                let ttl = fill::freshness_left(&entry.head, &self.cache.heuristics, now);
+                let ttl = fill::freshness_left(&entry.head, &self.cache.heuristics(), now);
                 // RFC 5861 §3: inside the window, serve stale now and
                 // revalidate once in the background.
                 let window = self.cache.stale_while_revalidate(&entry.head) as i64;

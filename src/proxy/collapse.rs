@@ -65,7 +65,7 @@ impl CacheStep {
             }
             Join::Follower(flight) => {
                 let method = ex.parts.method.clone();
-                let timeout = self.flights.timeout;
+                let timeout = self.flights.timeout();
                 let wait = self.await_flight(&flight, false, &method, &ex.parts.headers, &refill);
                 match tokio::time::timeout(timeout, wait).await {
                     Ok(Some(answer)) => answer,

@@ -142,7 +142,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
                     continue;
                 };
                 received += data.len() as u64;
-                if received > cache.max_object_size || length.is_some_and(|l| received > l) {
+                if received > cache.max_object_size() || length.is_some_and(|l| received > l) {
                     flights.mark_uncollapsible(&key);
                     return flight.overflow(data, body);
                 }

@@ -18,6 +18,7 @@ mod tunnel;
 mod upgrade;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -50,14 +51,20 @@ pub struct ClientConn {
     pub address: crate::http::headers::ClientAddress,
 }
 
+/// The proxy's own listeners, as a reload leaves them.
+pub struct Listening {
+    /// Every bound address, plain and TLS: never a destination.
+    pub addrs: Vec<SocketAddr>,
+    /// The first TLS listener's port, for `https_redirect`.
+    pub https_port: Option<u16>,
+}
+
 /// RFC 9211.
 static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
 pub struct Handler {
     /// Routes, groups, forward admission: swapped whole on reload.
     policy: arc_swap::ArcSwap<policy::Policy>,
-    /// What a reload needs to build a new policy.
-    local_addrs: Vec<SocketAddr>,
     suspects: crate::upstream::Suspects,
     default_tls: Arc<crate::tls::TlsClient>,
     cache: Arc<Cache>,
@@ -69,20 +76,17 @@ pub struct Handler {
     /// Forward traffic: every destination checked by the guard.
     forward_upstream: Arc<Upstream>,
     guard: Arc<Guard>,
-    access_log: AccessLog,
+    /// Replaced when a reload changes `[log] access` or `format`; a request
+    /// writes its line to the log it started with.
+    access_log: arc_swap::ArcSwap<AccessLog>,
     via: Via,
-    /// Where `https_redirect` sends plain-HTTP clients.
-    https_port: Option<u16>,
-    /// `[server] max_request_body` in bytes; 0 means unlimited.
-    max_body: u64,
-    /// `[cache] purge_allow`.
-    purge_allow: Vec<crate::config::Cidr>,
     metrics: Arc<Metrics>,
-    /// `[cache] x_cache`: also send `X-Cache: HIT|MISS`.
-    x_cache: bool,
+    /// `[cache] x_cache`: also send `X-Cache: HIT|MISS`. Atomics, not the
+    /// policy: read before the policy is loaded, on every request.
+    x_cache: AtomicBool,
     forward_route: Arc<str>,
-    trace_enabled: bool,
-    tunnel_idle: std::time::Duration,
+    /// `[server] trace`.
+    trace_enabled: AtomicBool,
     upstream_connect_timeout: std::time::Duration,
 }
 
@@ -135,8 +139,14 @@ impl Handler {
                 default_tls.clone(),
             ))
         };
-        let policy = policy::Policy::new(config, local_addrs.clone(), &servers, group_pool)
-            .map_err(std::io::Error::other)?;
+        let policy = policy::Policy::new(
+            config,
+            local_addrs.clone(),
+            https_port,
+            &servers,
+            group_pool,
+        )
+        .map_err(std::io::Error::other)?;
         let route_rows = policy.route_rows();
         let guard = Arc::new(Guard::new(
             config.forward.deny_destinations.clone(),
@@ -154,9 +164,7 @@ impl Handler {
         let access_log =
             AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())?;
         Ok(Handler {
-            https_port,
             policy: arc_swap::ArcSwap::from_pointee(policy),
-            local_addrs,
             suspects: suspects.clone(),
             default_tls: default_tls.clone(),
             upstream: Arc::new(Upstream::new(
@@ -176,13 +184,12 @@ impl Handler {
             guard,
             cache: cache.clone(),
             metrics,
-            x_cache: config.cache.x_cache,
+            x_cache: AtomicBool::new(config.cache.x_cache),
             forward_route: Arc::from(metrics::FORWARD_ROUTE),
-            trace_enabled: config.server.trace,
-            tunnel_idle: config.forward.tunnel_idle_timeout.get(),
+            trace_enabled: AtomicBool::new(config.server.trace),
             upstream_connect_timeout: config.upstream.connect_timeout.get(),
             name: config.server.name.clone(),
-            access_log,
+            access_log: arc_swap::ArcSwap::from_pointee(access_log),
             cache_step: CacheStep {
                 cache: cache.clone(),
                 flights: Arc::new(fill_task::Flights::new(
@@ -192,14 +199,12 @@ impl Handler {
                 via: Via::new(&config.server.name),
             },
             via: Via::new(&config.server.name),
-            max_body: config.server.max_request_body.bytes(),
-            purge_allow: config.cache.purge_allow.clone(),
         })
     }
 
     /// Writes the access lines of every finished request (graceful shutdown).
     pub async fn flush_access_log(&self) -> bool {
-        self.access_log.flush().await
+        self.access_log.load_full().flush().await
     }
 
     /// New origin connections opened by both pools.
@@ -232,9 +237,16 @@ impl Handler {
         self.policy.load().groups.clone()
     }
 
-    /// Applies `config`'s routes, groups and forward-proxy settings to new
-    /// requests; requests in flight finish with the policy they started with.
-    pub fn reload(&self, config: &Config) -> Result<(), String> {
+    /// Applies `config`'s routes, groups, forward-proxy, cache and log
+    /// settings to new requests; requests in flight finish with the policy
+    /// they started with. `listening`: the proxy's listeners after the
+    /// reload. `reopen_log`: `[log] access` or `format` changed.
+    pub fn reload(
+        &self,
+        config: &Config,
+        listening: &Listening,
+        reopen_log: bool,
+    ) -> Result<(), String> {
         let metrics = &self.metrics;
         let pool = |settings: &crate::config::UpstreamConfig| {
             Arc::new(Upstream::new(
@@ -245,12 +257,40 @@ impl Handler {
                 self.default_tls.clone(),
             ))
         };
-        let policy = policy::Policy::new(config, self.local_addrs.clone(), &metrics.servers, pool)?;
+        let policy = policy::Policy::new(
+            config,
+            listening.addrs.clone(),
+            listening.https_port,
+            &metrics.servers,
+            pool,
+        )?;
+        // Opened before anything changes: a log that cannot open fails the
+        // whole reload.
+        let log = if reopen_log {
+            let log = AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())
+                .map_err(|e| e.to_string())?;
+            Some(log)
+        } else {
+            None
+        };
         metrics.set_routes(policy.route_rows());
         self.guard.update(
             config.forward.deny_destinations.clone(),
             config.forward.allow_loopback,
+            listening.addrs.clone(),
         );
+        self.cache.retune(&config.cache);
+        self.cache_step
+            .flights
+            .set_timeout(config.cache.collapse_timeout.get());
+        self.x_cache.store(config.cache.x_cache, Relaxed);
+        self.trace_enabled.store(config.server.trace, Relaxed);
+        if let Some(log) = log {
+            let old = self.access_log.swap(Arc::new(log));
+            // Requests in flight still hold the old log; what it has
+            // gathered so far is written out now, the rest as they finish.
+            tokio::spawn(async move { old.flush().await });
+        }
         // Pooled forward connections were checked against the old rules.
         self.forward_upstream.drop_idle();
         self.policy.store(Arc::new(policy));
@@ -269,7 +309,7 @@ impl Handler {
     pub async fn handle(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
         let index = client.activity.request_started();
         let in_flight = InFlight::new(client.activity.clone());
-        let mut done = self.access_log.begin(&req, client.peer.ip());
+        let mut done = self.access_log.load().begin(&req, client.peer.ip());
         let version = req.version();
         let mut trace = Trace {
             mode: Mode::Local,
@@ -294,7 +334,7 @@ impl Handler {
         let logged_cache_header = logging.then(|| cache_header.clone());
         let headers = response.headers_mut();
         headers.insert(CACHE_STATUS.clone(), cache_header);
-        if self.x_cache {
+        if self.x_cache.load(Relaxed) {
             let hit = matches!(
                 cache_status.as_str(),
                 "hit" | "stale" | "collapsed" | "revalidated"
@@ -378,7 +418,7 @@ impl Handler {
                 }
             };
         }
-        if req.method() == Method::TRACE && !self.trace_enabled {
+        if req.method() == Method::TRACE && !self.trace_enabled.load(Relaxed) {
             let e = ProxyError::MethodNotAllowed("TRACE is disabled on this proxy".into());
             return (
                 Err(e),

@@ -1,6 +1,6 @@
 //! What the configuration decides for each request and a reload may change:
 //! reverse routes and their upstream groups, forward-proxy admission and
-//! authentication, the PAC file, the CONNECT ports. Built whole from a
+//! authentication, the PAC file, the CONNECT ports, request limits. Built whole from a
 //! `Config` and swapped whole (`Handler::reload`); a request keeps the policy
 //! it started with, and the cache, pools, metrics and log outlive it.
 
@@ -22,6 +22,15 @@ pub(super) struct Policy {
     pub connect_ports: Vec<u16>,
     /// `[[upstream.group]]`s in the file's order (routes hold them too).
     pub groups: Vec<Arc<Group>>,
+    /// Where `https_redirect` sends plain-HTTP clients: the first TLS
+    /// listener's port.
+    pub https_port: Option<u16>,
+    /// `[server] max_request_body` in bytes; 0 means unlimited.
+    pub max_body: u64,
+    /// `[cache] purge_allow`.
+    pub purge_allow: Vec<crate::config::Cidr>,
+    /// `[forward] tunnel_idle_timeout`, for tunnels opened from now on.
+    pub tunnel_idle: std::time::Duration,
 }
 
 impl Policy {
@@ -30,6 +39,7 @@ impl Policy {
     pub fn new(
         config: &Config,
         local_addrs: Vec<SocketAddr>,
+        https_port: Option<u16>,
         servers: &ServerFamilies,
         pool: impl Fn(&UpstreamConfig) -> Arc<Upstream>,
     ) -> Result<Policy, String> {
@@ -52,6 +62,10 @@ impl Policy {
             pac: config.forward.pac.clone(),
             connect_ports: config.forward.connect_ports.clone(),
             groups: group_list,
+            https_port,
+            max_body: config.server.max_request_body.bytes(),
+            purge_allow: config.cache.purge_allow.clone(),
+            tunnel_idle: config.forward.tunnel_idle_timeout.get(),
         })
     }
 

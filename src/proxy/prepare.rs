@@ -32,14 +32,15 @@ impl Handler {
                 "Content-Length together with Transfer-Encoding".into(),
             ));
         }
-        // A chunk size line past the limit may already have been read with
-        // the head (`server::head_guard`); later ones end the body at once.
-        if client.activity.is_oversized(index) {
-            return Err(ProxyError::PayloadTooLarge(self.max_body));
-        }
         // This request's policy, whatever a reload does meanwhile (a guard,
         // not a clone of the Arc: no shared counter touched per request).
         let policy = self.policy.load();
+        let max_body = policy.max_body;
+        // A chunk size line past the limit may already have been read with
+        // the head (`server::head_guard`); later ones end the body at once.
+        if client.activity.is_oversized(index) {
+            return Err(ProxyError::PayloadTooLarge(max_body));
+        }
         let target = policy.classifier.classify(&req, client.peer.ip())?;
         if self.via.is_loop(req.headers()) {
             return Err(ProxyError::Loop);
@@ -53,14 +54,13 @@ impl Handler {
                 return Ok(Prepared::Local(local::to_https(
                     host.as_ref(),
                     path,
-                    self.https_port,
+                    policy.https_port,
                 )?));
             }
         }
-        if self.max_body > 0
-            && headers::content_length(req.headers()).is_some_and(|len| len > self.max_body)
+        if max_body > 0 && headers::content_length(req.headers()).is_some_and(|len| len > max_body)
         {
-            return Err(ProxyError::PayloadTooLarge(self.max_body));
+            return Err(ProxyError::PayloadTooLarge(max_body));
         }
         if let (Target::Forward { .. }, Some(auth)) = (&target, &policy.auth) {
             auth.check(req.headers(), client.peer.ip()).await?;
@@ -191,7 +191,7 @@ impl Handler {
         self.via.append(&mut parts.headers, client_version);
         let exchange = Exchange {
             parts,
-            body: RequestBody::new(body, self.max_body, client.activity.oversized(), index),
+            body: RequestBody::new(body, max_body, client.activity.oversized(), index),
             upstream: upstream_label,
             key,
             pool,

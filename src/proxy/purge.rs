@@ -15,7 +15,13 @@ impl Handler {
     pub(super) fn purge<B>(&self, req: &Request<B>, client: &ClientConn) -> Answer {
         let status = CacheStatus::Local { detail: "purge" };
         let ip = client.peer.ip();
-        if !self.purge_allow.iter().any(|net| net.contains(ip)) {
+        if !self
+            .policy
+            .load()
+            .purge_allow
+            .iter()
+            .any(|net| net.contains(ip))
+        {
             return (
                 Err(ProxyError::Forbidden(format!("client {ip} may not purge"))),
                 status,

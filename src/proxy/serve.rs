@@ -49,7 +49,7 @@ impl CacheStep {
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let entry = stale?;
         let now = SystemTime::now();
-        let ttl = crate::cache::fill::freshness_left(&entry.head, &self.cache.heuristics, now);
+        let ttl = crate::cache::fill::freshness_left(&entry.head, &self.cache.heuristics(), now);
         let window = self.cache.stale_if_error(&entry.head, Some(req_cc)) as i64;
         if window == 0 || ttl + window < 0 {
             return None;

@@ -32,7 +32,8 @@ impl Handler {
         let port = authority
             .port_u16()
             .ok_or_else(|| ProxyError::BadRequest("CONNECT needs host:port".into()))?;
-        if !self.policy.load().connect_ports.contains(&port) {
+        let policy = self.policy.load_full();
+        if !policy.connect_ports.contains(&port) {
             return Err(ProxyError::Forbidden(format!(
                 "CONNECT to port {port} is not allowed"
             )));
@@ -47,7 +48,8 @@ impl Handler {
             .map_err(|e| ProxyError::Upstream(UpstreamError::from_guard(&e, label.clone())))?;
         let origin = self.open(&addrs, &label).await?;
         let on_upgrade = hyper::upgrade::on(&mut req);
-        let idle = self.tunnel_idle;
+        let idle = policy.tunnel_idle;
+        drop(policy);
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let client = match on_upgrade.await {

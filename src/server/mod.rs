@@ -4,18 +4,19 @@
 mod activity;
 mod connection;
 mod head_guard;
+mod listeners;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use activity::{Activity, InFlight};
 pub use connection::ConnectionSettings;
+pub use listeners::{Listeners, Shared};
 
-use crate::proxy::Handler;
 use crate::tls::TlsServer;
 use connection::Accepted;
 
@@ -33,14 +34,13 @@ pub enum Phase {
 /// `limit`'s permits are served at once: when they are all taken the loop stops
 /// accepting (the kernel backlog holds new clients) instead of failing. With
 /// `tls`, each connection first completes a TLS handshake in its own task.
-pub async fn accept_loop(
+async fn accept_loop(
     listener: TcpListener,
-    limit: Arc<Semaphore>,
-    handler: Arc<Handler>,
-    settings: Arc<ConnectionSettings>,
+    shared: Arc<Shared>,
     tls: Option<Arc<TlsServer>>,
     mut phase: watch::Receiver<Phase>,
 ) {
+    let limit = &shared.limit;
     loop {
         let permit = tokio::select! {
             permit = limit.clone().acquire_owned() => match permit {
@@ -65,8 +65,9 @@ pub async fn accept_loop(
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let handler = handler.clone();
-        let settings = settings.clone();
+        let handler = shared.handler.clone();
+        // A reload's settings apply from the next connection on.
+        let settings = shared.settings.load_full();
         let mut phase = phase.clone();
         let tls = tls.clone();
         tokio::spawn(async move {

@@ -21,22 +21,22 @@ use crate::http::host::normalize_host;
 
 #[derive(Debug)]
 pub struct Guard {
-    /// `[forward] deny_destinations` and `allow_loopback`: replaced whole on
-    /// a configuration reload.
+    /// `[forward] deny_destinations`, `allow_loopback` and the proxy's
+    /// listeners: replaced whole on a configuration reload.
     policy: arc_swap::ArcSwap<DenyPolicy>,
     /// The admin listener: refused on its port at its own address, at
     /// loopback and, when it listens on all addresses, at every local one.
     admin: SocketAddr,
-    /// The proxy's listeners: refused wherever a connection would reach them
-    /// (absolute-form requests that name them are answered locally before
-    /// this; CONNECT and names that resolve here are not).
-    listeners: Vec<SocketAddr>,
 }
 
 #[derive(Debug)]
 struct DenyPolicy {
     rules: Vec<Destination>,
     allow_loopback: bool,
+    /// The proxy's listeners: refused wherever a connection would reach them
+    /// (absolute-form requests that name them are answered locally before
+    /// this; CONNECT and names that resolve here are not).
+    listeners: Vec<SocketAddr>,
 }
 
 /// Why a destination is refused; the one-line reason the client is told.
@@ -90,17 +90,23 @@ impl Guard {
             policy: arc_swap::ArcSwap::from_pointee(DenyPolicy {
                 rules,
                 allow_loopback,
+                listeners,
             }),
             admin,
-            listeners,
         }
     }
 
     /// A reloaded configuration's deny rules, for destinations checked from now on.
-    pub fn update(&self, rules: Vec<Destination>, allow_loopback: bool) {
+    pub fn update(
+        &self,
+        rules: Vec<Destination>,
+        allow_loopback: bool,
+        listeners: Vec<SocketAddr>,
+    ) {
         self.policy.store(std::sync::Arc::new(DenyPolicy {
             rules,
             allow_loopback,
+            listeners,
         }));
     }
 
@@ -117,10 +123,10 @@ impl Guard {
         if addr::views(ip).any(addr::is_unspecified) {
             return Some(Refusal::Unspecified);
         }
-        if self.is_admin(ip, port) || self.listeners.iter().any(|l| addr::reaches(*l, ip, port)) {
+        let policy = self.policy.load();
+        if self.is_admin(ip, port) || policy.listeners.iter().any(|l| addr::reaches(*l, ip, port)) {
             return Some(Refusal::OwnListener);
         }
-        let policy = self.policy.load();
         if !policy.allow_loopback && addr::views(ip).any(|v| v.is_loopback()) {
             return Some(Refusal::Loopback);
         }

@@ -2,6 +2,7 @@
 //! started through the library on port 0, and real clients (hyper, raw TCP).
 #![allow(dead_code)]
 
+pub mod config_file;
 pub mod pki;
 
 use std::collections::VecDeque;
