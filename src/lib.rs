@@ -7,6 +7,8 @@ pub(crate) mod access_log;
 pub(crate) mod admin;
 pub mod cache;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub(crate) mod metrics;
 pub(crate) mod proxy;

@@ -63,6 +63,41 @@ async fn oversized_headers_are_431() {
 }
 
 #[tokio::test]
+async fn a_header_limit_below_8_kib_is_enforced_too() {
+    // hyper's read buffer never goes below 8 KiB; the proxy enforces a
+    // smaller `max_header_size` itself, in one read or several.
+    let origin = Origin::fixed("fine").await;
+    let mut config = base_config();
+    config.server.max_header_size = viaduct::config::Size(4 * 1024);
+    let proxy = start(config).await;
+    let big = "a".repeat(6 * 1024);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n",
+        origin.url("/mid-head")
+    );
+    let reply = raw(proxy.addr(), request.as_bytes()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (first, second) = request.as_bytes().split_at(3000);
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stream.write_all(second).await.unwrap();
+    let reply = read_response(&mut stream).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    assert_eq!(origin.count("/mid-head"), 0);
+    still_serving(proxy.addr(), &origin, "/after-mid-431").await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn declared_body_over_the_limit_is_413_without_contacting_the_origin() {
     let (origin, proxy) = setup().await;
     let body = "x".repeat(2000);

@@ -195,8 +195,12 @@ fn for_each_directive(headers: &HeaderMap, mut f: impl FnMut(&str, Option<&str>)
     let mut name = String::new();
     let mut value = String::new();
     for line in headers.get_all(header::CACHE_CONTROL) {
-        let Ok(line) = line.to_str() else { continue };
-        let mut rest = line;
+        // A byte outside visible ASCII (obs-text, RFC 9110 §5.5) spoils only
+        // the directive it is in: the others, `private` and `no-store` above
+        // all, still count. Skipping the whole line made the answer depend
+        // on whether the origin sent one line or several (found by fuzzing).
+        let line = String::from_utf8_lossy(line.as_bytes());
+        let mut rest: &str = &line;
         loop {
             rest = rest.trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
             if rest.is_empty() {
@@ -251,6 +255,28 @@ fn take_quoted<'a>(s: &'a str, out: &mut String) -> &'a str {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn a_byte_outside_ascii_spoils_only_its_own_directive() {
+        // Found by the cache_control fuzz target: one line or two, `private`
+        // must count either way.
+        let value = b"private, m~ax-age=0, s-maxp\xfe\xffge=0";
+        let mut one = HeaderMap::new();
+        one.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(value).unwrap(),
+        );
+        assert_eq!(ResponseControl::parse(&one).private, FieldsDirective::All);
+        let mut two = HeaderMap::new();
+        two.append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        two.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(b"s-maxp\xfe\xffge=0, no-store").unwrap(),
+        );
+        let c = ResponseControl::parse(&two);
+        assert_eq!(c.private, FieldsDirective::All);
+        assert!(c.no_store);
+    }
 
     fn headers(lines: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -11,8 +11,8 @@ use http::{header, HeaderValue, Request, Uri, Version};
 use super::error::ProxyError;
 use super::routes::{Route, RouteTable};
 use crate::config::ForwardConfig;
-use crate::http::host::normalize_host;
-use crate::http::target;
+use crate::http::validate::host::normalize_host;
+use crate::http::validate::target;
 use crate::upstream::addr;
 
 pub enum Target<'a> {
@@ -50,7 +50,7 @@ impl Classifier {
         // traffic (browsers do not speak h2c to proxies).
         let absolute = req.version() != Version::HTTP_2 && uri.scheme().is_some();
         if !absolute {
-            // `http::host::check_request` has vetted Host (and :authority).
+            // `http::validate::host::check_request` has vetted Host (and :authority).
             let host = match req.headers().get(header::HOST) {
                 Some(h) => Some(h.clone()),
                 None => uri

@@ -13,6 +13,8 @@ pub enum ProxyError {
     Forbidden(String),
     NoRoute(String),
     PayloadTooLarge(u64),
+    /// The request head is larger than `[server] max_header_size`.
+    HeadTooLarge,
     NotImplemented(String),
     /// Our own name is already in `Via` (RFC 9110 §7.6.3).
     Loop,
@@ -36,6 +38,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
             ProxyError::Upstream(e) => e.status(),
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => "forbidden",
             ProxyError::NoRoute(_) => "no-route",
             ProxyError::PayloadTooLarge(_) => "too-large",
+            ProxyError::HeadTooLarge => "head-too-large",
             ProxyError::NotImplemented(_) => "not-implemented",
             ProxyError::Loop => "loop",
             ProxyError::Upstream(_) => "upstream-error",
@@ -69,7 +73,7 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge(_)
+            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge(_) | ProxyError::HeadTooLarge
         )
     }
 }
@@ -82,6 +86,9 @@ impl fmt::Display for ProxyError {
             ProxyError::NoRoute(host) => write!(f, "no route for host {host}"),
             ProxyError::PayloadTooLarge(limit) => {
                 write!(f, "request body is larger than the {limit}-byte limit")
+            }
+            ProxyError::HeadTooLarge => {
+                write!(f, "request header fields are larger than max_header_size")
             }
             ProxyError::NotImplemented(what) => write!(f, "not implemented: {what}"),
             ProxyError::Loop => write!(

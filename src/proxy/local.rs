@@ -22,13 +22,32 @@ pub fn is_pac_path(path: &str) -> bool {
 /// A PAC file that sends everything through `proxy` except plain host names,
 /// loopback and the configured bypass list.
 pub fn pac(config: &PacConfig, proxy: &str) -> Response<ProxyBody> {
+    let js = pac_script(&config.bypass, proxy);
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(js)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    resp
+}
+
+/// The PAC script. Every value placed in a JavaScript string literal keeps
+/// only visible ASCII other than `"` and `\`, so neither a bypass entry
+/// nor the proxy's name (from the request's Host when not configured) can
+/// end the literal or the line.
+pub fn pac_script(bypass: &[String], proxy: &str) -> String {
     let mut js = String::from(
         "function FindProxyForURL(url, host) {\n  \
          if (isPlainHostName(host) || host === \"localhost\" || shExpMatch(host, \"127.*\") || host === \"::1\" || host === \"[::1]\")\n    \
          return \"DIRECT\";\n",
     );
-    for entry in &config.bypass {
-        let entry = entry.replace(['"', '\\'], "");
+    for entry in bypass {
+        let entry = literal_safe(entry);
         match entry
             .split_once('/')
             .and_then(|(ip, bits)| Some((ip, ipv4_mask(bits.parse().ok()?)?)))
@@ -47,18 +66,16 @@ pub fn pac(config: &PacConfig, proxy: &str) -> Response<ProxyBody> {
             }
         }
     }
+    let proxy = literal_safe(proxy);
     let _ = write!(js, "  return \"PROXY {proxy}; DIRECT\";\n}}\n");
-    let mut resp = Response::new(ProxyBody::full(Bytes::from(js)));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=300"),
-    );
-    resp
+    js
+}
+
+fn literal_safe(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\'))
+        .collect()
 }
 
 fn ipv4_mask(bits: u8) -> Option<String> {
@@ -166,7 +183,7 @@ pub fn to_https(
     let host = host
         .and_then(|h| h.to_str().ok())
         .ok_or_else(|| ProxyError::BadRequest("a redirect to https needs a Host".into()))?;
-    let name = crate::http::host::normalize_host(host);
+    let name = crate::http::validate::host::normalize_host(host);
     let mut location = format!("https://{name}");
     if let Some(port) = https_port.filter(|p| *p != 443) {
         let _ = write!(location, ":{port}");

@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 pub use body::ProxyBody;
 
 pub use error::ProxyError;
+pub(crate) use local::pac_script;
 pub use serve::stored_response;
 
 use crate::access_log::{AccessLog, Outcome};
@@ -374,7 +375,7 @@ impl Handler {
     ) -> Answer {
         // RFC 9112 §3.2: Host is checked for every request form before
         // anything routes, purges or looks up by it.
-        if let Err(e) = crate::http::host::check_request(&req) {
+        if let Err(e) = crate::http::validate::host::check_request(&req) {
             let e = ProxyError::BadRequest(e.reason().into());
             let detail = e.detail();
             return (Err(e), CacheStatus::Local { detail });
@@ -402,6 +403,8 @@ impl Handler {
             };
             return match result {
                 Ok(resp) => {
+                    // From here the client's bytes are the tunnel's.
+                    client.activity.mark_upgraded();
                     let outcome = Stored::NotApplicable("tunnel");
                     (
                         Ok(resp),

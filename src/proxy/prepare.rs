@@ -32,6 +32,9 @@ impl Handler {
                 "Content-Length together with Transfer-Encoding".into(),
             ));
         }
+        if client.activity.is_large_head(index) {
+            return Err(ProxyError::HeadTooLarge);
+        }
         // This request's policy, whatever a reload does meanwhile (a guard,
         // not a clone of the Arc: no shared counter touched per request).
         let policy = self.policy.load();

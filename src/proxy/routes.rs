@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::config::{
     ForwardedHeaders, HostPattern, RouteConfig, RouteUpstream, UpstreamProtocol, UpstreamUrl,
 };
-use crate::http::host::normalize_host;
+use crate::http::validate::host::normalize_host;
 use crate::tls::{Alpn, TlsClient};
 use crate::upstream::Group;
 

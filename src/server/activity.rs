@@ -24,6 +24,8 @@ pub struct Activity {
     /// Index of a request whose head carried both Content-Length and
     /// Transfer-Encoding (RFC 9112 §6.1); answered with 400.
     ambiguous_request: AtomicU64,
+    /// The latest request whose head is over the limit.
+    large_head: AtomicU64,
     /// Which request's chunked body announced more than `max_request_body`;
     /// answered with 413 (shared with that request's body).
     oversized: Arc<Oversized>,
@@ -40,6 +42,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
             ambiguous_request: AtomicU64::new(NONE),
+            large_head: AtomicU64::new(NONE),
             oversized: Arc::default(),
             upgraded: AtomicBool::new(false),
         })
@@ -77,6 +80,16 @@ impl Activity {
 
     pub fn is_ambiguous(&self, request_index: u64) -> bool {
         self.ambiguous_request.load(Ordering::Acquire) == request_index
+    }
+
+    /// The head of this request is over `max_header_size` (hyper's own
+    /// limit never goes below 8 KiB: a smaller one is enforced here).
+    pub fn mark_large_head(&self, request_index: u64) {
+        self.large_head.store(request_index, Ordering::Release);
+    }
+
+    pub fn is_large_head(&self, request_index: u64) -> bool {
+        self.large_head.load(Ordering::Acquire) == request_index
     }
 
     pub fn mark_oversized(&self, request_index: u64) {

@@ -14,9 +14,11 @@
 //! framing of each body (Content-Length or chunked). A request asking for an
 //! `Upgrade` does not stop it: only a switch that really happened (the proxy
 //! relayed a 101, `Activity::mark_upgraded`) means later bytes are another
-//! protocol; otherwise the next head is checked like any other. Anything it
-//! does not understand (HTTP/2 preface, CONNECT, parse errors) switches it
-//! off; hyper stays the authority and answers malformed input itself.
+//! protocol; otherwise the next head is checked like any other. The same
+//! goes for CONNECT: a refused one leaves an HTTP/1 connection, an accepted
+//! one marks it upgraded. Anything it does not understand (HTTP/2 preface,
+//! parse errors) switches it off; hyper stays the authority and answers
+//! malformed input itself.
 
 use std::io;
 use std::pin::Pin;
@@ -26,8 +28,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::activity::Activity;
+use crate::http::validate::framing::{head_end, request_framing, BodyFraming};
 
-const MAX_HEADERS: usize = 256;
+/// hyper's smallest read buffer (`max_buf_size` may not go below it).
+const HYPER_MIN_BUFFER: usize = 8192;
 
 pub struct HeadGuard<T> {
     inner: T,
@@ -145,8 +149,9 @@ impl<T> HeadGuard<T> {
             }
             None => {
                 self.searched = self.partial.len();
-                if self.partial.len() > self.max_head {
-                    // hyper answers 431; nothing more to learn here.
+                if self.partial.len() > self.max_head.max(HYPER_MIN_BUFFER) {
+                    // Past hyper's buffer: hyper answers 431 and closes;
+                    // nothing more to learn here.
                     self.partial = Vec::new();
                     self.framing = Framing::Off;
                 }
@@ -159,60 +164,26 @@ impl<T> HeadGuard<T> {
         self.activity.head_complete();
         let index = self.heads_seen;
         self.heads_seen += 1;
-        if !names_framing(head) {
-            // Most requests (GET, HEAD) carry neither field: no body to
-            // follow and nothing to flag, so no second parse of the head.
-            self.framing = if head.starts_with(b"CONNECT ") || !is_http1(head) {
-                // A tunnel, the HTTP/2 preface, or a line hyper refuses.
-                Framing::Off
-            } else {
-                Framing::Head
-            };
-            return;
+        if head.len() > self.max_head {
+            // hyper's read buffer never goes below 8 KiB, so a smaller
+            // `max_header_size` is enforced here: the handler answers 431.
+            self.activity.mark_large_head(index);
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-            self.framing = Framing::Off;
-            return;
-        }
-        if req.method == Some("CONNECT") {
-            self.framing = Framing::Off;
-            return;
-        }
-        let (mut length, mut has_length, mut chunked, mut has_te) = (None, false, false, false);
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                has_length = true;
-                length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                has_te = true;
-                // The final coding decides whether the body is chunked.
-                chunked = h
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .map(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-                    .unwrap_or(false);
-            }
-        }
+        let framing = request_framing(head);
         self.body_total = 0;
-        if has_te && has_length {
+        if framing.ambiguous {
             self.activity.mark_ambiguous(index);
         }
-        self.framing = match (has_te, chunked, length) {
-            (true, true, _) => Framing::Chunked(Chunk::Size {
+        self.framing = match framing.body {
+            BodyFraming::None => Framing::Head,
+            BodyFraming::Length(n) => Framing::Length(n),
+            BodyFraming::Chunked => Framing::Chunked(Chunk::Size {
                 size: 0,
                 digits: 0,
                 ext: false,
             }),
-            (true, false, _) => Framing::Off,
-            (false, _, Some(0)) => Framing::Head,
-            (false, _, Some(n)) => Framing::Length(n),
-            (false, _, None) if has_length => Framing::Off,
-            (false, _, None) => Framing::Head,
+            // The HTTP/2 preface, or something hyper decides.
+            BodyFraming::Unknown => Framing::Off,
         };
     }
 
@@ -255,14 +226,16 @@ impl<T> HeadGuard<T> {
                     ext: true,
                 }),
                 _ => match (b as char).to_digit(16) {
-                    Some(d) if digits < 16 => {
+                    // Leading zeros are no limit on the length of a size
+                    // (hyper accepts them): only a value past 60 bits is.
+                    Some(d) if size < 1 << 60 => {
                         let size = size * 16 + d as u64;
                         if self.too_large(size) {
                             return &[];
                         }
                         Some(Chunk::Size {
                             size,
-                            digits: digits + 1,
+                            digits: digits.saturating_add(1),
                             ext,
                         })
                     }
@@ -296,43 +269,40 @@ impl<T> HeadGuard<T> {
     }
 }
 
-/// End of the head (index just past the blank line), searching from `from`.
-/// Whether the request line ends in an HTTP/1 version.
-fn is_http1(head: &[u8]) -> bool {
-    let line = head.split(|b| *b == b'\n').next().unwrap_or(head);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")
+/// What the guard concluded about a byte stream: per head, whether it was
+/// flagged ambiguous or oversized. For the fuzz target, which checks that the
+/// conclusion does not depend on how the bytes were split into reads.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub heads: u64,
+    pub ambiguous: Vec<u64>,
+    pub oversized: Vec<u64>,
 }
 
-/// Whether a field line of `head` could be Content-Length or
-/// Transfer-Encoding: a field name starts right after a line feed (hyper
-/// refuses names after whitespace), so checking there finds every line hyper
-/// would read as either.
-fn names_framing(head: &[u8]) -> bool {
-    const NAMES: [&[u8]; 2] = [b"content-length", b"transfer-encoding"];
-    head.iter().enumerate().any(|(i, b)| {
-        *b == b'\n'
-            && NAMES.iter().any(|name| {
-                head.get(i + 1..i + 1 + name.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(name))
-            })
-    })
-}
-
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + pos;
-        let rest = &buf[nl + 1..];
-        if rest.first() == Some(&b'\n') {
-            return Some(nl + 2);
+/// Feeds `bytes` to a fresh guard in reads of the given sizes (the rest in
+/// one read), with no head size limit and `max_body`.
+pub fn observe_in_reads(bytes: &[u8], reads: &[usize], max_body: u64) -> Observed {
+    let activity = Activity::new();
+    let mut guard = HeadGuard::new((), activity.clone(), usize::MAX, max_body);
+    let mut rest = bytes;
+    for &n in reads {
+        let (now, later) = rest.split_at(n.min(rest.len()));
+        if !now.is_empty() {
+            guard.observe(now);
         }
-        if rest.starts_with(b"\r\n") {
-            return Some(nl + 3);
-        }
-        i = nl + 1;
+        rest = later;
     }
-    None
+    if !rest.is_empty() {
+        guard.observe(rest);
+    }
+    let heads = guard.heads_seen;
+    Observed {
+        heads,
+        // Only the latest ambiguous head is remembered (the one the handler
+        // asks about next), so report that one.
+        ambiguous: (0..heads).filter(|i| activity.is_ambiguous(*i)).collect(),
+        oversized: (0..heads).filter(|i| activity.is_oversized(*i)).collect(),
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
@@ -389,6 +359,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeadGuard<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::validate::framing::names_framing;
 
     fn guard() -> HeadGuard<()> {
         HeadGuard::new((), Activity::new(), 64 * 1024, 1 << 20)
@@ -450,8 +421,21 @@ POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r
         );
         assert_eq!(g.heads_seen, 2);
         assert!(g.activity.is_ambiguous(1));
+        // A refused CONNECT leaves HTTP/1 behind it: still checked (found
+        // by the bad-input suite: the guard used to stop at any CONNECT).
         let mut g = guard();
-        feed(&mut g, b"CONNECT a:443 HTTP/1.1\r\n\r\n\x16\x03", 100);
+        feed(
+            &mut g,
+            b"CONNECT a:25 HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            7,
+        );
+        assert_eq!(g.heads_seen, 2);
+        assert!(g.activity.is_ambiguous(1));
+        // An accepted one is a tunnel from the next read on.
+        let mut g = guard();
+        feed(&mut g, b"CONNECT a:443 HTTP/1.1\r\n\r\n", 100);
+        g.activity.mark_upgraded();
+        feed(&mut g, b"\x16\x03\x01", 100);
         assert_eq!(g.framing, Framing::Off);
     }
 
@@ -517,13 +501,40 @@ POST /x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n
         );
         assert!(!g.activity.is_oversized(0));
         assert_eq!(g.heads_seen, 2);
-        // Seventeen hex digits are past any limit.
+        // Seventeen significant hex digits are past any limit; leading
+        // zeros are not (hyper reads `00000000000000005` as 5).
         let mut g = guard();
         feed(
             &mut g,
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
             100,
         );
         assert!(g.activity.is_oversized(0));
+        let mut g = HeadGuard::new((), Activity::new(), 64 * 1024, 0);
+        feed(
+            &mut g,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            4,
+        );
+        assert!(!g.activity.is_oversized(0));
+        assert!(
+            g.activity.is_ambiguous(1),
+            "still following after leading zeros"
+        );
+    }
+
+    #[test]
+    fn heads_over_a_limit_below_hypers_buffer_are_flagged() {
+        let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 6000));
+        head.extend_from_slice(
+            b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        for step in [100_000, 1000] {
+            let mut g = HeadGuard::new((), Activity::new(), 4096, 0);
+            feed(&mut g, &head, step);
+            assert!(g.activity.is_large_head(0), "step {step}");
+            assert!(g.activity.is_ambiguous(1), "step {step}");
+        }
     }
 }

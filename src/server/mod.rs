@@ -15,10 +15,11 @@ use tokio::sync::watch;
 
 pub use activity::{Activity, InFlight};
 pub use connection::ConnectionSettings;
+pub(crate) use connection::{serve as serve_connection, Accepted};
+pub(crate) use head_guard::observe_in_reads;
 pub use listeners::{Listeners, Shared};
 
 use crate::tls::TlsServer;
-use connection::Accepted;
 
 /// Lifecycle of the listeners, broadcast to every connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::addr;
 use crate::config::{Destination, HostPattern};
-use crate::http::host::normalize_host;
+use crate::http::validate::host::normalize_host;
 
 #[derive(Debug)]
 pub struct Guard {

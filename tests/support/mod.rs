@@ -289,7 +289,17 @@ impl Client {
         Client { sender }
     }
 
-    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Got {
+    /// Sends `req` as real clients do: with a Host line (RFC 9112 §3.2
+    /// requires one in every HTTP/1.1 request) naming the URI's authority
+    /// when the request has none.
+    pub async fn send(&mut self, mut req: Request<Full<Bytes>>) -> Got {
+        if !req.headers().contains_key(http::header::HOST) && req.version() != http::Version::HTTP_2
+        {
+            if let Some(authority) = req.uri().authority() {
+                let host = http::HeaderValue::from_str(authority.as_str()).unwrap();
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         tokio::time::timeout(PATIENCE, async {
             self.sender.ready().await.expect("connection usable");
             let resp = self.sender.send_request(req).await.expect("response");
@@ -315,8 +325,14 @@ impl Client {
     }
 }
 
+/// A GET; an absolute URI gets the Host line real clients send with it.
 pub fn get(uri: &str) -> Request<Full<Bytes>> {
-    Request::get(uri).body(Full::new(Bytes::new())).unwrap()
+    let mut req = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    if let Some(authority) = req.uri().authority() {
+        let host = http::HeaderValue::from_str(authority.as_str()).unwrap();
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    req
 }
 
 /// One request on a fresh connection.

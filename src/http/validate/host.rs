@@ -87,6 +87,12 @@ pub fn check_request<B>(req: &Request<B>) -> Result<(), HostError> {
     if let Some(value) = host {
         check(value.as_bytes())?;
     }
+    // RFC 9112 §3.2: every HTTP/1.1 request carries Host, whatever the form
+    // of its target ("a server MUST respond with 400 to any HTTP/1.1 request
+    // message that lacks a Host header field").
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return Err(HostError::Missing);
+    }
     if let Some(authority) = req.uri().authority() {
         check(authority.as_str().as_bytes())?;
         if req.version() == Version::HTTP_2 {
@@ -102,11 +108,7 @@ pub fn check_request<B>(req: &Request<B>) -> Result<(), HostError> {
         }
         return Ok(());
     }
-    // Origin form (or `*`): Host is the only authority there is.
-    match host {
-        None if req.version() == Version::HTTP_11 => Err(HostError::Missing),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 fn single_host(headers: &HeaderMap) -> Result<Option<&http::HeaderValue>, HostError> {
@@ -326,8 +328,20 @@ mod tests {
             Err(Repeated)
         );
         assert_eq!(check_request(&request(v11, "/", &[""])), Err(Empty));
-        // Absolute form: the URI names the host; a Host line must still be valid.
-        assert_eq!(check_request(&request(v11, "http://a.test/", &[])), Ok(()));
+        // Absolute form: the URI names the host, and an HTTP/1.1 request
+        // still needs a (valid) Host line; HTTP/1.0 does not.
+        assert_eq!(
+            check_request(&request(v11, "http://a.test/", &["a.test"])),
+            Ok(())
+        );
+        assert_eq!(
+            check_request(&request(v11, "http://a.test/", &[])),
+            Err(Missing)
+        );
+        assert_eq!(
+            check_request(&request(Version::HTTP_10, "http://a.test/", &[])),
+            Ok(())
+        );
         assert_eq!(
             check_request(&request(v11, "http://a.test/", &["a b"])),
             Err(Invalid)
@@ -358,6 +372,7 @@ mod tests {
             Request::builder()
                 .method(Method::CONNECT)
                 .uri(uri)
+                .header("host", uri)
                 .body(())
                 .unwrap()
         };
