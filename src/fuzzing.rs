@@ -251,6 +251,7 @@ pub fn request_head(data: &[u8]) -> Vec<u8> {
             peer: "127.0.0.1:40000".parse().expect("address"),
             local: "127.0.0.1:8080".parse().expect("address"),
             tls: false,
+            permit: None,
         };
         let serving = tokio::spawn(crate::server::serve_connection(
             server,

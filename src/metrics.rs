@@ -104,6 +104,8 @@ pub struct Metrics {
     pub upstream: UpstreamMetrics,
     pub duration: DurationFamily,
     pub client_connections: Gauge,
+    /// Requests whose handler panicked (answered 500).
+    pub panics: Counter,
     pub tunnels_open: Gauge,
     pub tunnel_bytes_up: Counter,
     pub tunnel_bytes_down: Counter,
@@ -255,6 +257,7 @@ impl Metrics {
             upstream,
             duration,
             client_connections: Gauge::default(),
+            panics: Counter::default(),
             tunnels_open: Gauge::default(),
             tunnel_bytes_up: tunnel_bytes.get_or_create_owned(&DirectionLabels {
                 direction: "to-origin",
@@ -367,8 +370,13 @@ impl Metrics {
         );
         r.register(
             "client_connections",
-            "Open client connections",
+            "Open client connections (with their tunnels and upgrades)",
             m.client_connections.clone(),
+        );
+        r.register(
+            "panics",
+            "Requests whose handling panicked, answered 500",
+            m.panics.clone(),
         );
         r.register(
             "config_reloads",

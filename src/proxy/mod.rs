@@ -50,6 +50,9 @@ pub struct ClientConn {
     pub activity: Arc<Activity>,
     /// The peer's address as forwarding fields give it, formatted once.
     pub address: crate::http::headers::ClientAddress,
+    /// The connection's place under `max_connections`: a tunnel or an
+    /// upgraded connection keeps it until it ends.
+    pub slot: Arc<crate::server::ConnectionSlot>,
 }
 
 /// The proxy's own listeners, as a reload leaves them.
@@ -398,7 +401,7 @@ impl Handler {
             trace.route = Some(self.forward_route.clone());
             trace.upstream = req.uri().authority().map(|a| Arc::from(a.as_str()));
             let result = match self.admit_forward(&req, client).await {
-                Ok(()) => self.connect(req).await,
+                Ok(()) => self.connect(req, client).await,
                 Err(e) => Err(e),
             };
             return match result {
@@ -458,7 +461,11 @@ impl Handler {
             .send(out, &exchange.upstream, &exchange.to)
             .await
         {
-            Ok(resp) => self.deliver(resp, Some(client_upgrade), &exchange.upstream),
+            Ok(resp) => self.deliver(
+                resp,
+                Some((client_upgrade, client.slot.clone())),
+                &exchange.upstream,
+            ),
             Err(e) => Err(e.into()),
         };
         if result
@@ -484,7 +491,10 @@ impl Handler {
     fn deliver(
         &self,
         mut resp: Response<crate::upstream::OriginBody>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        client_upgrade: Option<(
+            hyper::upgrade::OnUpgrade,
+            Arc<crate::server::ConnectionSlot>,
+        )>,
         upstream: &str,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let switched = if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -498,7 +508,7 @@ impl Handler {
                     },
                 ));
             };
-            upgrade::join(client, &mut resp);
+            upgrade::join(client.0, &mut resp, client.1);
             Some(protocols)
         } else {
             None

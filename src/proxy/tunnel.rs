@@ -23,6 +23,7 @@ impl Handler {
     pub(super) async fn connect(
         &self,
         mut req: Request<Incoming>,
+        client: &super::ClientConn,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let authority = req
             .uri()
@@ -51,6 +52,9 @@ impl Handler {
         let idle = policy.tunnel_idle;
         drop(policy);
         let metrics = self.metrics.clone();
+        // The tunnel keeps the client connection's place under
+        // max_connections, and ends when its listener says stop.
+        let slot = client.slot.clone();
         tokio::spawn(async move {
             let client = match on_upgrade.await {
                 Ok(upgraded) => TokioIo::new(upgraded),
@@ -60,16 +64,19 @@ impl Handler {
                 }
             };
             metrics.tunnels_open.inc();
-            let (up, down) = pipe(
+            let piped = pipe(
                 client,
                 origin,
                 idle,
                 &metrics.tunnel_bytes_up,
                 &metrics.tunnel_bytes_down,
-            )
-            .await;
+            );
+            tokio::select! {
+                (up, down) = piped => tracing::debug!(target = %label, up, down, "tunnel closed"),
+                _ = slot.stopped() => tracing::debug!(target = %label, "tunnel closed by shutdown"),
+            }
             metrics.tunnels_open.dec();
-            tracing::debug!(target = %label, up, down, "tunnel closed");
+            drop(slot);
         });
         Ok(Response::new(ProxyBody::empty()))
     }

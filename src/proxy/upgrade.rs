@@ -31,7 +31,13 @@ pub fn restore(headers: &mut HeaderMap, protocols: HeaderValue) {
 }
 
 /// After the origin agreed (101), joins the client and origin connections.
-pub fn join<B>(client: OnUpgrade, origin_response: &mut Response<B>) {
+/// The joined pair keeps `slot` (the client connection's place under
+/// max_connections) and ends when the listener says stop.
+pub fn join<B>(
+    client: OnUpgrade,
+    origin_response: &mut Response<B>,
+    slot: std::sync::Arc<crate::server::ConnectionSlot>,
+) {
     debug_assert_eq!(origin_response.status(), StatusCode::SWITCHING_PROTOCOLS);
     let origin = hyper::upgrade::on(origin_response);
     tokio::spawn(async move {
@@ -44,9 +50,12 @@ pub fn join<B>(client: OnUpgrade, origin_response: &mut Response<B>) {
         };
         let mut client = TokioIo::new(client);
         let mut origin = TokioIo::new(origin);
-        match tokio::io::copy_bidirectional(&mut client, &mut origin).await {
-            Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
-            Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut origin) => match copied {
+                Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
+                Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
+            },
+            _ = slot.stopped() => tracing::debug!("upgraded connection closed by shutdown"),
         }
     });
 }

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::activity::{Activity, Verdict};
 use super::head_guard::HeadGuard;
+use super::slot::ConnectionSlot;
 use super::Phase;
 use crate::config::ServerConfig;
 use crate::proxy::{ClientConn, Handler};
@@ -67,6 +68,8 @@ pub struct Accepted {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    /// The connection's place under `max_connections`.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Serves one connection, plain or already through its TLS handshake.
@@ -79,13 +82,18 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Accepted { peer, local, tls } = accepted;
-    let gauge = handler.metrics().client_connections.clone();
-    gauge.inc();
-    // Decremented however this function ends.
-    let _open = OnDrop(move || {
-        gauge.dec();
-    });
+    let Accepted {
+        peer,
+        local,
+        tls,
+        permit,
+    } = accepted;
+    // Held by the connection and by a tunnel or upgrade it turns into.
+    let slot = Arc::new(ConnectionSlot::new(
+        permit,
+        handler.metrics().client_connections.clone(),
+        phase.clone(),
+    ));
     let activity = Activity::new();
     let client = Arc::new(ClientConn {
         peer,
@@ -93,6 +101,7 @@ pub async fn serve<S>(
         tls,
         address: crate::http::headers::ClientAddress::new(peer.ip()),
         activity: activity.clone(),
+        slot,
     });
     let io = TokioIo::new(HeadGuard::new(
         stream,
@@ -100,10 +109,15 @@ pub async fn serve<S>(
         settings.max_head,
         settings.max_body,
     ));
+    let panics = handler.metrics().panics.clone();
     let service = service_fn(move |req| {
         let handler = handler.clone();
         let client = client.clone();
-        async move { Ok::<_, Infallible>(handler.handle(req, &client).await) }
+        let answer = super::catch::answer_or_500(
+            async move { handler.handle(req, &client).await },
+            panics.clone(),
+        );
+        async move { Ok::<_, Infallible>(answer.await) }
     });
     let conn = settings.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
@@ -146,14 +160,5 @@ pub async fn serve<S>(
                 }
             }
         }
-    }
-}
-
-/// Runs a closure when dropped.
-struct OnDrop<F: FnMut()>(F);
-
-impl<F: FnMut()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        (self.0)();
     }
 }

@@ -2,9 +2,11 @@
 //! timeouts, and graceful drain.
 
 mod activity;
+mod catch;
 mod connection;
 mod head_guard;
 mod listeners;
+mod slot;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ pub use connection::ConnectionSettings;
 pub(crate) use connection::{serve as serve_connection, Accepted};
 pub(crate) use head_guard::observe_in_reads;
 pub use listeners::{Listeners, Shared};
+pub use slot::ConnectionSlot;
 
 use crate::tls::TlsServer;
 
@@ -77,9 +80,9 @@ async fn accept_loop(
                     peer,
                     local,
                     tls: false,
+                    permit: Some(permit),
                 };
                 connection::serve(stream, accepted, handler, settings, phase).await;
-                drop(permit);
                 return;
             };
             // The handshake has its own deadline: a client that connects and
@@ -115,9 +118,9 @@ async fn accept_loop(
                 peer,
                 local,
                 tls: true,
+                permit: Some(permit),
             };
             connection::serve(stream, accepted, handler, settings, phase).await;
-            drop(permit);
         });
     }
 }

@@ -1,0 +1,101 @@
+//! A panic while answering one request ends that request, not the
+//! connection's task with everything on it, and never the process: the
+//! panic is logged and counted, and the client gets a 500 with a one-line
+//! reason. (A panic while a body streams ends that connection only: tokio
+//! catches it in the connection's task.)
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::sharded::Counter;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::proxy::ProxyBody;
+
+pin_project_lite::pin_project! {
+    /// `inner`, with a panic in any of its polls turned into a 500.
+    pub struct AnswerOr500<F> {
+        #[pin]
+        inner: F,
+        panics: Option<Counter>,
+    }
+}
+
+pub fn answer_or_500<F>(inner: F, panics: Counter) -> AnswerOr500<F> {
+    AnswerOr500 {
+        inner,
+        panics: Some(panics),
+    }
+}
+
+impl<F> Future for AnswerOr500<F>
+where
+    F: Future<Output = Response<ProxyBody>>,
+{
+    type Output = Response<ProxyBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // Unwind safety: after a panic `inner` is never polled again, and
+        // what it shared (the cache, pools) is behind locks that recover
+        // from poisoning or atomics.
+        let inner = this.inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                tracing::error!(panic = %what, "a request's handler panicked; answered 500");
+                if let Some(counter) = this.panics.take() {
+                    counter.inc();
+                }
+                Poll::Ready(internal_error())
+            }
+        }
+    }
+}
+
+fn internal_error() -> Response<ProxyBody> {
+    let body =
+        Bytes::from_static(b"internal error: the proxy failed while answering this request\n");
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The connection's state after a panic is not to be trusted.
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_counted_500() {
+        let panics = Counter::default();
+        let resp = answer_or_500(
+            async {
+                tokio::task::yield_now().await;
+                panic!("boom");
+            },
+            panics.clone(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(panics.get(), 1);
+        let fine = answer_or_500(async { Response::new(ProxyBody::empty()) }, panics.clone()).await;
+        assert_eq!(fine.status(), StatusCode::OK);
+        assert_eq!(panics.get(), 1);
+    }
+}
