@@ -82,7 +82,10 @@ fn has_dot_segment(path: &str) -> bool {
 
 fn decode_unreserved(bytes: &[u8], allow_encoded_slash: bool) -> Result<String, TargetError> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(bytes.len());
+    // Bytes, not chars: a non-ASCII character in the path (UTF-8 from a
+    // `&str`) is copied byte for byte. Pushing each byte as a `char` turned
+    // `é` into `Ã©` (found by the target fuzz target).
+    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -95,29 +98,29 @@ fn decode_unreserved(bytes: &[u8], allow_encoded_slash: bool) -> Result<String, 
                 match value {
                     0 => return Err(TargetError::Nul),
                     b'/' | b'\\' if !allow_encoded_slash => return Err(TargetError::EncodedSlash),
-                    v if unreserved(v) => out.push(v as char),
-                    v => {
-                        out.push('%');
-                        out.push(HEX[usize::from(v >> 4)] as char);
-                        out.push(HEX[usize::from(v & 15)] as char);
-                    }
+                    v if unreserved(v) => out.push(v),
+                    v => out.extend_from_slice(&[
+                        b'%',
+                        HEX[usize::from(v >> 4)],
+                        HEX[usize::from(v & 15)],
+                    ]),
                 }
                 i += 3;
             }
             b'\\' if !allow_encoded_slash => return Err(TargetError::EncodedSlash),
             // A raw backslash is not URI syntax; kept, it goes out encoded.
             b'\\' => {
-                out.push_str("%5C");
+                out.extend_from_slice(b"%5C");
                 i += 1;
             }
             _ => {
-                // The request line is ASCII (hyper checks), so this is a char.
-                out.push(b as char);
+                out.push(b);
                 i += 1;
             }
         }
     }
-    Ok(out)
+    // Only ASCII escapes were replaced (by ASCII), so the input's UTF-8 is whole.
+    String::from_utf8(out).map_err(|_| TargetError::BadEncoding)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -173,6 +176,15 @@ fn remove_dot_segments(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_characters_are_kept_as_they_are() {
+        // Found by fuzzing: decoding went byte by byte into chars.
+        assert_eq!(
+            normalize_path("/a/%7E/caf\u{e9}/./x", false).unwrap(),
+            "/a/~/caf\u{e9}/x"
+        );
+    }
 
     fn norm(path: &str) -> Result<String, TargetError> {
         normalize_path(path, false).map(Cow::into_owned)
