@@ -451,9 +451,12 @@ async fn a_stalled_origin_body_ends_at_the_timeout_and_a_follower_is_answered_al
     proxy.shutdown().await;
 }
 
+/// How long after each answer the desynchronising origin sends its extra.
+const EXTRA_DELAY_MS: u64 = 3;
+
 #[tokio::test]
 async fn a_desynchronised_origin_leaves_no_poisoned_entry_behind() {
-    // The auditor's origin: every answer is followed 300 ms later by an extra
+    // The auditor's origin: every answer is followed a moment later by an extra
     // response, while requests keep coming back to back. An extra that lands
     // while a request is on the wire is indistinguishable from its answer
     // (HTTP/1.1 pairs responses with requests by order alone), so a client
@@ -462,10 +465,15 @@ async fn a_desynchronised_origin_leaves_no_poisoned_entry_behind() {
     // so the cache never keeps a wrong answer.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Off for the check at the end: its misses must get true answers, so
+    // that a wrong body there can only come from the cache.
+    let misbehave = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let misbehaving = misbehave.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (mut read, write) = stream.into_split();
             let write = Arc::new(tokio::sync::Mutex::new(write));
+            let misbehave = misbehaving.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -492,10 +500,13 @@ async fn a_desynchronised_origin_leaves_no_poisoned_entry_behind() {
                     if write.lock().await.write_all(real.as_bytes()).await.is_err() {
                         return;
                     }
+                    if !misbehave.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
                     let write = write.clone();
                     let extra = answer("EXTRA nobody asked for");
                     tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        tokio::time::sleep(Duration::from_millis(EXTRA_DELAY_MS)).await;
                         let _ = write.lock().await.write_all(extra.as_bytes()).await;
                     });
                 }
@@ -513,6 +524,7 @@ async fn a_desynchronised_origin_leaves_no_poisoned_entry_behind() {
     }
     // Every surplus response has arrived and been noticed.
     tokio::time::sleep(Duration::from_millis(700)).await;
+    misbehave.store(false, std::sync::atomic::Ordering::SeqCst);
     for i in 0..150 {
         let path = format!("/race/{i}");
         let got = fetch(proxy.addr(), get_host(&path, "site.test")).await;
