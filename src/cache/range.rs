@@ -91,7 +91,7 @@ pub fn if_range_holds(if_range: &HeaderValue, stored: &StoredResponse) -> bool {
         return !value.starts_with("W/") && !etag.starts_with("W/") && value == etag.trim();
     }
     match (
-        httpdate::parse_http_date(value).ok(),
+        crate::cache::policy::freshness::parse_date(value),
         stored.last_modified.flatten(),
     ) {
         (Some(date), Some(modified)) => date == modified,

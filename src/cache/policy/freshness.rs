@@ -38,11 +38,7 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
 pub fn date_field(headers: &HeaderMap, name: header::HeaderName) -> Option<Option<SystemTime>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
-    let parse = |v: &http::HeaderValue| {
-        v.to_str()
-            .ok()
-            .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
-    };
+    let parse = |v: &http::HeaderValue| v.to_str().ok().and_then(parse_date);
     let date = parse(first);
     if values.any(|v| parse(v) != date) {
         return Some(None);
@@ -90,13 +86,51 @@ pub fn has_explicit_freshness(r: &StoredResponse) -> bool {
     r.control.s_maxage.is_present() || r.control.max_age.is_present() || r.expires.is_some()
 }
 
+/// An HTTP-date in any of its three forms, IMF-fixdate and the obsolete
+/// RFC 850 and asctime ones, which recipients MUST accept (RFC 9110
+/// §5.6.7); day and month names and `GMT` in any case.
+pub fn parse_date(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    if let Ok(date) = httpdate::parse_http_date(text) {
+        return Some(date);
+    }
+    httpdate::parse_http_date(&canonical_case(text)).ok()
+}
+
+/// `text` with each word of letters in the case the date grammar spells it:
+/// `Mon`, `Monday`, `Jan`, `GMT`.
+fn canonical_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else if let Some((first, rest)) = word.split_at_checked(1) {
+            out.push_str(&first.to_ascii_uppercase());
+            out.push_str(&rest.to_ascii_lowercase());
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// The `Age` field: a non-negative integer, capped at 2^31; anything else is
-/// ignored (§5.1).
+/// ignored. A list (`Age: 7200, 0`) or several lines count by their first
+/// member (§5.1: a cache "SHOULD use the first member of the field value").
 pub fn age_value(headers: &HeaderMap) -> u64 {
     let Some(v) = headers.get(header::AGE).and_then(|v| v.to_str().ok()) else {
         return 0;
     };
-    let v = v.trim();
+    let v = v.split(',').next().unwrap_or_default().trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }
@@ -125,6 +159,44 @@ pub fn secs_between(a: SystemTime, b: SystemTime) -> u64 {
 mod tests {
     use super::super::tests_support::*;
     use super::*;
+
+    #[test]
+    fn dates_in_every_form_and_case() {
+        // RFC 9110 §5.6.7: recipients MUST accept the obsolete forms.
+        let want = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "sun, 06 nov 1994 08:49:37 gmt",
+            "SUNDAY, 06-NOV-94 08:49:37 GMT",
+            "sun NOV  6 08:49:37 1994",
+            "  Sun, 06 Nov 1994 08:49:37 GMT ",
+        ] {
+            assert_eq!(parse_date(text), Some(want), "{text:?}");
+        }
+        for bad in ["", "0", "yesterday", "Sun, 32 Nov 1994 08:49:37 GMT"] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_list_in_age_counts_by_its_first_member() {
+        // RFC 9111 §5.1.
+        let age = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AGE, v.parse().unwrap());
+            age_value(&h)
+        };
+        assert_eq!(age("7200, 0"), 7200);
+        assert_eq!(age(" 30 "), 30);
+        assert_eq!(age("x, 5"), 0);
+        assert_eq!(age("-1"), 0);
+        let mut two = HeaderMap::new();
+        two.append(header::AGE, "10".parse().unwrap());
+        two.append(header::AGE, "99".parse().unwrap());
+        assert_eq!(age_value(&two), 10);
+    }
 
     #[test]
     fn lifetime_precedence_and_validity() {

@@ -90,7 +90,11 @@ pub fn client_not_modified(method: &Method, request: &HeaderMap, stored: &Stored
     };
     match stored.last_modified {
         Some(Some(modified)) => modified <= since,
-        _ => false,
+        // RFC 9111 §4.3.2: without Last-Modified, a cache SHOULD use the
+        // stored response's Date (or, without one, when it was received).
+        None => super::freshness::date_value(stored) <= since,
+        // Present but invalid: nothing to compare with.
+        Some(None) => false,
     }
 }
 
@@ -322,6 +326,21 @@ mod tests {
             &headers(&[("if-none-match", "*")]),
             &stored
         ));
+    }
+
+    #[test]
+    fn if_modified_since_without_last_modified_uses_date() {
+        // RFC 9111 §4.3.2: the stored Date stands in for Last-Modified.
+        let dated = stored(200, &[("date", &at(-100))]);
+        let get = Method::GET;
+        let ims = |when: &str| headers(&[("if-modified-since", when)]);
+        assert!(client_not_modified(&get, &ims(&at(-50)), &dated));
+        assert!(client_not_modified(&get, &ims(&at(-100)), &dated));
+        assert!(!client_not_modified(&get, &ims(&at(-200)), &dated));
+        // An invalid Last-Modified is not replaced by Date.
+        let date = at(-100);
+        let invalid = stored(200, &[("date", &date), ("last-modified", "soon")]);
+        assert!(!client_not_modified(&get, &ims(&at(-50)), &invalid));
     }
 
     #[test]

@@ -1,0 +1,127 @@
+//! RFC 9111 and RFC 9110 rules that real origins exercise in odd ways:
+//! obsolete date forms, lists in `Age`, conditionals without
+//! `Last-Modified`. Each test names its section.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+use support::*;
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT` (RFC 850), lower-cased, for `t`.
+fn rfc850_lower(t: SystemTime) -> String {
+    let imf = httpdate::fmt_http_date(t); // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let (day, rest) = imf.split_once(", ").unwrap();
+    let long = match day {
+        "Mon" => "monday",
+        "Tue" => "tuesday",
+        "Wed" => "wednesday",
+        "Thu" => "thursday",
+        "Fri" => "friday",
+        "Sat" => "saturday",
+        _ => "sunday",
+    };
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let year = &parts[2][2..];
+    format!(
+        "{long}, {}-{}-{year} {} gmt",
+        parts[0],
+        parts[1].to_lowercase(),
+        parts[3]
+    )
+}
+
+fn reverse(origin: &Origin) -> viaduct::Config {
+    let mut config = base_config();
+    config.routes = vec![route("*", "/", origin.addr)];
+    config
+}
+
+fn site(path: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = get(path);
+    req.headers_mut()
+        .insert("host", "site.test".parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn an_obsolete_lower_case_expires_gives_freshness() {
+    // RFC 9110 §5.6.7: recipients MUST accept RFC 850 and asctime dates.
+    let origin = Origin::start(|_| {
+        let mut resp = text(StatusCode::OK, "dated");
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        resp.headers_mut()
+            .insert("expires", rfc850_lower(later).parse().unwrap());
+        resp
+    })
+    .await;
+    let proxy = start(reverse(&origin)).await;
+    fetch(proxy.addr(), site("/expires/850")).await;
+    let again = fetch(proxy.addr(), site("/expires/850")).await;
+    assert!(
+        again.header("cache-status").unwrap().contains("hit"),
+        "{:?}",
+        again.header("cache-status")
+    );
+    assert_eq!(origin.count("/expires/850"), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_list_in_age_counts_by_its_first_member() {
+    // RFC 9111 §5.1: `Age: 7200, 0` is 7200 seconds old, past max-age=3600.
+    let origin = Origin::start(|_| {
+        let mut resp = text(StatusCode::OK, "aged");
+        let h = resp.headers_mut();
+        h.insert("cache-control", "max-age=3600".parse().unwrap());
+        h.insert("age", "7200, 0".parse().unwrap());
+        resp
+    })
+    .await;
+    let proxy = start(reverse(&origin)).await;
+    fetch(proxy.addr(), site("/age/list")).await;
+    let again = fetch(proxy.addr(), site("/age/list")).await;
+    assert!(
+        !again.header("cache-status").unwrap().contains("hit"),
+        "a response already 7200 s old is not fresh: {:?}",
+        again.header("cache-status")
+    );
+    assert_eq!(origin.count("/age/list"), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn if_modified_since_without_last_modified_is_judged_by_date() {
+    // RFC 9111 §4.3.2: no Last-Modified stored, so Date stands in.
+    let origin = Origin::start(|_| {
+        let mut resp = text(StatusCode::OK, "no validator");
+        resp.headers_mut()
+            .insert("cache-control", "max-age=600".parse().unwrap());
+        resp
+    })
+    .await;
+    let proxy = start(reverse(&origin)).await;
+    let first = fetch(proxy.addr(), site("/ims/date")).await;
+    assert!(first.header("last-modified").is_none());
+    let date = first
+        .header("date")
+        .expect("the origin sends Date")
+        .to_string();
+    let mut conditional = site("/ims/date");
+    conditional
+        .headers_mut()
+        .insert("if-modified-since", date.parse().unwrap());
+    let got = fetch(proxy.addr(), conditional).await;
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    // Asked about an earlier time, the client gets the body.
+    let earlier = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
+    let mut older = site("/ims/date");
+    older
+        .headers_mut()
+        .insert("if-modified-since", earlier.parse().unwrap());
+    let got = fetch(proxy.addr(), older).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(origin.count("/ims/date"), 1);
+    proxy.shutdown().await;
+}
