@@ -125,3 +125,36 @@ async fn if_modified_since_without_last_modified_is_judged_by_date() {
     assert_eq!(origin.count("/ims/date"), 1);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn accept_language_variants_are_shared_across_spellings() {
+    // RFC 9111 §4.1: the cache may normalise a Vary field by its syntax.
+    let origin = Origin::start(|seen| {
+        let lang = seen
+            .headers
+            .get("accept-language")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let mut resp = http::Response::new(TestBody::full(bytes::Bytes::from(lang)));
+        let h = resp.headers_mut();
+        h.insert("cache-control", "max-age=600".parse().unwrap());
+        h.insert("vary", "Accept-Language".parse().unwrap());
+        resp
+    })
+    .await;
+    let proxy = start(reverse(&origin)).await;
+    let ask = |lang: &'static str| {
+        let mut req = site("/lang");
+        req.headers_mut()
+            .insert("accept-language", lang.parse().unwrap());
+        req
+    };
+    fetch(proxy.addr(), ask("en-US,en;q=0.9,de;q=0.9")).await;
+    let same = fetch(proxy.addr(), ask("EN-us , de;q=0.90, en;q=0.9")).await;
+    assert!(same.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(same.text(), "en-US,en;q=0.9,de;q=0.9");
+    let other = fetch(proxy.addr(), ask("de,en-US;q=0.9")).await;
+    assert!(!other.header("cache-status").unwrap().contains("hit"));
+    assert_eq!(origin.count("/lang"), 2);
+    proxy.shutdown().await;
+}

@@ -182,13 +182,98 @@ fn normalized(name: &HeaderName, request: &HeaderMap) -> Option<String> {
         codings.dedup();
         return Some(codings.join(","));
     }
+    if name == header::ACCEPT_LANGUAGE {
+        if let Some(languages) = languages(&items) {
+            return Some(languages);
+        }
+    }
     Some(items.join(","))
+}
+
+/// Accept-Language as a key (RFC 9111 §4.1 allows normalising by the
+/// field's syntax, RFC 9110 §12.5.4): tags lower-cased, whitespace gone,
+/// ordered by quality and, among equal qualities, by name, since their
+/// order says nothing then. `None` when a quality does not parse: the
+/// field is then compared as it came.
+fn languages(items: &[String]) -> Option<String> {
+    let mut ranked: Vec<(u16, String)> = Vec::with_capacity(items.len());
+    for item in items {
+        let mut parts = item.split(';');
+        let tag = parts.next()?.trim().to_ascii_lowercase();
+        let mut q = 1000;
+        for param in parts {
+            let param = param.trim();
+            if let Some(value) = param
+                .strip_prefix("q=")
+                .or_else(|| param.strip_prefix("Q="))
+            {
+                q = qvalue(value.trim())?;
+            }
+        }
+        ranked.push((q, tag));
+    }
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    ranked.dedup();
+    let mut out = String::new();
+    for (i, (q, tag)) in ranked.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(tag);
+        if *q != 1000 {
+            // Three decimals at most (RFC 9110 §12.4.2), trailing zeros cut.
+            let digits = format!("{q:03}");
+            let digits = digits.trim_end_matches('0');
+            out.push_str(";q=0");
+            if !digits.is_empty() {
+                out.push('.');
+                out.push_str(digits);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A qvalue (RFC 9110 §12.4.2: `0[.ddd]` or `1[.000]`) in thousandths.
+fn qvalue(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn accept_language_normalises_case_whitespace_and_equal_quality_order() {
+        // RFC 9111 §4.1: normalising by the field's syntax is allowed.
+        let key = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_str(v).unwrap());
+            normalized(&header::ACCEPT_LANGUAGE, &h).unwrap()
+        };
+        let a = key("en-US,en;q=0.9,de;q=0.9");
+        assert_eq!(a, "en-us,de;q=0.9,en;q=0.9");
+        assert_eq!(key("EN-us , de ; q=0.90,en;q=0.9"), a);
+        assert_eq!(key("en-us,en;q=0.900,de;q=0.9,en-US"), a);
+        // Quality order matters.
+        assert_ne!(key("en;q=0.9,de;q=0.8"), key("en;q=0.8,de;q=0.9"));
+        assert_eq!(key("fr;q=1.000"), "fr");
+        assert_eq!(key("fr;q=0"), "fr;q=0");
+        assert_eq!(key("fr;q=0.000,de;q=0.050"), "de;q=0.05,fr;q=0");
+        // A quality that does not parse: compared as it came.
+        assert_eq!(key("fr;q=high"), "fr;q=high");
+        assert_eq!(key("fr;q=0.1234"), "fr;q=0.1234");
+    }
 
     #[test]
     fn primary_key_normalizes_host_and_default_port() {
