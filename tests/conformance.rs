@@ -158,3 +158,50 @@ async fn accept_language_variants_are_shared_across_spellings() {
     assert_eq!(origin.count("/lang"), 2);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn set_cookie_is_stored_as_the_setting_says() {
+    // RFC 9111 §3.1 (every field may be stored), §7.3 and RFC 6265 §8 (a
+    // cookie is usually one user's).
+    let origin = Origin::start(|seen| {
+        let mut resp = text(StatusCode::OK, "with a cookie");
+        let h = resp.headers_mut();
+        h.insert("set-cookie", "session=abc".parse().unwrap());
+        h.insert(
+            "last-modified",
+            "Tue, 01 Jan 2019 00:00:00 GMT".parse().unwrap(),
+        );
+        if seen.target.contains("/explicit") {
+            h.insert("cache-control", "max-age=600".parse().unwrap());
+        }
+        resp
+    })
+    .await;
+    use viaduct::config::SetCookie;
+    for (setting, path, stored) in [
+        (SetCookie::Explicit, "/sc/explicit/a", true),
+        (SetCookie::Explicit, "/sc/heuristic/a", false),
+        (SetCookie::Pass, "/sc/explicit/b", false),
+        (SetCookie::Store, "/sc/heuristic/c", true),
+    ] {
+        let mut config = reverse(&origin);
+        config.cache.set_cookie = setting;
+        let proxy = start(config).await;
+        let first = fetch(proxy.addr(), site(path)).await;
+        let again = fetch(proxy.addr(), site(path)).await;
+        let hit = again.header("cache-status").unwrap().contains("hit");
+        assert_eq!(
+            hit,
+            stored,
+            "{setting:?} {path}: {:?}",
+            first.header("cache-status")
+        );
+        if stored {
+            // A stored response keeps its fields, the cookie included.
+            assert_eq!(again.header("set-cookie"), Some("session=abc"));
+        } else {
+            assert!(first.header("cache-status").unwrap().contains("set-cookie"));
+        }
+        proxy.shutdown().await;
+    }
+}

@@ -171,7 +171,15 @@ pub fn plan_store(
 ) -> Result<Plan, NotStored> {
     let req_cc = RequestControl::parse(request_headers);
     let control = ResponseControl::parse(response);
-    let strip = policy::storable(method, request_headers, &req_cc, status, response, &control)?;
+    let strip = policy::storable(
+        method,
+        request_headers,
+        &req_cc,
+        status,
+        response,
+        &control,
+        cache.tunables.set_cookie(),
+    )?;
     if content_length(response).is_some_and(|len| len > cache.max_object_size()) {
         return Err(NotStored::TooLarge);
     }

@@ -4,11 +4,11 @@
 //! lock and no shared counter is touched per request. The capacity is not
 //! here: moka cannot resize a built cache.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::policy::Heuristics;
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, SetCookie};
 
 #[derive(Debug)]
 pub struct Tunables {
@@ -20,7 +20,11 @@ pub struct Tunables {
     /// Default stale windows in seconds (RFC 5861), when a response names none.
     default_swr: AtomicU64,
     default_sie: AtomicU64,
+    /// `[cache] set_cookie` as its position in `SET_COOKIE`.
+    set_cookie: AtomicU8,
 }
+
+const SET_COOKIE: [SetCookie; 3] = [SetCookie::Explicit, SetCookie::Pass, SetCookie::Store];
 
 impl Tunables {
     pub fn new(config: &CacheConfig) -> Tunables {
@@ -31,6 +35,7 @@ impl Tunables {
             max_object_size: AtomicU64::new(0),
             default_swr: AtomicU64::new(0),
             default_sie: AtomicU64::new(0),
+            set_cookie: AtomicU8::new(0),
         };
         tunables.set(config);
         tunables
@@ -49,6 +54,12 @@ impl Tunables {
             .store(config.stale_while_revalidate.get().as_secs(), Relaxed);
         self.default_sie
             .store(config.stale_if_error.get().as_secs(), Relaxed);
+        let position = SET_COOKIE.iter().position(|s| *s == config.set_cookie);
+        self.set_cookie.store(position.unwrap_or(0) as u8, Relaxed);
+    }
+
+    pub fn set_cookie(&self) -> SetCookie {
+        SET_COOKIE[usize::from(self.set_cookie.load(Relaxed)) % SET_COOKIE.len()]
     }
 
     pub fn enabled(&self) -> bool {
@@ -89,7 +100,9 @@ mod tests {
         config.max_object_size = crate::config::Size(1234);
         config.stale_while_revalidate = crate::config::Dur(Duration::from_secs(5));
         config.stale_if_error = crate::config::Dur(Duration::from_secs(6));
+        config.set_cookie = SetCookie::Store;
         tunables.set(&config);
+        assert_eq!(tunables.set_cookie(), SetCookie::Store);
         assert_eq!(tunables.enabled(), config.enabled);
         assert_eq!(
             tunables.heuristics(),

@@ -169,6 +169,23 @@ pub struct CacheConfig {
     pub purge_allow: Vec<Cidr>,
     /// Also send `X-Cache: HIT|MISS` (for tools that expect it).
     pub x_cache: bool,
+    /// Which responses with `Set-Cookie` may be stored.
+    pub set_cookie: SetCookie,
+}
+
+/// `[cache] set_cookie`: RFC 9111 §3.1 lets a cache store every field, but
+/// a cookie is usually one user's (§7.3, RFC 6265 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SetCookie {
+    /// Stored only when the origin gave explicit shared freshness
+    /// (`s-maxage`, `max-age`, `public` or `Expires`); never on heuristics.
+    #[default]
+    Explicit,
+    /// Never stored.
+    Pass,
+    /// Stored like any other response.
+    Store,
 }
 
 impl Default for CacheConfig {
@@ -189,6 +206,7 @@ impl Default for CacheConfig {
                 "::1/128".parse().expect("valid literal"),
             ],
             x_cache: false,
+            set_cookie: SetCookie::Explicit,
         }
     }
 }

@@ -6,6 +6,7 @@ use http::{Method, StatusCode};
 use super::freshness::heuristically_cacheable;
 use crate::cache::control::{FieldsDirective, RequestControl, ResponseControl};
 use crate::cache::key::Vary;
+use crate::config::SetCookie;
 
 /// Why a response was not stored; `as_str` feeds `Cache-Status: detail=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,7 @@ pub fn storable(
     status: StatusCode,
     response: &HeaderMap,
     control: &ResponseControl,
+    set_cookie: SetCookie,
 ) -> Result<Vec<HeaderName>, NotStored> {
     // §3: only GET here; HEAD is answered from a stored GET instead.
     if method != Method::GET {
@@ -118,18 +120,26 @@ pub fn storable(
     if Vary::of(response) == Vary::Star {
         return Err(NotStored::VaryStar);
     }
-    // Not an RFC rule: a response that sets a cookie is one user's session.
-    // Storing it would hand that cookie to the next user (nginx and Varnish
-    // refuse too).
-    if response.contains_key(header::SET_COOKIE) && !strip.contains(&header::SET_COOKIE) {
-        return Err(NotStored::SetCookie);
-    }
     // §3: explicit freshness, public, or a heuristically cacheable status
     // that can be kept useful (a Last-Modified for heuristics, or a
     // validator for revalidation).
     let explicit = control.max_age.is_present()
         || control.s_maxage.is_present()
         || response.contains_key(header::EXPIRES);
+    // §3.1 stores every field, but a cookie is usually one user's session
+    // (§7.3, RFC 6265 §8): storing it hands it to the next user. Unless
+    // `private="set-cookie"` removes it, the operator's setting decides.
+    if response.contains_key(header::SET_COOKIE) && !strip.contains(&header::SET_COOKIE) {
+        let allowed = match set_cookie {
+            SetCookie::Pass => false,
+            // The origin said in so many words that this may be shared.
+            SetCookie::Explicit => explicit || control.public,
+            SetCookie::Store => true,
+        };
+        if !allowed {
+            return Err(NotStored::SetCookie);
+        }
+    }
     let useful =
         response.contains_key(header::LAST_MODIFIED) || response.contains_key(header::ETAG);
     if explicit || control.public || (heuristically_cacheable(status) && useful) {
@@ -160,6 +170,7 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &resp,
             &ResponseControl::parse(&resp),
+            SetCookie::Pass,
         )
     }
 
@@ -353,7 +364,7 @@ mod tests {
                 Err(N::Status),
             ),
             (
-                "Set-Cookie is never shared",
+                "Set-Cookie is not shared under set_cookie = pass",
                 M::GET,
                 &[],
                 200,
@@ -372,6 +383,64 @@ mod tests {
         for (name, method, req, status, resp, want) in cases {
             let got = check(method.clone(), req, *status, resp).map(|_| ());
             assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn set_cookie_by_setting() {
+        // §3.1, §7.3: whether a response with Set-Cookie is shared.
+        use SetCookie::*;
+        let lm = ("last-modified", "Tue, 01 Jan 2030 00:00:00 GMT");
+        let cookie = ("set-cookie", "id=1");
+        let cases: &[(&str, &[(&str, &str)], [bool; 3])] = &[
+            // [explicit, pass, store]
+            (
+                "max-age",
+                &[("cache-control", "max-age=60"), cookie],
+                [true, false, true],
+            ),
+            (
+                "s-maxage",
+                &[("cache-control", "s-maxage=60"), cookie],
+                [true, false, true],
+            ),
+            (
+                "public",
+                &[("cache-control", "public"), lm, cookie],
+                [true, false, true],
+            ),
+            (
+                "Expires",
+                &[("expires", "Tue, 01 Jan 2030 00:00:00 GMT"), cookie],
+                [true, false, true],
+            ),
+            ("heuristics only", &[lm, cookie], [false, false, true]),
+            (
+                "private",
+                &[("cache-control", "private, max-age=60"), cookie],
+                [false, false, false],
+            ),
+            (
+                "no-store",
+                &[("cache-control", "no-store, max-age=60"), cookie],
+                [false, false, false],
+            ),
+        ];
+        for (name, resp, want) in cases {
+            for (setting, want) in [Explicit, Pass, Store].into_iter().zip(want) {
+                let req = headers(&[]);
+                let resp = headers(resp);
+                let got = storable(
+                    &Method::GET,
+                    &req,
+                    &RequestControl::parse(&req),
+                    StatusCode::OK,
+                    &resp,
+                    &ResponseControl::parse(&resp),
+                    setting,
+                );
+                assert_eq!(got.is_ok(), *want, "{name} under {setting:?}");
+            }
         }
     }
 
