@@ -205,3 +205,72 @@ async fn set_cookie_is_stored_as_the_setting_says() {
         proxy.shutdown().await;
     }
 }
+
+/// An origin that answers `max-age=60` already 120 s old (stale on arrival,
+/// stored for its validator), and closes after each answer so nothing stays
+/// pooled; `stop` closes its listener.
+async fn stoppable_origin(
+    cache_control: &'static str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(move |_req| async move {
+                let mut resp = http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"from the origin"),
+                ));
+                let h = resp.headers_mut();
+                h.insert("cache-control", cache_control.parse().unwrap());
+                h.insert("age", "120".parse().unwrap());
+                h.insert("etag", "\"v1\"".parse().unwrap());
+                h.insert("connection", "close".parse().unwrap());
+                Ok::<_, std::convert::Infallible>(resp)
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_stale_response_is_served_when_the_origin_cannot_be_reached() {
+    // RFC 9111 §4.2.4: a cache may serve stale when disconnected from the
+    // origin, unless the response forbids it (§5.2.2.2, §5.2.2.4, §5.2.2.8).
+    for (cache_control, window, served) in [
+        ("max-age=60", 3600, true),
+        ("max-age=60", 0, false),
+        ("max-age=60, must-revalidate", 3600, false),
+        ("max-age=60, proxy-revalidate", 3600, false),
+        ("s-maxage=60", 3600, false),
+        ("max-age=60, no-cache", 3600, false),
+    ] {
+        let (addr, origin) = stoppable_origin(cache_control).await;
+        let mut config = base_config();
+        config.routes = vec![route("*", "/", addr)];
+        config.cache.stale_if_unreachable = viaduct::config::Dur(Duration::from_secs(window));
+        let proxy = start(config).await;
+        let first = fetch(proxy.addr(), site("/down")).await;
+        assert_eq!(first.status, StatusCode::OK);
+        origin.abort();
+        let _ = origin.await;
+        let got = fetch(proxy.addr(), site("/down")).await;
+        let status = got.header("cache-status").unwrap_or_default().to_string();
+        if served {
+            assert_eq!(got.status, StatusCode::OK, "{cache_control}: {status}");
+            assert_eq!(got.text(), "from the origin");
+            assert!(status.contains("origin-unreachable"), "{status}");
+        } else {
+            assert!(
+                got.status.is_server_error(),
+                "{cache_control}, window {window}: {} {status}",
+                got.status
+            );
+        }
+        proxy.shutdown().await;
+    }
+}

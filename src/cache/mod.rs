@@ -98,6 +98,19 @@ impl Cache {
     }
 
     /// Seconds past expiry during which `head` may be served when the origin
+    /// cannot be reached at all (RFC 9111 §4.2.4): `stale_if_unreachable`,
+    /// unless the response forbids serving it stale (must-revalidate,
+    /// proxy-revalidate, s-maxage) or asks for validation every time
+    /// (no-cache).
+    pub fn stale_if_unreachable(&self, head: &StoredResponse) -> u64 {
+        let control = &head.control;
+        if control.forbids_stale() || control.no_cache != control::FieldsDirective::Absent {
+            return 0;
+        }
+        self.tunables.stale_if_unreachable()
+    }
+
+    /// Seconds past expiry during which `head` may be served when the origin
     /// fails (RFC 5861 §4), from the response, the request, or the default.
     pub fn stale_if_error(&self, head: &StoredResponse, request: Option<&RequestControl>) -> u64 {
         if head.control.forbids_stale() {

@@ -20,6 +20,8 @@ pub struct Tunables {
     /// Default stale windows in seconds (RFC 5861), when a response names none.
     default_swr: AtomicU64,
     default_sie: AtomicU64,
+    /// `[cache] stale_if_unreachable` in seconds.
+    stale_if_unreachable: AtomicU64,
     /// `[cache] set_cookie` as its position in `SET_COOKIE`.
     set_cookie: AtomicU8,
 }
@@ -36,6 +38,7 @@ impl Tunables {
             default_swr: AtomicU64::new(0),
             default_sie: AtomicU64::new(0),
             set_cookie: AtomicU8::new(0),
+            stale_if_unreachable: AtomicU64::new(0),
         };
         tunables.set(config);
         tunables
@@ -54,8 +57,14 @@ impl Tunables {
             .store(config.stale_while_revalidate.get().as_secs(), Relaxed);
         self.default_sie
             .store(config.stale_if_error.get().as_secs(), Relaxed);
+        self.stale_if_unreachable
+            .store(config.stale_if_unreachable.get().as_secs(), Relaxed);
         let position = SET_COOKIE.iter().position(|s| *s == config.set_cookie);
         self.set_cookie.store(position.unwrap_or(0) as u8, Relaxed);
+    }
+
+    pub fn stale_if_unreachable(&self) -> u64 {
+        self.stale_if_unreachable.load(Relaxed)
     }
 
     pub fn set_cookie(&self) -> SetCookie {

@@ -171,6 +171,9 @@ pub struct CacheConfig {
     pub x_cache: bool,
     /// Which responses with `Set-Cookie` may be stored.
     pub set_cookie: SetCookie,
+    /// How long past expiry a stored response may be served when the
+    /// origin cannot be reached (RFC 9111 §4.2.4); 0 turns it off.
+    pub stale_if_unreachable: Dur,
 }
 
 /// `[cache] set_cookie`: RFC 9111 §3.1 lets a cache store every field, but
@@ -207,6 +210,7 @@ impl Default for CacheConfig {
             ],
             x_cache: false,
             set_cookie: SetCookie::Explicit,
+            stale_if_unreachable: Dur(std::time::Duration::from_secs(3600)),
         }
     }
 }

@@ -232,9 +232,20 @@ impl CacheStep {
         let fwd = refill.fwd;
         let client_headers = ex.parts.headers.clone();
         if !fill::origin_request(&mut ex.parts.headers, false, Some((&all, selected))) {
-            // Nothing to validate with: a plain fetch.
-            ex.parts.headers = client_headers;
-            return self.fetch(ex, fwd).await;
+            // Nothing to validate with: a plain fetch, and the stale entry
+            // if the origin cannot be reached.
+            ex.parts.headers = client_headers.clone();
+            let method = ex.parts.method.clone();
+            let (result, status) = self.fetch(ex, fwd).await;
+            if let Err(ProxyError::Upstream(e)) = &result {
+                let stale = refill.stale.as_ref();
+                if let Some((resp, status)) =
+                    self.stale_on_failure(stale, &refill.req_cc, &method, &client_headers, e)
+                {
+                    return (Ok(resp), status);
+                }
+            }
+            return (result, status);
         }
         let method = ex.parts.method.clone();
         let mut retry = ex.replay();
@@ -247,7 +258,7 @@ impl CacheStep {
             Ok(resp) => resp,
             Err(e) => {
                 if let Some((resp, status)) =
-                    self.stale_if_error(stale, &refill.req_cc, &method, &client_headers, None)
+                    self.stale_on_failure(stale, &refill.req_cc, &method, &client_headers, &e)
                 {
                     return (Ok(resp), status);
                 }

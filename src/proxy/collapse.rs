@@ -198,7 +198,7 @@ impl CacheStep {
             Next::Leader(Some(LeaderAnswer::Error(e))) => {
                 let stale = refill.stale.as_ref();
                 if let Some(served) =
-                    self.stale_if_error(stale, &refill.req_cc, method, client, None)
+                    self.stale_on_failure(stale, &refill.req_cc, method, client, &e)
                 {
                     return Some((Ok(served.0), served.1));
                 }

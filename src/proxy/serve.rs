@@ -48,9 +48,45 @@ impl CacheStep {
         fwd_status: Option<u16>,
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let entry = stale?;
+        let window = self.cache.stale_if_error(&entry.head, Some(req_cc));
+        self.serve_within(entry, window, method, request, fwd_status, "stale-if-error")
+    }
+
+    /// A stale entry served because the request failed with `error`: by
+    /// stale-if-error, or, when the origin could not be reached at all, for
+    /// up to `[cache] stale_if_unreachable` (RFC 9111 §4.2.4).
+    pub(super) fn stale_on_failure(
+        &self,
+        stale: Option<&Arc<Entry>>,
+        req_cc: &RequestControl,
+        method: &Method,
+        request: &HeaderMap,
+        error: &crate::upstream::UpstreamError,
+    ) -> Option<(Response<ProxyBody>, CacheStatus)> {
+        if let Some(served) = self.stale_if_error(stale, req_cc, method, request, None) {
+            return Some(served);
+        }
+        if !error.unreachable() {
+            return None;
+        }
+        let entry = stale?;
+        let window = self.cache.stale_if_unreachable(&entry.head);
+        self.serve_within(entry, window, method, request, None, "origin-unreachable")
+    }
+
+    /// `entry`, served stale if it expired less than `window` seconds ago.
+    fn serve_within(
+        &self,
+        entry: &Arc<Entry>,
+        window: u64,
+        method: &Method,
+        request: &HeaderMap,
+        fwd_status: Option<u16>,
+        reason: &'static str,
+    ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let now = SystemTime::now();
         let ttl = crate::cache::fill::freshness_left(&entry.head, &self.cache.heuristics(), now);
-        let window = self.cache.stale_if_error(&entry.head, Some(req_cc)) as i64;
+        let window = window as i64;
         if window == 0 || ttl + window < 0 {
             return None;
         }
@@ -59,7 +95,7 @@ impl CacheStep {
         let status = CacheStatus::StaleServed {
             ttl,
             fwd_status,
-            reason: "stale-if-error",
+            reason,
         };
         Some((resp, status))
     }

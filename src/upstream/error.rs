@@ -120,6 +120,22 @@ impl UpstreamError {
         }
     }
 
+    /// The origin could not be reached or gave no answer at all: refused,
+    /// reset or closed before a response, timed out, unresolvable, or a
+    /// whole group down (RFC 9111 §4.2.4 lets a cache serve stale then).
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Refused { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::Resolve { .. }
+                | UpstreamError::Connect { .. }
+                | UpstreamError::ResponseTimeout { .. }
+                | UpstreamError::Closed { .. }
+                | UpstreamError::GroupDown { .. }
+        )
+    }
+
     /// Nothing of the request reached the origin: the connection (or its
     /// TLS handshake) could not be made.
     pub fn before_sending(&self) -> bool {
