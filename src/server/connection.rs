@@ -2,7 +2,6 @@
 //! guard, plus a watchdog for the header-read and keep-alive idle timeouts, and
 //! the reaction to shutdown.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,11 +112,10 @@ pub async fn serve<S>(
     let service = service_fn(move |req| {
         let handler = handler.clone();
         let client = client.clone();
-        let answer = super::catch::answer_or_500(
+        super::catch::answer_or_500(
             async move { handler.handle(req, &client).await },
             panics.clone(),
-        );
-        async move { Ok::<_, Infallible>(answer.await) }
+        )
     });
     let conn = settings.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
