@@ -219,7 +219,7 @@ fn harness() -> &'static Harness {
             .expect("a runtime");
         // Reverse routes to a port nothing listens on; forward traffic to
         // loopback is refused by the guard: no request leaves the process.
-        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\n\
+        let text = "[server]\nlisten = [\"127.0.0.1:0\"]\nheader_read_timeout = \"20ms\"\nkeepalive_timeout = \"20ms\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n\
              [[route]]\nhost = \"*\"\nupstream = \"http://127.0.0.1:9\"\n";
         let config = crate::config::Config::from_toml(text, "fuzz").expect("harness config");
