@@ -142,10 +142,7 @@ pub fn cache_key(data: &[u8]) {
     assert!(built.starts_with("ns http://"));
     let (namespace, url) = key::split(&built);
     assert_eq!((namespace, url.len()), ("ns", built.len() - 3));
-    let vary = field_lines(
-        &http::header::VARY,
-        &parts[2.min(parts.len())..parts.len().min(3)],
-    );
+    let vary = field_lines(&http::header::VARY, parts.get(2..3).unwrap_or_default());
     let request_lines: Vec<&[u8]> = parts
         .get(3)
         .map(|p| p.split(|b| *b == b';').collect())

@@ -113,7 +113,8 @@ impl CacheStep {
                 return self.refill(ex, refill).await;
             }
         };
-        match policy::decide(&req_cc, &entry.head, &self.cache.heuristics(), now) {
+        let heuristics = self.cache.heuristics();
+        match policy::decide(&req_cc, &entry.head, &heuristics, now) {
             Reuse::Serve { ttl } => {
                 if ttl <= 0 {
                     CacheStats::count(&self.cache.stats.stale_served);
@@ -123,7 +124,7 @@ impl CacheStep {
             }
             Reuse::Validate(_) if req_cc.only_if_cached => not_cached(),
             Reuse::Validate(why) => {
-                let ttl = fill::freshness_left(&entry.head, &self.cache.heuristics(), now);
+                let ttl = fill::freshness_left(&entry.head, &heuristics, now);
                 // RFC 5861 §3: inside the window, serve stale now and
                 // revalidate once in the background.
                 let window = self.cache.stale_while_revalidate(&entry.head) as i64;

@@ -29,6 +29,8 @@ pub enum ProxyError {
     MethodNotAllowed(String),
     /// A stored response that must be revalidated could not be (§5.2.2.2).
     RevalidationFailed(UpstreamError),
+    /// The handler panicked (`server::catch`).
+    Internal,
 }
 
 impl ProxyError {
@@ -47,6 +49,7 @@ impl ProxyError {
             }
             ProxyError::ProxyAuthRequired { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -65,6 +68,7 @@ impl ProxyError {
             ProxyError::ProxyAuthRequired { .. } => "proxy-auth",
             ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::RevalidationFailed(_) => "must-revalidate",
+            ProxyError::Internal => "internal",
         }
     }
 
@@ -73,7 +77,11 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge(_) | ProxyError::HeadTooLarge
+            ProxyError::BadRequest(_)
+                | ProxyError::PayloadTooLarge(_)
+                | ProxyError::HeadTooLarge
+                // The connection's state after a panic is not to be trusted.
+                | ProxyError::Internal
         )
     }
 }
@@ -101,6 +109,10 @@ impl fmt::Display for ProxyError {
                 write!(f, "proxy authentication required: {why}")
             }
             ProxyError::MethodNotAllowed(why) => write!(f, "method not allowed: {why}"),
+            ProxyError::Internal => write!(
+                f,
+                "internal error: the proxy failed while answering this request"
+            ),
             ProxyError::RevalidationFailed(e) => {
                 write!(
                     f,

@@ -554,6 +554,11 @@ fn forget_suspects(cache: Arc<Cache>) -> crate::upstream::Suspects {
     tx
 }
 
+/// The 500 for a request whose handler panicked.
+pub(crate) fn internal_error_response() -> Response<ProxyBody> {
+    error_response(&ProxyError::Internal, Version::HTTP_11)
+}
+
 /// A short text answer: status plus a one-line reason.
 fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
     let body = Bytes::from(format!("{e}\n"));

@@ -10,8 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::sharded::Counter;
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::Response;
 
 use crate::proxy::ProxyBody;
 
@@ -58,31 +57,16 @@ where
                 if let Some(counter) = this.panics.take() {
                     counter.inc();
                 }
-                Poll::Ready(Ok(internal_error()))
+                Poll::Ready(Ok(crate::proxy::internal_error_response()))
             }
         }
     }
 }
 
-fn internal_error() -> Response<ProxyBody> {
-    let body =
-        Bytes::from_static(b"internal error: the proxy failed while answering this request\n");
-    let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The connection's state after a panic is not to be trusted.
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[tokio::test]
     async fn a_panic_becomes_a_counted_500() {
@@ -97,6 +81,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.headers()["connection"], "close");
         assert_eq!(panics.get(), 1);
         let fine = answer_or_500(async { Response::new(ProxyBody::empty()) }, panics.clone())
             .await

@@ -32,7 +32,8 @@ struct Slot {
     bound: SocketAddr,
     tls: bool,
     phase: Arc<watch::Sender<Phase>>,
-    task: JoinHandle<()>,
+    /// The accept loop; taken by `stopped` to wait for it.
+    task: Option<JoinHandle<()>>,
 }
 
 pub struct Listeners {
@@ -127,7 +128,7 @@ impl Listeners {
             bound,
             tls,
             phase: Arc::new(phase),
-            task,
+            task: Some(task),
         })
     }
 
@@ -254,10 +255,7 @@ impl Listeners {
     pub async fn stopped(&self) {
         let tasks: Vec<JoinHandle<()>> = {
             let mut slots = lock(&self.slots);
-            slots
-                .iter_mut()
-                .map(|s| std::mem::replace(&mut s.task, tokio::spawn(async {})))
-                .collect()
+            slots.iter_mut().filter_map(|s| s.task.take()).collect()
         };
         for task in tasks {
             let _ = task.await;

@@ -124,16 +124,14 @@ impl UpstreamError {
     /// reset or closed before a response, timed out, unresolvable, or a
     /// whole group down (RFC 9111 §4.2.4 lets a cache serve stale then).
     pub fn unreachable(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Refused { .. }
-                | UpstreamError::ConnectTimeout { .. }
-                | UpstreamError::Resolve { .. }
-                | UpstreamError::Connect { .. }
-                | UpstreamError::ResponseTimeout { .. }
-                | UpstreamError::Closed { .. }
-                | UpstreamError::GroupDown { .. }
-        )
+        match self {
+            // A handshake that failed (a certificate refused) is no outage.
+            UpstreamError::Tls { .. } => false,
+            UpstreamError::ResponseTimeout { .. }
+            | UpstreamError::Closed { .. }
+            | UpstreamError::GroupDown { .. } => true,
+            _ => self.before_sending(),
+        }
     }
 
     /// Nothing of the request reached the origin: the connection (or its
