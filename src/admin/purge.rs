@@ -24,7 +24,7 @@ impl Admin {
             };
             let removed = namespaces
                 .iter()
-                .filter(|ns| self.cache.store.remove(&key::in_namespace(ns, &target)))
+                .filter(|ns| self.cache.remove_url(&key::in_namespace(ns, &target)))
                 .count();
             return if removed > 0 {
                 CacheStats::count(&self.cache.stats.purges);

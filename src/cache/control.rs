@@ -90,6 +90,9 @@ pub struct ResponseControl {
     /// RFC 5861 (used by the stale-serving features); at most `DELTA_MAX`.
     pub stale_while_revalidate: Option<u32>,
     pub stale_if_error: Option<u32>,
+    /// Read from a targeted field (RFC 9213), not Cache-Control: `Expires`
+    /// is then ignored too (§2.1).
+    pub targeted: bool,
 }
 
 impl ResponseControl {

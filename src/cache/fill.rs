@@ -12,9 +12,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 
-use super::control::{RequestControl, ResponseControl};
+use super::control::RequestControl;
+use super::head::StoredHead;
 use super::key::{self, Secondary, Vary};
 use super::policy::{self, validation, NotStored, StoredResponse};
+use super::rules::CacheRules;
+use super::slices::{self, Manifest, Slicing};
 use super::store::{Entry, Variants};
 use super::Cache;
 use crate::http::headers::{self, content_length};
@@ -28,6 +31,16 @@ pub struct Fill {
     received: u64,
     /// Content-Length, when the origin declared one.
     expected: Option<u64>,
+    /// A response too large to keep whole, cut into slices as it streams.
+    cut: Option<Box<SliceCut>>,
+}
+
+/// The slice being filled while a large response streams by.
+struct SliceCut {
+    manifest: Manifest,
+    whole: HeaderMap,
+    index: u64,
+    current: bytes::BytesMut,
 }
 
 impl Fill {
@@ -46,12 +59,53 @@ impl Fill {
             chunks: Vec::new(),
             received: 0,
             expected,
+            cut: None,
         }
+    }
+
+    /// A fill for a response over `max_object_size` that `plan_store`
+    /// found sliceable: each slice is stored as soon as its bytes are in
+    /// (a body cut short keeps the slices it completed).
+    pub fn sliced(cache: Arc<Cache>, key: String, plan: Plan, slicing: Slicing) -> Option<Fill> {
+        let etag = slices::strong_etag(&plan.head.headers.to_map(0))?.clone();
+        let whole = plan.head.headers.to_map(0);
+        let entry = cache.put_manifest(&key, slicing.size, plan.head.clone());
+        let cut = SliceCut {
+            manifest: Manifest {
+                entry,
+                slicing,
+                etag,
+            },
+            whole,
+            index: 0,
+            current: bytes::BytesMut::with_capacity(slicing.size as usize),
+        };
+        Some(Fill {
+            cut: Some(Box::new(cut)),
+            ..Fill::new(cache, key, plan.head, plan.secondary, plan.length)
+        })
     }
 
     /// Takes a chunk; false when the body outgrew what may be stored (the
     /// caller then drops the fill and keeps streaming).
     pub fn push(&mut self, data: &Bytes) -> bool {
+        if let Some(cut) = self.cut.as_mut() {
+            self.received += data.len() as u64;
+            if self.expected.is_some_and(|e| self.received > e) {
+                return false;
+            }
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let room = cut.manifest.slicing.size as usize - cut.current.len();
+                let (now, later) = rest.split_at(room.min(rest.len()));
+                cut.current.extend_from_slice(now);
+                rest = later;
+                if cut.current.len() as u64 == cut.manifest.slicing.size {
+                    cut.store(&self.cache, &self.key, &self.head);
+                }
+            }
+            return true;
+        }
         self.received += data.len() as u64;
         if self.received > self.cache.max_object_size()
             || self.expected.is_some_and(|e| self.received > e)
@@ -63,15 +117,37 @@ impl Fill {
     }
 
     /// The body ended normally: store it if it is whole.
-    pub fn finish(self) {
+    pub fn finish(mut self) {
         if self.expected.is_some_and(|e| e != self.received) {
             tracing::debug!(key = %self.key, "body length differs from Content-Length; not stored");
+            return;
+        }
+        if let Some(cut) = self.cut.as_mut() {
+            if !cut.current.is_empty() {
+                cut.store(&self.cache, &self.key, &self.head);
+            }
             return;
         }
         // One allocation for the header values and body: hyper's chunks are
         // slices of larger read buffers that must not be kept alive.
         let entry = Entry::compact(self.head, &self.chunks, self.secondary);
         self.cache.store.insert(&self.key, Arc::new(entry));
+    }
+}
+
+impl SliceCut {
+    /// Stores the filled slice under its own key, with a 206 head.
+    fn store(&mut self, cache: &Cache, key: &str, whole: &StoredResponse) {
+        let body = self.current.split().freeze();
+        let mut head = whole.clone();
+        head.status = StatusCode::PARTIAL_CONTENT;
+        head.headers = StoredHead::from_map(&slices::slice_head(
+            &self.whole,
+            &self.manifest.slicing,
+            self.index,
+        ));
+        cache.put_slice(key, &self.manifest, self.index, head, body);
+        self.index += 1;
     }
 }
 
@@ -107,6 +183,7 @@ pub fn origin_request(
 /// refreshed entry; `None` when it names none of them.
 pub fn refresh(
     cache: &Cache,
+    rules: &CacheRules,
     key: &str,
     all: &Variants,
     selected: Option<usize>,
@@ -117,7 +194,13 @@ pub fn refresh(
     let index = validation::select_for_update(all.iter().map(|e| &e.head), selected, not_modified)?;
     let old = &all[index];
     let merged = validation::merge_not_modified(&old.head.headers, not_modified);
-    let head = StoredResponse::new(old.head.status, merged, request_time, response_time);
+    let head = StoredResponse::targeted(
+        old.head.status,
+        merged,
+        request_time,
+        response_time,
+        &rules.targeted_fields,
+    );
     let ttl = freshness_left(&head, &cache.heuristics(), response_time);
     let entry = Arc::new(Entry::compact(
         head,
@@ -137,6 +220,9 @@ pub struct Plan {
     pub secondary: key::Secondary,
     /// Content-Length, when declared.
     pub length: Option<u64>,
+    /// Set when the response is too large to keep whole but can be kept
+    /// in slices (`slices.rs`): fill it with `Fill::sliced`.
+    pub slicing: Option<Slicing>,
 }
 
 /// An origin head made fit for the client and the store: hop-by-hop fields
@@ -162,15 +248,52 @@ pub fn forget_replaced(cache: &Cache, key: &str, status: StatusCode) {
 /// stored.
 pub fn plan_store(
     cache: &Cache,
+    rules: &CacheRules,
     method: &Method,
     request_headers: &HeaderMap,
-    status: StatusCode,
-    response: &HeaderMap,
+    origin: &http::response::Parts,
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Result<Plan, NotStored> {
+    let times = (request_time, response_time);
+    plan(cache, rules, method, request_headers, origin, times, true)
+}
+
+/// As `plan_store`, for the whole head of an object kept in slices: its
+/// length is not held against `max_object_size` (each slice is bounded by
+/// `slice_size` instead).
+pub fn plan_sliced(
+    cache: &Cache,
+    rules: &CacheRules,
+    request_headers: &HeaderMap,
+    origin: &http::response::Parts,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Result<Plan, NotStored> {
+    let times = (request_time, response_time);
+    plan(
+        cache,
+        rules,
+        &Method::GET,
+        request_headers,
+        origin,
+        times,
+        false,
+    )
+}
+
+fn plan(
+    cache: &Cache,
+    rules: &CacheRules,
+    method: &Method,
+    request_headers: &HeaderMap,
+    origin: &http::response::Parts,
+    (request_time, response_time): (SystemTime, SystemTime),
+    bounded: bool,
+) -> Result<Plan, NotStored> {
+    let (status, response) = (origin.status, &origin.headers);
     let req_cc = RequestControl::parse(request_headers);
-    let control = ResponseControl::parse(response);
+    let control = policy::response_control(response, &rules.targeted_fields);
     let strip = policy::storable(
         method,
         request_headers,
@@ -180,15 +303,30 @@ pub fn plan_store(
         &control,
         cache.tunables.set_cookie(),
     )?;
-    if content_length(response).is_some_and(|len| len > cache.max_object_size()) {
-        return Err(NotStored::TooLarge);
+    let mut slicing = None;
+    let limit = if bounded {
+        cache.max_object_size()
+    } else {
+        u64::MAX
+    };
+    if let Some(len) = content_length(response).filter(|len| *len > limit) {
+        slicing = whole_sliceable(cache, origin, len);
+        if slicing.is_none() {
+            return Err(NotStored::TooLarge);
+        }
     }
     // Entry::compact makes the owned copy when the body is complete.
     let mut stored = response.clone();
     for name in &strip {
         stored.remove(name);
     }
-    let head = StoredResponse::new(status, stored, request_time, response_time);
+    let head = StoredResponse::targeted(
+        status,
+        stored,
+        request_time,
+        response_time,
+        &rules.targeted_fields,
+    );
     let ttl = freshness_left(&head, &cache.heuristics(), response_time);
     // Stale on arrival, with nothing to revalidate with and no stale window:
     // storing it is waste.
@@ -208,6 +346,30 @@ pub fn plan_store(
         ttl,
         secondary,
         length: content_length(response),
+        slicing,
+    })
+}
+
+/// A whole (200) response of `len` bytes over `max_object_size` can be cut
+/// into slices when slicing is on, the origin takes byte ranges (so a
+/// missing slice can be fetched later), and a single strong entity tag
+/// names the representation (RFC 9111 §3.4). Varying objects are not
+/// sliced: a slice has no Vary key of its own.
+fn whole_sliceable(cache: &Cache, origin: &http::response::Parts, len: u64) -> Option<Slicing> {
+    let size = cache.slice_size();
+    let headers = &origin.headers;
+    let ranges = headers
+        .get_all(header::ACCEPT_RANGES)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"));
+    (size > 0
+        && origin.status == StatusCode::OK
+        && ranges
+        && !headers.contains_key(header::VARY)
+        && slices::strong_etag(headers).is_some())
+    .then_some(Slicing {
+        size,
+        complete: len,
     })
 }
 

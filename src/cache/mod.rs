@@ -10,8 +10,11 @@ pub mod head;
 pub mod key;
 pub mod policy;
 pub mod range;
+pub mod rules;
+pub mod slices;
 pub mod status;
 pub mod store;
+pub mod targeted;
 mod tunables;
 
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +34,8 @@ pub struct Cache {
     /// The settings a reload may change (`Cache::retune`).
     pub tunables: Tunables,
     pub stats: CacheStats,
+    /// URLs whose ranges recently could not be sliced (`slices.rs`).
+    unsliceable: moka::sync::Cache<String, ()>,
 }
 
 /// Cache counters; `/metrics` exports these very counters.
@@ -64,6 +69,10 @@ impl Cache {
             ),
             tunables: Tunables::new(config),
             stats,
+            unsliceable: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(slices::UNSLICEABLE_FOR)
+                .build(),
         }
     }
 

@@ -22,6 +22,9 @@ pub enum Fwd {
     Stale,
     /// The client asked for a fresh or validated response.
     Request,
+    /// Part of the object was stored (some of its slices): the rest was
+    /// fetched.
+    Partial,
 }
 
 impl Fwd {
@@ -33,6 +36,7 @@ impl Fwd {
             Fwd::VaryMiss => "vary-miss",
             Fwd::Stale => "stale",
             Fwd::Request => "request",
+            Fwd::Partial => "partial",
         }
     }
 }
@@ -111,7 +115,7 @@ impl CacheStatus {
                 ..
             } => "refresh",
             CacheStatus::Forward {
-                fwd: Fwd::UriMiss | Fwd::VaryMiss,
+                fwd: Fwd::UriMiss | Fwd::VaryMiss | Fwd::Partial,
                 ..
             } => "miss",
             CacheStatus::Forward {

@@ -24,6 +24,8 @@ pub struct Tunables {
     stale_if_unreachable: AtomicU64,
     /// `[cache] set_cookie` as its position in `SET_COOKIE`.
     set_cookie: AtomicU8,
+    /// `[cache] slice_size` in bytes; 0: range storage off.
+    slice_size: AtomicU64,
 }
 
 const SET_COOKIE: [SetCookie; 3] = [SetCookie::Explicit, SetCookie::Pass, SetCookie::Store];
@@ -39,6 +41,7 @@ impl Tunables {
             default_sie: AtomicU64::new(0),
             set_cookie: AtomicU8::new(0),
             stale_if_unreachable: AtomicU64::new(0),
+            slice_size: AtomicU64::new(0),
         };
         tunables.set(config);
         tunables
@@ -61,6 +64,11 @@ impl Tunables {
             .store(config.stale_if_unreachable.get().as_secs(), Relaxed);
         let position = SET_COOKIE.iter().position(|s| *s == config.set_cookie);
         self.set_cookie.store(position.unwrap_or(0) as u8, Relaxed);
+        self.slice_size.store(config.slice_size.bytes(), Relaxed);
+    }
+
+    pub fn slice_size(&self) -> u64 {
+        self.slice_size.load(Relaxed)
     }
 
     pub fn stale_if_unreachable(&self) -> u64 {
@@ -110,7 +118,9 @@ mod tests {
         config.stale_while_revalidate = crate::config::Dur(Duration::from_secs(5));
         config.stale_if_error = crate::config::Dur(Duration::from_secs(6));
         config.set_cookie = SetCookie::Store;
+        config.slice_size = crate::config::Size(4096);
         tunables.set(&config);
+        assert_eq!(tunables.slice_size(), 4096);
         assert_eq!(tunables.set_cookie(), SetCookie::Store);
         assert_eq!(tunables.enabled(), config.enabled);
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The `proxy.toml` schema: every key, its default, and validation that reports
 //! `file:line: message`.
 
+mod cache;
 mod group;
 mod load;
 mod units;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+pub use cache::{CacheConfig, FieldName, SetCookie};
 pub use group::{Balance, GroupConfig, HealthCheckConfig, RouteUpstream, ServerSpec};
 pub use load::ConfigError;
 pub use units::{Cidr, Dur, HostPattern, Size, UpstreamUrl};
@@ -137,82 +139,6 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Store and serve responses (false: every request goes to the origin).
-    pub enabled: bool,
-    /// Memory the cache may use, weighed as headers + body + overhead.
-    pub capacity: Size,
-    /// Responses larger than this are passed through, never stored.
-    pub max_object_size: Size,
-    /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since
-    /// Last-Modified, for responses without explicit freshness.
-    pub heuristic_fraction: f64,
-    /// Upper bound of a heuristic freshness lifetime.
-    pub heuristic_max: Dur,
-    /// Vary variants kept per URL; the oldest goes first.
-    pub max_variants: usize,
-    /// How long a request waits for another request's fetch of the same URL
-    /// before fetching on its own.
-    pub collapse_timeout: Dur,
-    /// After a response that cannot be shared, requests for that URL fetch
-    /// on their own (not collapsed) for this long.
-    pub hit_for_miss: Dur,
-    /// Default stale-while-revalidate window when the response names none.
-    pub stale_while_revalidate: Dur,
-    /// Default stale-if-error window when neither response nor request names one.
-    pub stale_if_error: Dur,
-    /// Clients allowed to send PURGE on the proxy port.
-    pub purge_allow: Vec<Cidr>,
-    /// Also send `X-Cache: HIT|MISS` (for tools that expect it).
-    pub x_cache: bool,
-    /// Which responses with `Set-Cookie` may be stored.
-    pub set_cookie: SetCookie,
-    /// How long past expiry a stored response may be served when the
-    /// origin cannot be reached (RFC 9111 §4.2.4); 0 turns it off.
-    pub stale_if_unreachable: Dur,
-}
-
-/// `[cache] set_cookie`: RFC 9111 §3.1 lets a cache store every field, but
-/// a cookie is usually one user's (§7.3, RFC 6265 §8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SetCookie {
-    /// Stored only when the origin gave explicit shared freshness
-    /// (`s-maxage`, `max-age`, `public` or `Expires`); never on heuristics.
-    #[default]
-    Explicit,
-    /// Never stored.
-    Pass,
-    /// Stored like any other response.
-    Store,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            enabled: true,
-            capacity: Size(256 << 20),
-            max_object_size: Size(8 << 20),
-            heuristic_fraction: 0.1,
-            heuristic_max: Dur(std::time::Duration::from_secs(86_400)),
-            max_variants: 16,
-            collapse_timeout: Dur(std::time::Duration::from_secs(5)),
-            hit_for_miss: Dur(std::time::Duration::from_secs(30)),
-            stale_while_revalidate: Dur(std::time::Duration::ZERO),
-            stale_if_error: Dur(std::time::Duration::ZERO),
-            purge_allow: vec![
-                "127.0.0.0/8".parse().expect("valid literal"),
-                "::1/128".parse().expect("valid literal"),
-            ],
-            x_cache: false,
-            set_cookie: SetCookie::Explicit,
-            stale_if_unreachable: Dur(std::time::Duration::from_secs(3600)),
         }
     }
 }
@@ -438,6 +364,10 @@ pub struct RouteConfig {
     /// The protocol offered to an `https://` upstream by ALPN.
     #[serde(default)]
     pub upstream_protocol: UpstreamProtocol,
+    /// Targeted cache-control fields (RFC 9213) for this route, replacing
+    /// `[cache] targeted_fields`; `[]` turns targeting off here.
+    #[serde(default)]
+    pub targeted_fields: Option<Vec<FieldName>>,
 }
 
 /// `upstream_protocol`: what a route offers its `https://` origin.

@@ -33,6 +33,13 @@ enum Kind {
     Upstream(OriginBody),
     /// Shared with other requests through a collapsed fetch.
     Flight(FlightBody),
+    /// Produced by a task (an object served from its slices): `left` bytes
+    /// are still owed; the channel closing before that is an error, so the
+    /// client never takes a short body for a whole one.
+    Channel {
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+        left: u64,
+    },
 }
 
 impl ProxyBody {
@@ -61,6 +68,19 @@ impl ProxyBody {
     pub(crate) fn flight(body: FlightBody) -> ProxyBody {
         ProxyBody {
             kind: Kind::Flight(body),
+            done: None,
+            in_flight: None,
+            fill: None,
+        }
+    }
+
+    /// A body of exactly `length` bytes sent by a task through `rx`.
+    pub fn channel(
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+        length: u64,
+    ) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::Channel { rx, left: length },
             done: None,
             in_flight: None,
             fill: None,
@@ -103,6 +123,7 @@ impl ProxyBody {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Flight(body) => body.is_end_stream(),
+            Kind::Channel { left, .. } => *left == 0,
         }
     }
 }
@@ -122,6 +143,15 @@ impl Body for ProxyBody {
                 ready!(Pin::new(body).poll_frame(cx))
             }
             Kind::Flight(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Kind::Channel { rx, left } => match ready!(rx.poll_recv(cx)) {
+                Some(Ok(data)) => {
+                    *left = left.saturating_sub(data.len() as u64);
+                    Some(Ok(Frame::data(data)))
+                }
+                Some(Err(e)) => Some(Err(e)),
+                None if *left > 0 => Some(Err("the object's slices ended early".into())),
+                None => None,
+            },
         };
         match &frame {
             Some(Ok(f)) => {
@@ -168,6 +198,7 @@ impl Body for ProxyBody {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.size_hint(),
             Kind::Flight(body) => body.size_hint(),
+            Kind::Channel { left, .. } => SizeHint::with_exact(*left),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::cache::fill::Fill;
 use crate::cache::fill::{self, finish_origin_head, forget_replaced, plan_store};
 use crate::cache::policy::NotStored;
 use crate::cache::policy::{self, validation, Reuse, Why};
+use crate::cache::rules::CacheRules;
 use crate::cache::store::{Lookup, Variants};
 use crate::cache::{Cache, CacheStats, CacheStatus, Fwd, Stored};
 use crate::http::body::RequestBody;
@@ -37,6 +38,8 @@ pub(super) struct Exchange {
     pub pool: Arc<crate::upstream::Upstream>,
     /// A reverse route's TLS settings or upstream group.
     pub to: crate::upstream::Target,
+    /// What the route asks of the cache (targeted fields, ...).
+    pub rules: Arc<CacheRules>,
 }
 
 impl Exchange {
@@ -50,6 +53,7 @@ impl Exchange {
             key: self.key.clone(),
             pool: self.pool.clone(),
             to: self.to.clone(),
+            rules: self.rules.clone(),
         }
     }
 }
@@ -104,6 +108,10 @@ impl CacheStep {
                 return self.refill(ex, refill).await;
             }
             Lookup::Miss => {
+                let ex = match self.sliced(ex, &req_cc).await {
+                    Ok(answer) => return answer,
+                    Err(ex) => ex,
+                };
                 let refill = Refill {
                     revalidating: None,
                     fwd: Fwd::UriMiss,
@@ -170,7 +178,7 @@ impl CacheStep {
                 for target in
                     validation::invalidation_targets(&method, status, &key, resp.headers())
                 {
-                    self.cache.store.remove(&target);
+                    self.cache.remove_url(&target);
                 }
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
@@ -194,7 +202,7 @@ impl CacheStep {
 
     /// A full fetch whose response is stored when allowed. A Range goes
     /// through to the origin here (and its 206 is not stored).
-    async fn fetch(&self, mut ex: Exchange, fwd: Fwd) -> Answer {
+    pub(super) async fn fetch(&self, mut ex: Exchange, fwd: Fwd) -> Answer {
         fill::origin_request(&mut ex.parts.headers, false, None);
         let request_headers = ex.parts.headers.clone();
         let method = ex.parts.method.clone();
@@ -211,6 +219,7 @@ impl CacheStep {
                 let ctx = Delivery {
                     method: &method,
                     request_headers: &request_headers,
+                    rules: &ex.rules,
                     key,
                     fwd,
                     request_time,
@@ -298,6 +307,7 @@ impl CacheStep {
             let ctx = Delivery {
                 method: &method,
                 request_headers: &request_headers,
+                rules: &ex.rules,
                 key: ex.key,
                 fwd,
                 request_time,
@@ -309,6 +319,7 @@ impl CacheStep {
         headers::strip_hop_by_hop(&mut parts.headers);
         match fill::refresh(
             &self.cache,
+            &ex.rules,
             &ex.key,
             &all,
             selected,
@@ -339,24 +350,28 @@ impl CacheStep {
         } else {
             plan_store(
                 &self.cache,
+                ctx.rules,
                 ctx.method,
                 ctx.request_headers,
-                status,
-                &parts.headers,
+                &parts,
                 ctx.request_time,
                 response_time,
             )
         };
         let (outcome, fill) = match plan {
             Ok(plan) => {
-                let fill = Fill::new(
-                    self.cache.clone(),
-                    ctx.key,
-                    plan.head,
-                    plan.secondary,
-                    plan.length,
-                );
-                (Stored::Yes { ttl: plan.ttl }, Some(fill))
+                let ttl = plan.ttl;
+                let fill = match plan.slicing {
+                    Some(slicing) => Fill::sliced(self.cache.clone(), ctx.key, plan, slicing),
+                    None => Some(Fill::new(
+                        self.cache.clone(),
+                        ctx.key,
+                        plan.head,
+                        plan.secondary,
+                        plan.length,
+                    )),
+                };
+                (Stored::Yes { ttl }, fill)
             }
             Err(why) => {
                 if ctx.replacing {
@@ -378,10 +393,34 @@ impl CacheStep {
     }
 }
 
+impl CacheStep {
+    /// `store_and_deliver` for an origin answer to a request made on
+    /// `ex`'s behalf (the slice path), with `request_headers` as sent.
+    pub(super) fn store_and_deliver_for(
+        &self,
+        ex: &Exchange,
+        request_headers: &HeaderMap,
+        resp: Response<OriginBody>,
+        fwd: Fwd,
+    ) -> Answer {
+        let ctx = Delivery {
+            method: &ex.parts.method,
+            request_headers,
+            rules: &ex.rules,
+            key: ex.key.clone(),
+            fwd,
+            request_time: SystemTime::now(),
+            replacing: false,
+        };
+        self.store_and_deliver(resp, ctx)
+    }
+}
+
 /// What `store_and_deliver` needs to know about the request.
 struct Delivery<'a> {
     method: &'a Method,
     request_headers: &'a HeaderMap,
+    rules: &'a CacheRules,
     key: String,
     fwd: Fwd,
     request_time: SystemTime,

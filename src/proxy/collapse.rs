@@ -14,7 +14,7 @@ use super::error::ProxyError;
 use super::fill_task::{self, FillJob};
 use super::fill_task::{Flight, FlightBody, Join, LeaderAnswer, Phase};
 use crate::cache::control::RequestControl;
-use crate::cache::fill;
+use crate::cache::fill::{self, Fill};
 use crate::cache::policy::NotStored;
 use crate::cache::store::{Entry, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
@@ -109,6 +109,7 @@ impl CacheStep {
             upstream: ex.pool,
             to: ex.to,
             cache: self.cache.clone(),
+            rules: ex.rules,
             flights: self.flights.clone(),
             request: {
                 parts.extensions.insert(StoreTag(ex.key.clone()));
@@ -169,8 +170,23 @@ impl CacheStep {
             }
             // Too large to store: the client's Range goes to the origin instead
             // of downloading the whole object.
-            Next::Leader(Some(LeaderAnswer::Response(_, NotStored::TooLarge))) if wants_range => {
-                return None
+            Next::Leader(Some(
+                LeaderAnswer::Response(_, NotStored::TooLarge) | LeaderAnswer::Sliceable(..),
+            )) if wants_range => return None,
+            Next::Leader(Some(LeaderAnswer::Sliceable(resp, plan, key))) => {
+                let (mut parts, body) = (*resp).into_parts();
+                self.via.append(&mut parts.headers, parts.version);
+                parts.version = Version::HTTP_11;
+                let status = parts.status.as_u16();
+                let ttl = plan.ttl;
+                let mut body = ProxyBody::upstream(body);
+                if let Some(slicing) = plan.slicing {
+                    if let Some(fill) = Fill::sliced(self.cache.clone(), key, *plan, slicing) {
+                        body = body.with_fill(fill);
+                    }
+                }
+                let resp = Response::from_parts(parts, body);
+                (Ok(resp), forwarded(fwd, Some(status), Stored::Yes { ttl }))
             }
             Next::Leader(Some(LeaderAnswer::Response(resp, why))) => {
                 let status = resp.status();

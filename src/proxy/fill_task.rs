@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use crate::cache::fill::{finish_origin_head, forget_replaced, plan_store, refresh, Plan};
 use crate::cache::flight;
 use crate::cache::policy::NotStored;
+use crate::cache::rules::CacheRules;
 use crate::cache::store::{Entry, Variants};
 use crate::cache::Cache;
 use crate::http::body::RequestBody;
@@ -23,6 +24,9 @@ use crate::upstream::{copy_parts, FramingConflict, OriginBody, Upstream, Upstrea
 pub(crate) enum LeaderAnswer {
     /// A response that streams to the leader alone; `why` says why it was not shared.
     Response(Box<http::Response<OriginBody>>, NotStored),
+    /// Too large to share whole, but it can be cut into slices as it
+    /// streams to the leader (`Fill::sliced`), under this key.
+    Sliceable(Box<http::Response<OriginBody>>, Box<Plan>, String),
     Error(UpstreamError),
 }
 
@@ -39,6 +43,7 @@ pub(super) struct FillJob {
     /// A reverse route's TLS settings or upstream group.
     pub to: crate::upstream::Target,
     pub cache: Arc<Cache>,
+    pub rules: Arc<CacheRules>,
     pub flights: Arc<Flights>,
     /// The request for the origin (conditional when revalidating).
     pub request: Request<RequestBody>,
@@ -57,6 +62,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
         upstream,
         to,
         cache,
+        rules,
         flights,
         request,
         plain,
@@ -76,9 +82,15 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
         if let Some((all, selected)) = &revalidating {
             let (mut parts, _) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
-            if let Some((entry, ttl)) =
-                refresh(&cache, &key, all, *selected, &parts.headers, request_time)
-            {
+            if let Some((entry, ttl)) = refresh(
+                &cache,
+                &rules,
+                &key,
+                all,
+                *selected,
+                &parts.headers,
+                request_time,
+            ) {
                 return flight.done(entry, 304, ttl);
             }
         }
@@ -100,10 +112,10 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
     } else {
         plan_store(
             &cache,
+            &rules,
             &method,
             &request_headers,
-            parts.status,
-            &parts.headers,
+            &parts,
             request_time,
             response_time,
         )
@@ -113,7 +125,15 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
         ttl,
         secondary,
         length,
+        ..
     } = match plan {
+        Ok(plan) if plan.slicing.is_some() => {
+            // Slices are stored as the leader's body streams; the others
+            // fetch on their own meanwhile (then from the slices).
+            flights.mark_uncollapsible(&key);
+            let resp = Box::new(http::Response::from_parts(parts, body));
+            return flight.leader_only(LeaderAnswer::Sliceable(resp, Box::new(plan), key));
+        }
         Ok(plan) => plan,
         Err(why) => {
             // Hit-for-miss: the next crowd fetches alone instead of queueing.

@@ -14,6 +14,7 @@ mod prepare;
 mod purge;
 pub(crate) mod routes;
 mod serve;
+mod sliced;
 mod tunnel;
 mod upgrade;
 

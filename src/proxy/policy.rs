@@ -44,7 +44,12 @@ impl Policy {
         pool: impl Fn(&UpstreamConfig) -> Arc<Upstream>,
     ) -> Result<Policy, String> {
         let groups = upstream_groups(&config.upstream, servers, pool)?;
-        let routes = RouteTable::new(&config.routes, config.upstream.tls_ca.as_deref(), &groups)?;
+        let routes = RouteTable::new(
+            &config.routes,
+            config.upstream.tls_ca.as_deref(),
+            &groups,
+            &config.cache,
+        )?;
         let group_list = config
             .upstream
             .groups

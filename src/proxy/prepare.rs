@@ -12,6 +12,7 @@ use super::classify::Target;
 use super::error::ProxyError;
 use super::{local, upgrade, ClientConn, Handler, Prepared, Trace};
 use crate::cache::key;
+use crate::cache::rules::CacheRules;
 use crate::http::body::RequestBody;
 use crate::http::headers;
 use crate::metrics::Mode;
@@ -92,7 +93,7 @@ impl Handler {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let (uri, upstream_label, key, pool, to) = match &target {
+        let (uri, upstream_label, key, pool, to, rules) = match &target {
             Target::Forward { authority, https } => {
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
                     ProxyError::BadRequest("invalid host in the request URI".into())
@@ -116,6 +117,7 @@ impl Handler {
                     key,
                     self.forward_upstream.clone(),
                     crate::upstream::Target::default(),
+                    CacheRules::forward(),
                 )
             }
             Target::Reverse {
@@ -165,6 +167,7 @@ impl Handler {
                     key,
                     self.upstream.clone(),
                     to,
+                    route.cache_rules.clone(),
                 )
             }
         };
@@ -199,6 +202,7 @@ impl Handler {
             key,
             pool,
             to,
+            rules,
         };
         Ok(Prepared::Exchange(exchange, client_upgrade))
     }

@@ -52,7 +52,7 @@ impl Handler {
         let removed = self
             .cache_namespaces()
             .iter()
-            .filter(|(_, ns)| self.cache.store.remove(&key::in_namespace(ns, &target)))
+            .filter(|(_, ns)| self.cache.remove_url(&key::in_namespace(ns, &target)))
             .count();
         let (code, text) = if removed > 0 {
             CacheStats::count(&self.cache.stats.purges);

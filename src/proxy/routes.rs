@@ -8,8 +8,10 @@ use http::HeaderValue;
 
 use std::collections::HashMap;
 
+use crate::cache::rules::CacheRules;
 use crate::config::{
-    ForwardedHeaders, HostPattern, RouteConfig, RouteUpstream, UpstreamProtocol, UpstreamUrl,
+    CacheConfig, ForwardedHeaders, HostPattern, RouteConfig, RouteUpstream, UpstreamProtocol,
+    UpstreamUrl,
 };
 use crate::http::validate::host::normalize_host;
 use crate::tls::{Alpn, TlsClient};
@@ -33,6 +35,8 @@ pub struct Route {
     pub tls: Option<crate::upstream::OriginTls>,
     /// The upstream group, when the route names one.
     pub group: Option<Arc<Group>>,
+    /// What the route asks of the cache.
+    pub cache_rules: Arc<CacheRules>,
 }
 
 /// The TLS client of an `https://` route: the public roots plus the CAs
@@ -78,6 +82,7 @@ impl RouteTable {
         configs: &[RouteConfig],
         upstream_ca: Option<&std::path::Path>,
         groups: &HashMap<String, Arc<Group>>,
+        cache: &CacheConfig,
     ) -> Result<RouteTable, String> {
         let mut table = RouteTable::default();
         for c in configs {
@@ -117,6 +122,15 @@ impl RouteTable {
                 forwarded: c.forwarded,
                 https_redirect: c.https_redirect,
                 tls: origin_tls(c, upstream_ca)?,
+                cache_rules: Arc::new(CacheRules {
+                    targeted_fields: c
+                        .targeted_fields
+                        .as_ref()
+                        .unwrap_or(&cache.targeted_fields)
+                        .iter()
+                        .map(|f| f.0.clone())
+                        .collect(),
+                }),
             };
             match table.groups.iter_mut().find(|(p, _)| *p == c.host) {
                 Some((_, routes)) => routes.push(route),
@@ -161,7 +175,7 @@ mod tests {
                 toml::from_str(&text).unwrap()
             })
             .collect();
-        RouteTable::new(&configs, None, &HashMap::new()).unwrap()
+        RouteTable::new(&configs, None, &HashMap::new(), &CacheConfig::default()).unwrap()
     }
 
     #[test]

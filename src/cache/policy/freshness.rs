@@ -62,8 +62,9 @@ pub fn lifetime(r: &StoredResponse, h: &Heuristics) -> (u64, bool) {
         return (secs, false);
     }
     // Expires − Date; an Expires that is not a valid HTTP-date (such as "0")
-    // means already expired (§5.3).
-    if let Some(expires) = r.expires {
+    // means already expired (§5.3). A targeted field replaces it (RFC 9213
+    // §2.1).
+    if let Some(expires) = r.expires.filter(|_| !r.control.targeted) {
         return match expires {
             Some(expires) => (secs_between(date_value(r), expires), false),
             None => (0, false),
@@ -83,7 +84,9 @@ pub fn lifetime(r: &StoredResponse, h: &Heuristics) -> (u64, bool) {
 
 /// Whether the response carries explicit freshness information.
 pub fn has_explicit_freshness(r: &StoredResponse) -> bool {
-    r.control.s_maxage.is_present() || r.control.max_age.is_present() || r.expires.is_some()
+    r.control.s_maxage.is_present()
+        || r.control.max_age.is_present()
+        || (r.expires.is_some() && !r.control.targeted)
 }
 
 /// An HTTP-date in any of its three forms, IMF-fixdate and the obsolete

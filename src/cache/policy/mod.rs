@@ -47,9 +47,21 @@ impl StoredResponse {
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> StoredResponse {
+        StoredResponse::targeted(status, headers, request_time, response_time, &[])
+    }
+
+    /// As `new`, with the directives of the first valid targeted field in
+    /// `fields` (RFC 9213) in place of Cache-Control's when there is one.
+    pub fn targeted(
+        status: StatusCode,
+        headers: HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        fields: &[http::HeaderName],
+    ) -> StoredResponse {
         StoredResponse {
             status,
-            control: ResponseControl::parse(&headers),
+            control: response_control(&headers, fields),
             date: freshness::date_field(&headers, header::DATE),
             expires: freshness::date_field(&headers, header::EXPIRES),
             last_modified: freshness::date_field(&headers, header::LAST_MODIFIED),
@@ -59,6 +71,13 @@ impl StoredResponse {
             response_time,
         }
     }
+}
+
+/// The directives that rule this cache's use of a response: the first valid
+/// targeted field's (RFC 9213 §2.1), else Cache-Control's.
+pub fn response_control(headers: &HeaderMap, fields: &[http::HeaderName]) -> ResponseControl {
+    crate::cache::targeted::control(headers, fields)
+        .unwrap_or_else(|| ResponseControl::parse(headers))
 }
 
 /// May a stored response answer this request, and if not, why.

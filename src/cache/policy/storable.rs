@@ -123,9 +123,10 @@ pub fn storable(
     // §3: explicit freshness, public, or a heuristically cacheable status
     // that can be kept useful (a Last-Modified for heuristics, or a
     // validator for revalidation).
+    // A targeted field (RFC 9213 §2.1) stands in for Expires too.
     let explicit = control.max_age.is_present()
         || control.s_maxage.is_present()
-        || response.contains_key(header::EXPIRES);
+        || (response.contains_key(header::EXPIRES) && !control.targeted);
     // §3.1 stores every field, but a cookie is usually one user's session
     // (§7.3, RFC 6265 §8): storing it hands it to the next user. Unless
     // `private="set-cookie"` removes it, the operator's setting decides.

@@ -1,0 +1,105 @@
+//! `[cache]`: the cache's settings, and the types only it uses.
+
+use serde::{de, Deserialize, Deserializer};
+
+use super::{Cidr, Dur, Size};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Store and serve responses (false: every request goes to the origin).
+    pub enabled: bool,
+    /// Memory the cache may use, weighed as headers + body + overhead.
+    pub capacity: Size,
+    /// Responses larger than this are passed through, never stored.
+    pub max_object_size: Size,
+    /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since
+    /// Last-Modified, for responses without explicit freshness.
+    pub heuristic_fraction: f64,
+    /// Upper bound of a heuristic freshness lifetime.
+    pub heuristic_max: Dur,
+    /// Vary variants kept per URL; the oldest goes first.
+    pub max_variants: usize,
+    /// How long a request waits for another request's fetch of the same URL
+    /// before fetching on its own.
+    pub collapse_timeout: Dur,
+    /// After a response that cannot be shared, requests for that URL fetch
+    /// on their own (not collapsed) for this long.
+    pub hit_for_miss: Dur,
+    /// Default stale-while-revalidate window when the response names none.
+    pub stale_while_revalidate: Dur,
+    /// Default stale-if-error window when neither response nor request names one.
+    pub stale_if_error: Dur,
+    /// Clients allowed to send PURGE on the proxy port.
+    pub purge_allow: Vec<Cidr>,
+    /// Also send `X-Cache: HIT|MISS` (for tools that expect it).
+    pub x_cache: bool,
+    /// Which responses with `Set-Cookie` may be stored.
+    pub set_cookie: SetCookie,
+    /// How long past expiry a stored response may be served when the
+    /// origin cannot be reached (RFC 9111 §4.2.4); 0 turns it off.
+    pub stale_if_unreachable: Dur,
+    /// Targeted cache-control fields (RFC 9213) obeyed on reverse routes,
+    /// first valid one wins; a route's own `targeted_fields` replaces it.
+    pub targeted_fields: Vec<FieldName>,
+    /// Objects fetched by Range are stored in aligned pieces of this size
+    /// (nginx's slice module), so that any range, or the whole object, is
+    /// later served from the pieces; 0 turns range storage off.
+    pub slice_size: Size,
+}
+
+/// `[cache] set_cookie`: RFC 9111 §3.1 lets a cache store every field, but
+/// a cookie is usually one user's (§7.3, RFC 6265 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SetCookie {
+    /// Stored only when the origin gave explicit shared freshness
+    /// (`s-maxage`, `max-age`, `public` or `Expires`); never on heuristics.
+    #[default]
+    Explicit,
+    /// Never stored.
+    Pass,
+    /// Stored like any other response.
+    Store,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            capacity: Size(256 << 20),
+            max_object_size: Size(8 << 20),
+            heuristic_fraction: 0.1,
+            heuristic_max: Dur(std::time::Duration::from_secs(86_400)),
+            max_variants: 16,
+            collapse_timeout: Dur(std::time::Duration::from_secs(5)),
+            hit_for_miss: Dur(std::time::Duration::from_secs(30)),
+            stale_while_revalidate: Dur(std::time::Duration::ZERO),
+            stale_if_error: Dur(std::time::Duration::ZERO),
+            purge_allow: vec![
+                "127.0.0.0/8".parse().expect("valid literal"),
+                "::1/128".parse().expect("valid literal"),
+            ],
+            x_cache: false,
+            set_cookie: SetCookie::Explicit,
+            stale_if_unreachable: Dur(std::time::Duration::from_secs(3600)),
+            targeted_fields: vec![FieldName(http::HeaderName::from_static(
+                "cdn-cache-control",
+            ))],
+            slice_size: Size(1 << 20),
+        }
+    }
+}
+
+/// A header field name in the configuration, checked when it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldName(pub http::HeaderName);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        http::HeaderName::from_bytes(text.trim().as_bytes())
+            .map(FieldName)
+            .map_err(|_| de::Error::custom(format!("{text:?} is not a header field name")))
+    }
+}

@@ -1,0 +1,558 @@
+//! Objects kept in slices (`cache/slices.rs`): a request for an object the
+//! cache holds no whole copy of is answered from its slices, fetching the
+//! missing ones from the origin by aligned Range, in order, as the client
+//! reads; and a Range request for an unknown object starts slicing it
+//! instead of passing the client's arbitrary range through.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+
+use super::body::ProxyBody;
+use super::cached::{forwarded, Answer, CacheStep, Exchange};
+use crate::cache::control::RequestControl;
+use crate::cache::fill::{finish_origin_head, plan_sliced};
+use crate::cache::policy::{self, validation, Reuse, StoredResponse};
+use crate::cache::range::{self, RangeAnswer};
+use crate::cache::rules::CacheRules;
+use crate::cache::slices::{self, ContentRange, Manifest, Slicing};
+use crate::cache::store::Entry;
+use crate::cache::{Cache, CacheStatus, Fwd, Stored};
+use crate::http::body::{BoxError, RequestBody};
+use crate::upstream::{copy_parts, StoreTag, Upstream, UpstreamError};
+
+/// What the origin gave for one slice.
+enum Piece {
+    /// Exactly the slice asked for, of the same representation.
+    Slice {
+        body: Bytes,
+        /// The 206 head, as stored with the slice.
+        head: StoredResponse,
+        /// The whole object's head and freshness, when it may be stored.
+        whole: Option<(StoredResponse, i64)>,
+    },
+    /// Something else: a different representation, a 200, an error status.
+    Other(Response<crate::upstream::OriginBody>),
+    Failed(UpstreamError),
+}
+
+/// How to reach the origin for slices, detached from the client's request.
+struct Origin {
+    pool: Arc<Upstream>,
+    label: String,
+    to: crate::upstream::Target,
+    rules: Arc<CacheRules>,
+    /// The client's request without body, conditionals or Range.
+    parts: Parts,
+}
+
+impl Origin {
+    fn of(ex: &Exchange) -> Origin {
+        let mut parts = copy_parts(&ex.parts);
+        parts.method = Method::GET;
+        for name in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+        ] {
+            parts.headers.remove(name);
+        }
+        Origin {
+            pool: ex.pool.clone(),
+            label: ex.upstream.clone(),
+            to: ex.to.clone(),
+            rules: ex.rules.clone(),
+            parts,
+        }
+    }
+
+    /// Asks for bytes `first..=last`; `expect` checks the 206 is the slice
+    /// wanted (and of the same representation).
+    async fn fetch(
+        &self,
+        cache: &Cache,
+        key: &str,
+        (first, last): (u64, u64),
+        expect: impl Fn(&ContentRange, &HeaderMap) -> bool,
+    ) -> Piece {
+        let mut parts = copy_parts(&self.parts);
+        let range = format!("bytes={first}-{last}");
+        parts
+            .headers
+            .insert(header::RANGE, HeaderValue::from_str(&range).expect("ascii"));
+        parts.extensions.insert(StoreTag(key.to_string()));
+        let request_time = SystemTime::now();
+        let out = Request::from_parts(parts, RequestBody::Empty);
+        let resp = match self.pool.send(out, &self.label, &self.to).await {
+            Ok(resp) => resp,
+            Err(e) => return Piece::Failed(e),
+        };
+        let response_time = SystemTime::now();
+        let (mut head, body) = resp.into_parts();
+        finish_origin_head(&mut head.headers, response_time);
+        let content_range = ContentRange::parse(&head.headers);
+        let wanted = head.status == StatusCode::PARTIAL_CONTENT
+            && content_range.is_some_and(|r| r.first == first && expect(&r, &head.headers))
+            && slices::strong_etag(&head.headers).is_some()
+            && !head.headers.contains_key(header::VARY);
+        let Some(content_range) = content_range.filter(|_| wanted) else {
+            return Piece::Other(Response::from_parts(head, body));
+        };
+        let body = match read_exactly(body, content_range.bytes(), &self.label).await {
+            Ok(body) => body,
+            Err(e) => return Piece::Failed(e),
+        };
+        let mut whole = head.clone();
+        whole.status = StatusCode::OK;
+        whole.headers = slices::whole_head(&head.headers, content_range.complete);
+        let plan = plan_sliced(
+            cache,
+            &self.rules,
+            &self.parts.headers,
+            &whole,
+            request_time,
+            response_time,
+        );
+        let slice_head = StoredResponse::targeted(
+            StatusCode::PARTIAL_CONTENT,
+            head.headers,
+            request_time,
+            response_time,
+            &self.rules.targeted_fields,
+        );
+        Piece::Slice {
+            body,
+            head: slice_head,
+            whole: plan.ok().map(|plan| (plan.head, plan.ttl)),
+        }
+    }
+}
+
+/// Reads a slice's body whole; more or fewer bytes than its Content-Range
+/// says is a broken answer.
+async fn read_exactly(
+    mut body: crate::upstream::OriginBody,
+    len: u64,
+    upstream: &str,
+) -> Result<Bytes, UpstreamError> {
+    let broken = |detail: String| UpstreamError::Invalid {
+        upstream: upstream.to_string(),
+        detail,
+    };
+    let mut out = BytesMut::with_capacity(len as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| broken(format!("slice body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() as u64 + data.len() as u64 > len {
+                return Err(broken("a slice longer than its range".into()));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    if out.len() as u64 != len {
+        return Err(broken("a slice shorter than its range".into()));
+    }
+    Ok(out.freeze())
+}
+
+impl CacheStep {
+    /// A request for an object with no whole copy stored: served from its
+    /// slices when it is sliced, or sliced now when it is a single Range.
+    /// `Err` hands the exchange back for the usual miss.
+    pub(super) async fn sliced(
+        &self,
+        ex: Exchange,
+        req_cc: &RequestControl,
+    ) -> Result<Answer, Exchange> {
+        if self.cache.slice_size() == 0 {
+            return Err(ex);
+        }
+        if let Some(manifest) = self.cache.manifest(&ex.key) {
+            return Ok(self.serve_slices(ex, manifest, req_cc, false).await);
+        }
+        let start = ex
+            .parts
+            .headers
+            .get(header::RANGE)
+            .filter(|_| ex.parts.method == Method::GET)
+            .filter(|_| !ex.parts.headers.contains_key(header::IF_RANGE))
+            .and_then(range_start);
+        match start {
+            Some(start) if !self.cache.is_unsliceable(&ex.key) => {
+                self.start_slicing(ex, start, req_cc).await
+            }
+            _ => Err(ex),
+        }
+    }
+
+    /// The first Range request for an object: fetch the aligned slice that
+    /// holds the first byte asked for; its Content-Range tells the object's
+    /// length, and then the object is served from slices like any other.
+    /// `Err` when the answer cannot be sliced: the request then takes the
+    /// usual way (the whole object, stored when it fits).
+    async fn start_slicing(
+        &self,
+        ex: Exchange,
+        start: u64,
+        req_cc: &RequestControl,
+    ) -> Result<Answer, Exchange> {
+        let size = self.cache.slice_size();
+        let origin = Origin::of(&ex);
+        let index = start / size;
+        let bounds = (index * size, index * size + size - 1);
+        let slice_key = slices::slice_key(&ex.key, size, index);
+        let aligned = |r: &ContentRange, _: &HeaderMap| r.last == bounds.1.min(r.complete - 1);
+        match origin.fetch(&self.cache, &slice_key, bounds, aligned).await {
+            Piece::Failed(e) => Ok((
+                Err(e.into()),
+                forwarded(Fwd::UriMiss, None, Stored::NotApplicable("")),
+            )),
+            Piece::Other(resp) if resp.status() != StatusCode::PARTIAL_CONTENT => {
+                // A 200 (the origin ignores ranges), a 416, a 404: the
+                // client gets what it would have got, stored by the usual
+                // rules.
+                Ok(self.deliver(ex, resp, Fwd::UriMiss))
+            }
+            Piece::Slice {
+                body,
+                head,
+                whole: Some((whole, ttl)),
+            } => {
+                let complete =
+                    slices::ContentRange::parse(&head.headers.to_map(0)).map_or(0, |r| r.complete);
+                if complete <= size && complete <= self.cache.max_object_size() {
+                    // The whole object came in one piece: keep it whole.
+                    let entry = Arc::new(Entry::new(whole, body, Vec::new()));
+                    self.cache.store.insert(&ex.key, entry.clone());
+                    let resp = self.serve_stored(
+                        &entry,
+                        &ex.parts.method,
+                        &ex.parts.headers,
+                        SystemTime::now(),
+                        false,
+                    );
+                    let status = resp.status().as_u16();
+                    let stored = Stored::Yes { ttl };
+                    return Ok((Ok(resp), forwarded(Fwd::UriMiss, Some(status), stored)));
+                }
+                let slicing = Slicing { size, complete };
+                let Some(etag) = whole
+                    .headers
+                    .get_str(header::ETAG)
+                    .and_then(|e| HeaderValue::from_str(e).ok())
+                else {
+                    self.cache.mark_unsliceable(&ex.key);
+                    return Err(ex);
+                };
+                let entry = self.cache.put_manifest(&ex.key, size, whole);
+                let manifest = Manifest {
+                    entry,
+                    slicing,
+                    etag,
+                };
+                self.cache.put_slice(&ex.key, &manifest, index, head, body);
+                Ok(self.serve_slices(ex, manifest, req_cc, true).await)
+            }
+            // A partial answer that cannot be kept (no strong validator,
+            // Vary, private, an unaligned range): for a while, ranges of
+            // this URL take the usual way.
+            Piece::Slice { whole: None, .. } | Piece::Other(_) => {
+                self.cache.mark_unsliceable(&ex.key);
+                Err(ex)
+            }
+        }
+    }
+
+    /// Answers from the slices of `manifest`, fetching what is missing.
+    /// `forwarded`: the origin was already asked for this request.
+    async fn serve_slices(
+        &self,
+        ex: Exchange,
+        mut manifest: Manifest,
+        req_cc: &RequestControl,
+        forwarded_already: bool,
+    ) -> Answer {
+        let now = SystemTime::now();
+        let key = ex.key.clone();
+        let heuristics = self.cache.heuristics();
+        let fresh = forwarded_already
+            || matches!(
+                policy::decide(req_cc, &manifest.entry.head, &heuristics, now),
+                Reuse::Serve { .. }
+            );
+        if ex.parts.method == Method::HEAD && !fresh {
+            // A HEAD cannot refresh the manifest: it goes to the origin.
+            return self.fetch(ex, Fwd::Stale).await;
+        }
+        let (method, request) = (&ex.parts.method, &ex.parts.headers);
+        let ttl = crate::cache::fill::freshness_left(&manifest.entry.head, &heuristics, now);
+        if fresh
+            && (*method == Method::HEAD
+                || validation::client_not_modified(method, request, &manifest.entry.head))
+        {
+            let resp = self.serve_stored(&manifest.entry, method, request, now, true);
+            return (Ok(resp), CacheStatus::Hit { ttl });
+        }
+        let complete = manifest.slicing.complete;
+        let if_range_holds = request
+            .get(header::IF_RANGE)
+            .is_none_or(|v| range::if_range_holds(v, &manifest.entry.head));
+        let answer = match request.get(header::RANGE).filter(|_| if_range_holds) {
+            Some(value) => range::evaluate(value, complete),
+            None => RangeAnswer::Full,
+        };
+        let (status, first, last) = match answer {
+            RangeAnswer::Full => (StatusCode::OK, 0, complete - 1),
+            RangeAnswer::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+            RangeAnswer::Unsatisfiable => {
+                return (
+                    Ok(unsatisfiable(&manifest.entry, complete)),
+                    CacheStatus::Hit { ttl },
+                )
+            }
+        };
+        let slicing = manifest.slicing;
+        let (first_index, last_index) = (slicing.index_of(first), slicing.index_of(last));
+        let origin = Origin::of(&ex);
+        let mut first_piece = None;
+        let mut fwd = None;
+        let held_first = self.cache.slice(&key, &manifest, first_index).is_some();
+        if !fresh || (!held_first && !forwarded_already) {
+            // Fetched before answering: the first slice from the origin
+            // tells whether the stored ones still belong to the object
+            // (RFC 9111 §3.4: the same strong tag), and if not, the client
+            // gets the new object, not a response cut short.
+            let slice_key = slices::slice_key(&key, slicing.size, first_index);
+            let etag = manifest.etag.clone();
+            let same = |r: &ContentRange, h: &HeaderMap| {
+                slicing.is_slice(first_index, r) && slices::strong_etag(h) == Some(&etag)
+            };
+            match origin
+                .fetch(&self.cache, &slice_key, slicing.bounds(first_index), same)
+                .await
+            {
+                Piece::Slice { body, head, whole } => {
+                    match whole {
+                        Some((whole, _)) => {
+                            manifest.entry = self.cache.put_manifest(&key, slicing.size, whole);
+                            self.cache
+                                .put_slice(&key, &manifest, first_index, head, body.clone());
+                        }
+                        // No longer storable (now private, say): nothing
+                        // stored of it may be served again.
+                        None => {
+                            self.cache.forget_slices(&key);
+                        }
+                    }
+                    first_piece = Some(body);
+                    fwd = Some(if fresh { Fwd::Partial } else { Fwd::Stale });
+                }
+                Piece::Other(resp) => {
+                    // The object changed (or the origin stopped taking
+                    // ranges): its slices are useless. A new partial
+                    // answer starts the object over; anything else (a 200,
+                    // a 404) is the answer.
+                    self.cache.forget_slices(&key);
+                    if resp.status() == StatusCode::PARTIAL_CONTENT {
+                        return Box::pin(self.exchange(ex)).await;
+                    }
+                    return self.deliver(ex, resp, Fwd::Stale);
+                }
+                Piece::Failed(e) => {
+                    let fwd = if fresh { Fwd::Partial } else { Fwd::Stale };
+                    return (
+                        Err(e.into()),
+                        forwarded(fwd, None, Stored::NotApplicable("")),
+                    );
+                }
+            }
+        }
+        let all_held = (first_index..=last_index).all(|i| {
+            first_piece.is_some() && i == first_index
+                || self.cache.slice(&key, &manifest, i).is_some()
+        });
+        let fwd = fwd.or(
+            (!all_held || forwarded_already).then_some(if forwarded_already {
+                Fwd::UriMiss
+            } else {
+                Fwd::Partial
+            }),
+        );
+        let mut headers = manifest.entry.head.headers.to_map(6);
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if status == StatusCode::PARTIAL_CONTENT {
+            let value = format!("bytes {first}-{last}/{complete}");
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("ascii"),
+            );
+        }
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+        let age = policy::current_age(&manifest.entry.head, SystemTime::now());
+        headers.insert(header::AGE, HeaderValue::from(age));
+        headers.append(header::VIA, self.via.entry(Version::HTTP_11));
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let walk = Walk {
+            cache: self.cache.clone(),
+            key,
+            manifest,
+            origin,
+            first_piece,
+            span: (first, last),
+        };
+        tokio::spawn(walk.run(tx));
+        let mut resp = Response::new(ProxyBody::channel(rx, last - first + 1));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        let cache_status = match fwd {
+            None => CacheStatus::Hit { ttl },
+            Some(fwd) => forwarded(fwd, Some(206), Stored::Yes { ttl }),
+        };
+        (Ok(resp), cache_status)
+    }
+
+    /// An origin answer that is not a slice, delivered and stored by the
+    /// usual rules, for the client's request without its Range.
+    fn deliver(
+        &self,
+        ex: Exchange,
+        resp: Response<crate::upstream::OriginBody>,
+        fwd: Fwd,
+    ) -> Answer {
+        let mut request_headers = ex.parts.headers.clone();
+        request_headers.remove(header::RANGE);
+        self.store_and_deliver_for(&ex, &request_headers, resp, fwd)
+    }
+}
+
+/// The 416 for a range past the end (RFC 9110 §15.5.17).
+fn unsatisfiable(manifest: &Entry, complete: u64) -> Response<ProxyBody> {
+    let mut headers = manifest.head.headers.to_map(2);
+    let value = format!("bytes */{complete}");
+    headers.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&value).expect("ascii"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The first byte a single-range `Range` field asks for; 0 for a suffix
+/// range (`-n`, whose start needs the length); `None` when it is not one
+/// byte range this cache serves.
+fn range_start(value: &HeaderValue) -> Option<u64> {
+    let text = value.to_str().ok()?.trim();
+    let spec = text.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    match range::evaluate(value, u64::MAX) {
+        RangeAnswer::Partial { .. } if spec.starts_with('-') => Some(0),
+        RangeAnswer::Partial { start, .. } => Some(start),
+        _ => None,
+    }
+}
+
+/// Sends bytes `span` of a sliced object to the client, slice by slice:
+/// from the store when held, else from the origin (and then stored). The
+/// client leaving stops the walk after the slice in hand.
+struct Walk {
+    cache: Arc<Cache>,
+    key: String,
+    manifest: Manifest,
+    origin: Origin,
+    first_piece: Option<Bytes>,
+    span: (u64, u64),
+}
+
+impl Walk {
+    async fn run(mut self, tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>) {
+        let slicing = self.manifest.slicing;
+        let (first, last) = self.span;
+        for index in slicing.index_of(first)..=slicing.index_of(last) {
+            let piece = match self.piece(index).await {
+                Ok(piece) => piece,
+                Err(e) => {
+                    tracing::debug!(key = %self.key, index, error = %e, "slice fetch failed; response cut");
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let (start, end) = slicing.bounds(index);
+            let from = first.max(start) - start;
+            let to = last.min(end) - start;
+            if tx
+                .send(Ok(piece.slice(from as usize..=to as usize)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    async fn piece(&mut self, index: u64) -> Result<Bytes, String> {
+        if let Some(piece) = self.first_piece.take() {
+            return Ok(piece);
+        }
+        if let Some(piece) = self.cache.slice(&self.key, &self.manifest, index) {
+            return Ok(piece);
+        }
+        let slicing = self.manifest.slicing;
+        let etag = self.manifest.etag.clone();
+        let same = |r: &ContentRange, h: &HeaderMap| {
+            slicing.is_slice(index, r) && slices::strong_etag(h) == Some(&etag)
+        };
+        let slice_key = slices::slice_key(&self.key, slicing.size, index);
+        match self
+            .origin
+            .fetch(&self.cache, &slice_key, slicing.bounds(index), same)
+            .await
+        {
+            Piece::Slice { body, head, whole } => {
+                if whole.is_some() {
+                    self.cache
+                        .put_slice(&self.key, &self.manifest, index, head, body.clone());
+                }
+                Ok(body)
+            }
+            Piece::Other(resp) => {
+                // The object changed under us: what was sent cannot be
+                // completed, and nothing stored of it is good any more.
+                self.cache.forget_slices(&self.key);
+                Err(format!(
+                    "the object changed while it was served in slices (origin answered {})",
+                    resp.status()
+                ))
+            }
+            Piece::Failed(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn where_a_range_starts() {
+        let start = |v: &str| range_start(&HeaderValue::from_str(v).unwrap());
+        assert_eq!(start("bytes=0-"), Some(0));
+        assert_eq!(start("bytes=1048576-2097151"), Some(1 << 20));
+        assert_eq!(start("bytes=-500"), Some(0));
+        assert_eq!(start("bytes=0-1, 5-6"), None);
+        assert_eq!(start("bytes=5-4"), None);
+        assert_eq!(start("items=0-1"), None);
+    }
+}
