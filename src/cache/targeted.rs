@@ -214,7 +214,7 @@ mod tests {
             control(&h, &[CDN, OURS]).unwrap().max_age,
             Delta::Seconds(50)
         );
-        let h = headers(&[(&OURS, b"max-age=\x01"), (&CDN, b"max-age=50")]);
+        let h = headers(&[(&OURS, b"max-age=5,,"), (&CDN, b"max-age=50")]);
         assert_eq!(
             control(&h, &[OURS, CDN]).unwrap().max_age,
             Delta::Seconds(50)

@@ -283,6 +283,14 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
     if c.cache.max_variants == 0 {
         return Err((("cache", None), "max_variants", "must be at least 1".into()));
     }
+    let slice = c.cache.slice_size.bytes();
+    if slice != 0 && (slice < 512 || slice > c.cache.capacity.bytes()) {
+        return Err((
+            ("cache", None),
+            "slice_size",
+            "must be 0 (off), or at least 512 bytes and no more than the capacity".into(),
+        ));
+    }
     if let Some(auth) = &c.forward.auth {
         if auth.users.is_empty() {
             return Err((
@@ -449,6 +457,20 @@ mod tests {
         let text = "[[route]]\nhost = \"a\"\nupstream = \"http://a\"\n[[route]]\nhost = \"b\"\npath_prefix = \"x\"\nupstream = \"http://b\"\n";
         let err = parse(text, "p.toml").unwrap_err();
         assert_eq!(err.line, Some(6), "{err}");
+    }
+
+    #[test]
+    fn cache_fields_and_slices_are_checked() {
+        let err = parse("[cache]\nslice_size = \"100B\"\n", "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("cache.slice_size"), "{err}");
+        assert!(parse("[cache]\nslice_size = \"0\"\n", "p.toml").is_ok());
+        let err = parse("[cache]\ntargeted_fields = [\"no spaces\"]\n", "p.toml").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("not a header field name"), "{err}");
+        let text = "[[route]]\nhost = \"a\"\nupstream = \"http://a\"\ntargeted_fields = []\n";
+        let config = parse(text, "p.toml").unwrap();
+        assert_eq!(config.routes[0].targeted_fields, Some(vec![]));
     }
 
     #[test]

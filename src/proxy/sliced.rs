@@ -17,14 +17,14 @@ use super::body::ProxyBody;
 use super::cached::{forwarded, Answer, CacheStep, Exchange};
 use crate::cache::control::RequestControl;
 use crate::cache::fill::{finish_origin_head, plan_sliced};
-use crate::cache::policy::{self, validation, Reuse, StoredResponse};
+use crate::cache::policy::{self, validation, NotStored, Reuse, StoredResponse};
 use crate::cache::range::{self, RangeAnswer};
 use crate::cache::rules::CacheRules;
 use crate::cache::slices::{self, ContentRange, Manifest, Slicing};
 use crate::cache::store::Entry;
 use crate::cache::{Cache, CacheStatus, Fwd, Stored};
 use crate::http::body::{BoxError, RequestBody};
-use crate::upstream::{copy_parts, StoreTag, Upstream, UpstreamError};
+use crate::upstream::{copy_parts, FramingConflict, StoreTag, Upstream, UpstreamError};
 
 /// What the origin gave for one slice.
 enum Piece {
@@ -102,7 +102,9 @@ impl Origin {
         let wanted = head.status == StatusCode::PARTIAL_CONTENT
             && content_range.is_some_and(|r| r.first == first && expect(&r, &head.headers))
             && slices::strong_etag(&head.headers).is_some()
-            && !head.headers.contains_key(header::VARY);
+            && !head.headers.contains_key(header::VARY)
+            // Framed two ways: delivered at most, never kept (RFC 9112 §6.3).
+            && head.extensions.get::<FramingConflict>().is_none();
         let Some(content_range) = content_range.filter(|_| wanted) else {
             return Piece::Other(Response::from_parts(head, body));
         };
@@ -215,10 +217,13 @@ impl CacheStep {
                 Err(e.into()),
                 forwarded(Fwd::UriMiss, None, Stored::NotApplicable("")),
             )),
+            Piece::Other(resp) if resp.status() == StatusCode::OK => {
+                // The origin ignores ranges: the whole object is here.
+                Ok(self.whole_then_range(ex, resp).await)
+            }
             Piece::Other(resp) if resp.status() != StatusCode::PARTIAL_CONTENT => {
-                // A 200 (the origin ignores ranges), a 416, a 404: the
-                // client gets what it would have got, stored by the usual
-                // rules.
+                // A 416, a 404, a 5xx: the client gets what it would have
+                // got, stored by the usual rules.
                 Ok(self.deliver(ex, resp, Fwd::UriMiss))
             }
             Piece::Slice {
@@ -417,6 +422,61 @@ impl CacheStep {
             Some(fwd) => forwarded(fwd, Some(206), Stored::Yes { ttl }),
         };
         (Ok(resp), cache_status)
+    }
+
+    /// A 200 to a slice request: an object that fits is read whole, stored
+    /// by the usual rules, and the client's range is served from it (as a
+    /// range on a miss always was); a larger one streams to the client.
+    async fn whole_then_range(
+        &self,
+        ex: Exchange,
+        resp: Response<crate::upstream::OriginBody>,
+    ) -> Answer {
+        let length = crate::http::headers::content_length(resp.headers());
+        let conflict = resp.extensions().get::<FramingConflict>().is_some();
+        let Some(length) = length.filter(|l| *l <= self.cache.max_object_size() && !conflict)
+        else {
+            return self.deliver(ex, resp, Fwd::UriMiss);
+        };
+        let (parts, body) = resp.into_parts();
+        let body = match read_exactly(body, length, &ex.upstream).await {
+            Ok(body) => body,
+            Err(e) => {
+                return (
+                    Err(e.into()),
+                    forwarded(Fwd::UriMiss, Some(200), Stored::No(NotStored::Incomplete)),
+                )
+            }
+        };
+        let mut request_headers = ex.parts.headers.clone();
+        request_headers.remove(header::RANGE);
+        request_headers.remove(header::IF_RANGE);
+        let now = SystemTime::now();
+        let plan = crate::cache::fill::plan_store(
+            &self.cache,
+            &ex.rules,
+            &Method::GET,
+            &request_headers,
+            &parts,
+            now,
+            now,
+        );
+        let (entry, outcome) = match plan {
+            Ok(plan) => {
+                let entry = Arc::new(Entry::new(plan.head, body, plan.secondary));
+                self.cache.store.insert(&ex.key, entry.clone());
+                (entry, Stored::Yes { ttl: plan.ttl })
+            }
+            Err(why) => {
+                let head = StoredResponse::new(parts.status, parts.headers, now, now);
+                (
+                    Arc::new(Entry::new(head, body, Vec::new())),
+                    Stored::No(why),
+                )
+            }
+        };
+        let resp = self.serve_stored(&entry, &ex.parts.method, &ex.parts.headers, now, false);
+        (Ok(resp), forwarded(Fwd::UriMiss, Some(200), outcome))
     }
 
     /// An origin answer that is not a slice, delivered and stored by the
