@@ -195,6 +195,19 @@ async fn a_50_mib_object_is_served_in_aligned_slices() {
     let seek = fetch(proxy.addr(), ranged("/video", "bytes=10000000-10000099")).await;
     assert_eq!(seek.body, body.slice(10_000_000..10_000_100));
     assert!(is_hit(&seek));
+    // HEAD and a matching If-None-Match are answered from the manifest.
+    let mut head = whole("/video");
+    *head.method_mut() = http::Method::HEAD;
+    let head = fetch(proxy.addr(), head).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length"), Some("52428800"));
+    assert!(head.body.is_empty() && is_hit(&head));
+    let mut revalidate = whole("/video");
+    revalidate
+        .headers_mut()
+        .insert("if-none-match", "\"big\"".parse().unwrap());
+    let not_modified = fetch(proxy.addr(), revalidate).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     assert_eq!(origin.count("/video"), 50);
     proxy.shutdown().await;
 }
@@ -377,5 +390,36 @@ async fn with_slices_off_a_range_fetches_the_whole_object() {
     let again = fetch(proxy.addr(), ranged("/h", "bytes=1-2")).await;
     assert!(is_hit(&again));
     assert_eq!(ranges_seen(&origin, "/h"), ["-"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn revalidating_a_sliced_object_refetches_only_its_first_slice() {
+    // RFC 9111 §5.2.1.4: the client's no-cache makes the cache validate; the
+    // first slice answered with the same strong ETag keeps the others.
+    let body = pattern(3000);
+    let origin = ranged_origin(object(body.clone(), "\"r\"")).await;
+    let mut cfg = config(&origin, 1024);
+    cfg.cache.max_object_size = viaduct::config::Size(2048);
+    let proxy = start(cfg).await;
+    fetch(proxy.addr(), ranged("/r", "bytes=0-")).await;
+    assert_eq!(origin.count("/r"), 3);
+    let mut req = whole("/r");
+    req.headers_mut()
+        .insert("cache-control", "no-cache".parse().unwrap());
+    let got = fetch(proxy.addr(), req).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(got.body == body);
+    let status = got.header("cache-status").unwrap();
+    assert!(status.contains("fwd=request"), "{status}");
+    assert_eq!(
+        ranges_seen(&origin, "/r"),
+        [
+            "bytes=0-1023",
+            "bytes=1024-2047",
+            "bytes=2048-2999",
+            "bytes=0-1023"
+        ]
+    );
     proxy.shutdown().await;
 }

@@ -14,6 +14,7 @@ mod prepare;
 mod purge;
 pub(crate) mod routes;
 mod serve;
+mod slice_fetch;
 mod sliced;
 mod tunnel;
 mod upgrade;
