@@ -349,6 +349,16 @@ impl Metrics {
             stats.purges.clone(),
         );
         r.register(
+            "cache_soft_purges",
+            "URLs made stale by soft purges",
+            stats.soft_purges.clone(),
+        );
+        r.register(
+            "cache_tags_dropped",
+            "Response tags not kept, by reason (over 1 KiB, past max_tags_per_object)",
+            stats.tags_dropped.clone(),
+        );
+        r.register(
             "upstream_requests",
             "Requests sent to origins (retries included)",
             m.upstream.requests.clone(),

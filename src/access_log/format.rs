@@ -91,6 +91,8 @@ fn json(r: &Record, line: &mut Vec<u8>) {
     push_number(line, r.bytes, 1);
     line.extend_from_slice(b",\"cache\":");
     json_str(line, o.cache.as_str());
+    line.extend_from_slice(b",\"cache_key\":");
+    json_opt_str(line, o.cache_key.as_deref());
     line.extend_from_slice(b",\"cache_status\":");
     json_header(line, o.cache_header.as_ref());
     line.extend_from_slice(b",\"client\":\"");
@@ -234,6 +236,7 @@ mod tests {
             cache_header: Some(HeaderValue::from_static("viaduct; hit")),
             mode: Mode::Forward,
             route: Some("forward proxy".into()),
+            cache_key: Some("forward http://example.com:80/x".into()),
             upstream: upstream_status.map(|_| "a.test:80".into()),
             content_type: Some(HeaderValue::from_static("text/html; charset=utf-8")),
         }
@@ -385,6 +388,7 @@ mod tests {
                 cache_header: Some(ua),
                 mode: Mode::Reverse,
                 route: Some("r\"o\u{1}ute\u{e9}".into()),
+                cache_key: None,
                 upstream: Some("[::1]:81".into()),
                 content_type: Some(HeaderValue::from_static("application/json")),
             },

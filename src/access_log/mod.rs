@@ -131,6 +131,8 @@ pub struct Outcome {
     pub cache_header: Option<HeaderValue>,
     pub mode: Mode,
     pub route: Option<Arc<str>>,
+    /// The cache key, when the log shows it (JSON).
+    pub cache_key: Option<Arc<str>>,
     /// The origin the request went to (`host:port`), when it went to one.
     pub upstream: Option<Arc<str>>,
     pub content_type: Option<HeaderValue>,
@@ -146,6 +148,7 @@ impl Default for Outcome {
             cache_header: None,
             mode: Mode::Local,
             route: None,
+            cache_key: None,
             upstream: None,
             content_type: None,
         }
@@ -167,6 +170,12 @@ pub struct Completion {
 impl Completion {
     pub fn set_outcome(&mut self, outcome: Outcome) {
         self.outcome = outcome;
+    }
+
+    /// Whether the line shows the cache key (the JSON format does): only
+    /// then does the pipeline keep a copy of the key.
+    pub fn logs_key(&self) -> bool {
+        self.request.is_some() && matches!(self.shared.log, Some((_, AccessFormat::Json)))
     }
 
     /// Whether an access line will be written (the log is not `off`).

@@ -11,6 +11,7 @@
 //! - `GET /cache?url=...`: what is stored for a URL (for debugging a miss).
 //! - `POST /purge?url=...` / `POST /purge?prefix=...` (eager ban).
 
+mod listing;
 mod purge;
 mod stats;
 
@@ -145,6 +146,7 @@ impl Admin {
                 json(serde_json::json!({ "groups": stats::groups(self) }))
             }
             (&Method::GET, "/cache") => stats::inspect(self, query),
+            (&Method::GET, "/cache/list") => listing::list(self, query),
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
             (&Method::GET, "/readyz") => match *self.phase.borrow() {
                 Phase::Running => text(StatusCode::OK, "ready\n".into()),
@@ -157,7 +159,7 @@ impl Admin {
             },
             (_, "/purge") => text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "use POST /purge?url=... or ?prefix=...\n".into(),
+                "use POST /purge?url=..., ?prefix=... or ?tag=...\n".into(),
             ),
             (_, path) => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),
         }

@@ -1,12 +1,16 @@
-//! `POST /purge?url=...` and `POST /purge?prefix=...`, in every part of the
-//! cache, or only in one: `&route=NAME` (a reverse route) or `&mode=forward`.
+//! `POST /purge?url=...`, `?prefix=...` or `?tag=...` (repeatable), hard or
+//! `&soft=1`, in every part of the cache, or only in one: `&route=NAME` (a
+//! reverse route) or `&mode=forward`. Answers JSON with the count.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::{text, Admin};
-use crate::cache::{key, CacheStats};
+use serde_json::json;
+
+use crate::cache::key;
+use crate::cache::tags::MAX_TAG_BYTES;
 
 impl Admin {
     pub(super) fn purge(&self, query: &str) -> Response<Full<Bytes>> {
@@ -15,6 +19,44 @@ impl Admin {
             Ok(namespaces) => namespaces,
             Err(why) => return text(StatusCode::BAD_REQUEST, why),
         };
+        let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+        let soft = match param("soft").as_deref() {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") => true,
+            Some(other) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("soft={other:?}: use soft=1 or soft=0\n"),
+                )
+            }
+        };
+        let answer = |selector: &str, target: serde_json::Value, purged: usize| {
+            let body = json!({
+                "selector": selector,
+                "target": target,
+                "purged": purged,
+                "soft": soft,
+            });
+            let mut resp = super::json(body);
+            if purged == 0 && selector == "url" {
+                *resp.status_mut() = StatusCode::NOT_FOUND;
+            }
+            resp
+        };
+        let tags = query_params(query, "tag");
+        let selectors = [
+            param("url").is_some(),
+            param("prefix").is_some(),
+            !tags.is_empty(),
+        ];
+        if selectors.iter().filter(|s| **s).count() != 1 {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "name one selector: POST /purge?url=URL, ?prefix=URL or ?tag=T (tag may repeat), \
+                 optionally with &soft=1\n"
+                    .into(),
+            );
+        }
         if let Some(url) = param("url") {
             let Some(target) = key_of(&url) else {
                 return text(
@@ -22,16 +64,14 @@ impl Admin {
                     format!("not an absolute http(s) URL: {url}\n"),
                 );
             };
-            let removed = namespaces
+            let purged = namespaces
                 .iter()
-                .filter(|ns| self.cache.remove_url(&key::in_namespace(ns, &target)))
+                .filter(|ns| {
+                    self.cache
+                        .purge_url(&self.handler.key_in(ns, &target), soft)
+                })
                 .count();
-            return if removed > 0 {
-                CacheStats::count(&self.cache.stats.purges);
-                text(StatusCode::OK, format!("purged {target}\n"))
-            } else {
-                text(StatusCode::NOT_FOUND, format!("not in cache: {target}\n"))
-            };
+            return answer("url", json!(target), purged.min(1));
         }
         if let Some(prefix) = param("prefix") {
             let Some(target) = key_of(&prefix) else {
@@ -40,20 +80,23 @@ impl Admin {
                     format!("not an absolute http(s) URL: {prefix}\n"),
                 );
             };
-            let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
-            let removed = self.cache.store.remove_prefix(&namespaces, &target);
-            for _ in 0..removed {
-                CacheStats::count(&self.cache.stats.purges);
-            }
+            let purged = self.cache.purge_prefix(&namespaces, &target, soft);
+            return answer("prefix", json!(target), purged);
+        }
+        if let Some(bad) = tags
+            .iter()
+            .find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES || t.contains([' ', ',']))
+        {
             return text(
-                StatusCode::OK,
-                format!("purged {removed} URLs under {target}\n"),
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "tag {:?}: a tag is 1 to {MAX_TAG_BYTES} bytes, without spaces or commas\n",
+                    bad.chars().take(64).collect::<String>()
+                ),
             );
         }
-        text(
-            StatusCode::BAD_REQUEST,
-            "use POST /purge?url=... or ?prefix=...\n".into(),
-        )
+        let purged = self.cache.purge_tags(&namespaces, &tags, soft);
+        answer("tag", json!(tags), purged)
     }
 }
 
@@ -103,6 +146,16 @@ pub(super) fn key_of(url: &str) -> Option<String> {
     // A URL without a path means "/", which also prefixes every key of the origin.
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     Some(key::primary("", scheme, authority.as_str(), port, path))
+}
+
+/// Every decoded value of `name` in a query string, in order.
+pub(super) fn query_params(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+        .collect()
 }
 
 /// The decoded value of `name` in a query string.

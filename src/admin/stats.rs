@@ -220,7 +220,7 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     let mut keys = Vec::new();
     let mut variants: Vec<Value> = Vec::new();
     for ns in &namespaces {
-        let full = crate::cache::key::in_namespace(ns, &key);
+        let full = admin.handler.key_in(ns, &key);
         let Some(all) = admin.cache.store.variants(&full) else {
             continue;
         };
@@ -252,6 +252,7 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
                 "ttl": lifetime as i64 - age as i64,
                 "body_bytes": e.body.len(),
                 "size": e.weight(),
+                "tags": e.tags().iter().map(|t| &**t).collect::<Vec<&str>>(),
                 "headers": headers,
             })
         }));

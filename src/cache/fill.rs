@@ -16,9 +16,11 @@ use super::control::RequestControl;
 use super::head::StoredHead;
 use super::key::{self, Secondary, Vary};
 use super::policy::{self, validation, NotStored, StoredResponse};
+use super::rules;
 use super::rules::CacheRules;
 use super::slices::{self, Manifest, Slicing};
-use super::store::{Entry, Variants};
+use super::store::{Entry, Tags, Variants};
+use super::tags;
 use super::Cache;
 use crate::http::headers::{self, content_length};
 
@@ -27,6 +29,7 @@ pub struct Fill {
     key: String,
     head: StoredResponse,
     secondary: Secondary,
+    tags: Tags,
     chunks: Vec<Bytes>,
     received: u64,
     /// Content-Length, when the origin declared one.
@@ -44,21 +47,17 @@ struct SliceCut {
 }
 
 impl Fill {
-    pub fn new(
-        cache: Arc<Cache>,
-        key: String,
-        head: StoredResponse,
-        secondary: Secondary,
-        expected: Option<u64>,
-    ) -> Fill {
+    /// A fill of the whole body under `key`, as `plan` says.
+    pub fn new(cache: Arc<Cache>, key: String, plan: Plan) -> Fill {
         Fill {
             cache,
             key,
-            head,
-            secondary,
+            head: plan.head,
+            secondary: plan.secondary,
+            tags: plan.tags,
             chunks: Vec::new(),
             received: 0,
-            expected,
+            expected: plan.length,
             cut: None,
         }
     }
@@ -69,7 +68,7 @@ impl Fill {
     pub fn sliced(cache: Arc<Cache>, key: String, plan: Plan, slicing: Slicing) -> Option<Fill> {
         let etag = slices::strong_etag(&plan.head.headers.to_map(0))?.clone();
         let whole = plan.head.headers.to_map(0);
-        let entry = cache.put_manifest(&key, slicing.size, plan.head.clone());
+        let entry = cache.put_manifest(&key, slicing.size, plan.head.clone(), plan.tags.clone());
         let cut = SliceCut {
             manifest: Manifest {
                 entry,
@@ -82,7 +81,7 @@ impl Fill {
         };
         Some(Fill {
             cut: Some(Box::new(cut)),
-            ..Fill::new(cache, key, plan.head, plan.secondary, plan.length)
+            ..Fill::new(cache, key, plan)
         })
     }
 
@@ -130,7 +129,7 @@ impl Fill {
         }
         // One allocation for the header values and body: hyper's chunks are
         // slices of larger read buffers that must not be kept alive.
-        let entry = Entry::compact(self.head, &self.chunks, self.secondary);
+        let entry = Entry::compact(self.head, &self.chunks, self.secondary).with_tags(self.tags);
         self.cache.store.insert(&self.key, Arc::new(entry));
     }
 }
@@ -193,20 +192,20 @@ pub fn refresh(
     let response_time = SystemTime::now();
     let index = validation::select_for_update(all.iter().map(|e| &e.head), selected, not_modified)?;
     let old = &all[index];
-    let merged = validation::merge_not_modified(&old.head.headers, not_modified);
-    let head = StoredResponse::targeted(
+    let mut merged = validation::merge_not_modified(&old.head.headers, not_modified);
+    rules.strip_tags(&mut merged);
+    let mut head = StoredResponse::targeted(
         old.head.status,
         merged,
         request_time,
         response_time,
         &rules.targeted_fields,
     );
+    apply_ttl_rules(&mut head, rules);
     let ttl = freshness_left(&head, &cache.heuristics(), response_time);
-    let entry = Arc::new(Entry::compact(
-        head,
-        std::slice::from_ref(&old.body),
-        old.secondary.clone(),
-    ));
+    // The body is already compact (it was stored): shared, not copied.
+    let entry = Entry::new(head, old.body.clone(), old.secondary.to_vec());
+    let entry = Arc::new(entry.with_tags(old.tags().into()));
     cache.store.insert(key, entry.clone());
     Some((entry, ttl))
 }
@@ -223,6 +222,8 @@ pub struct Plan {
     /// Set when the response is too large to keep whole but can be kept
     /// in slices (`slices.rs`): fill it with `Fill::sliced`.
     pub slicing: Option<Slicing>,
+    /// The origin's tags for the entry.
+    pub tags: Tags,
 }
 
 /// An origin head made fit for the client and the store: hop-by-hop fields
@@ -294,7 +295,7 @@ fn plan(
     let (status, response) = (origin.status, &origin.headers);
     let req_cc = RequestControl::parse(request_headers);
     let control = policy::response_control(response, &rules.targeted_fields);
-    let strip = policy::storable(
+    let verdict = policy::storable(
         method,
         request_headers,
         &req_cc,
@@ -302,7 +303,16 @@ fn plan(
         response,
         &control,
         cache.tunables.set_cookie(),
-    )?;
+    );
+    // A route's TTL rule stands in for freshness the origin did not give,
+    // and only for that: every other refusal stands.
+    let rule_ttl = rules.ttl_for(status);
+    let strip = match verdict {
+        Err(NotStored::NoFreshness) if rule_ttl.is_some() => {
+            rules::private_fields(&control.private)
+        }
+        other => other?,
+    };
     let mut slicing = None;
     let limit = if bounded {
         cache.max_object_size()
@@ -310,7 +320,7 @@ fn plan(
         u64::MAX
     };
     if let Some(len) = content_length(response).filter(|len| *len > limit) {
-        slicing = whole_sliceable(cache, origin, len);
+        slicing = whole_sliceable(cache, origin, len).filter(|_| rules.key.include.is_empty());
         if slicing.is_none() {
             return Err(NotStored::TooLarge);
         }
@@ -320,13 +330,17 @@ fn plan(
     for name in &strip {
         stored.remove(name);
     }
-    let head = StoredResponse::targeted(
+    let (tags, dropped) = tags::read(response, &rules.tag_fields, rules.max_tags);
+    cache.stats.count_dropped_tags(dropped);
+    rules.strip_tags(&mut stored);
+    let mut head = StoredResponse::targeted(
         status,
         stored,
         request_time,
         response_time,
         &rules.targeted_fields,
     );
+    apply_ttl_rules(&mut head, rules);
     let ttl = freshness_left(&head, &cache.heuristics(), response_time);
     // Stale on arrival, with nothing to revalidate with and no stale window:
     // storing it is waste.
@@ -337,17 +351,37 @@ fn plan(
     if ttl <= 0 && !validators && !stale_window {
         return Err(NotStored::NoFreshness);
     }
-    let secondary = match Vary::of(response) {
-        Vary::Fields(names) => key::secondary(&names, request_headers),
+    let mut names = match Vary::of(response) {
+        Vary::Fields(names) => names,
         Vary::Star => Vec::new(),
     };
+    // The route's own key fields, as if the origin had named them in Vary.
+    for name in rules.key.include.iter() {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let secondary = key::secondary(&names, request_headers);
     Ok(Plan {
         head,
         ttl,
         secondary,
         length: content_length(response),
         slicing,
+        tags,
     })
+}
+
+/// A route's `status_ttl` / `default_ttl` for a response with no explicit
+/// freshness (no max-age, s-maxage or Expires): written as its max-age, so
+/// it replaces the heuristic (§4.2.2) and survives a 304's refresh.
+fn apply_ttl_rules(head: &mut StoredResponse, rules: &CacheRules) {
+    if policy::freshness::has_explicit_freshness(head) {
+        return;
+    }
+    if let Some(ttl) = rules.ttl_for(head.status) {
+        head.control.max_age = super::control::Delta::Seconds(ttl);
+    }
 }
 
 /// A whole (200) response of `len` bytes over `max_object_size` can be cut

@@ -132,6 +132,31 @@ impl Vary {
     }
 }
 
+/// The secondary-key name standing for one cookie (`cache_key =
+/// { include_cookies = [...] }`): `~cookie~lang` is the value of the cookie
+/// `lang`. `~` cannot start a field an origin names in `Vary`... it can,
+/// but no real field is spelled so, and a clash only splits variants.
+pub const COOKIE_FIELD: &str = "~cookie~";
+
+/// The secondary-key name for the cookie `name` (matched without regard
+/// to case: field names are lower case).
+pub fn cookie_field(name: &str) -> Option<HeaderName> {
+    HeaderName::from_bytes(format!("{COOKIE_FIELD}{name}").as_bytes()).ok()
+}
+
+/// The value of the cookie `name` in the request's Cookie lines (RFC 6265
+/// §5.4: `a=1; b=2`), `None` when it is not sent.
+fn cookie_value(request: &HeaderMap, name: &str) -> Option<String> {
+    request
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|line| line.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+}
+
 /// The secondary key: for each field `Vary` names, the request's normalized
 /// value (`None` when absent; absent and empty differ, §4.1).
 pub type Secondary = Vec<(HeaderName, Option<String>)>;
@@ -144,7 +169,7 @@ pub fn secondary(names: &[HeaderName], request: &HeaderMap) -> Secondary {
 }
 
 /// Whether `request` selects the variant stored with `stored` (§4.1).
-pub fn matches(stored: &Secondary, request: &HeaderMap) -> bool {
+pub fn matches(stored: &[(HeaderName, Option<String>)], request: &HeaderMap) -> bool {
     stored
         .iter()
         .all(|(name, value)| normalized(name, request).as_deref() == value.as_deref())
@@ -155,6 +180,9 @@ pub fn matches(stored: &Secondary, request: &HeaderMap) -> bool {
 /// lower-case set of codings without the ones refused with q=0, so that
 /// browsers sending the same preferences in another order share a variant.
 fn normalized(name: &HeaderName, request: &HeaderMap) -> Option<String> {
+    if let Some(cookie) = name.as_str().strip_prefix(COOKIE_FIELD) {
+        return cookie_value(request, cookie);
+    }
     let mut values = request.get_all(name).iter().peekable();
     values.peek()?;
     let items: Vec<String> = values

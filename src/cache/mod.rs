@@ -9,15 +9,18 @@ pub mod flight;
 pub mod head;
 pub mod key;
 pub mod policy;
+mod purge;
 pub mod range;
 pub mod rules;
 pub mod slices;
 pub mod status;
 pub mod store;
+pub mod tags;
 pub mod targeted;
 mod tunables;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::config::CacheConfig;
 use control::RequestControl;
@@ -50,11 +53,34 @@ pub struct CacheStats {
     pub purges: Counter,
     /// Entries evicted for space or expiry.
     pub evictions: Counter,
+    /// URLs made stale by soft purges.
+    pub soft_purges: Counter,
+    /// Tags not kept: over 1 KiB (`too-long`), or past
+    /// `max_tags_per_object` (`over-limit`).
+    pub tags_dropped: Family<DropReason, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct DropReason {
+    pub reason: &'static str,
 }
 
 impl CacheStats {
     pub fn count(counter: &Counter) {
         counter.inc();
+    }
+
+    pub fn count_dropped_tags(&self, dropped: tags::Dropped) {
+        for (reason, n) in [
+            ("too-long", dropped.too_long),
+            ("over-limit", dropped.over_limit),
+        ] {
+            if n > 0 {
+                self.tags_dropped
+                    .get_or_create(&DropReason { reason })
+                    .inc_by(n as u64);
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::policy::StoredResponse;
-use super::store::{Entry, Lookup};
+use super::store::{Entry, Lookup, Tags};
 use super::Cache;
 
 /// `Content-Range: bytes first-last/complete` of a 206 (RFC 9110 §14.4);
@@ -176,8 +176,14 @@ impl Cache {
     }
 
     /// Records that `key` is sliced, with `head` (a 200 head) as the object's.
-    pub fn put_manifest(&self, key: &str, size: u64, head: StoredResponse) -> Arc<Entry> {
-        let entry = Arc::new(Entry::new(head, Bytes::new(), Vec::new()));
+    pub fn put_manifest(
+        &self,
+        key: &str,
+        size: u64,
+        head: StoredResponse,
+        tags: Tags,
+    ) -> Arc<Entry> {
+        let entry = Arc::new(Entry::new(head, Bytes::new(), Vec::new()).with_tags(tags));
         self.store.insert(&manifest_key(key, size), entry.clone());
         entry
     }
@@ -219,7 +225,8 @@ impl Cache {
         let Some(pieces) = pieces else {
             return;
         };
-        let whole = Entry::compact(manifest.entry.head.clone(), &pieces, Vec::new());
+        let whole = Entry::compact(manifest.entry.head.clone(), &pieces, Vec::new())
+            .with_tags(manifest.entry.tags().into());
         self.store.insert(key, Arc::new(whole));
         self.forget_slices(key);
     }

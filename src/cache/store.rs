@@ -10,6 +10,7 @@ use moka::ops::compute::Op;
 
 use super::key::{self, Secondary};
 use super::policy::StoredResponse;
+use super::tags::{self, TagIndex};
 
 /// Bytes charged per entry beyond its head bytes and body: the entry struct
 /// (320 B with its Arc), moka's node, key and queues (~400 B), the variant
@@ -19,14 +20,23 @@ use super::policy::StoredResponse;
 const ENTRY_OVERHEAD: usize = 800;
 /// Bytes charged per secondary-key field beyond its name and value.
 const FIELD_OVERHEAD: usize = 40;
+/// Bytes charged per tag beyond its text (its Arc and the index's share).
+const TAG_OVERHEAD: usize = 64;
+
+/// An entry's tags, each once.
+pub type Tags = Box<[Arc<str>]>;
 
 /// One stored response (one Vary variant of a URL).
 #[derive(Debug)]
 pub struct Entry {
     pub head: StoredResponse,
     pub body: Bytes,
-    /// The request field values this variant was stored for (§4.1).
-    pub secondary: Secondary,
+    /// The request field values this variant was stored for (§4.1). A
+    /// boxed slice, not a Vec, so that `tags` fits in the same 24 bytes
+    /// and the entry stays in its allocator size class.
+    pub secondary: Box<[(http::HeaderName, Option<String>)]>,
+    /// The origin's tags (`Surrogate-Key`, `Cache-Tag`), for purge by tag.
+    tags: Option<Box<Tags>>,
     /// u32 so the struct fits a smaller allocator size class; an entry
     /// over 4 GiB is never stored (the weigher caps at u32 too).
     weight: u32,
@@ -56,8 +66,47 @@ impl Entry {
         Entry {
             head,
             body,
-            secondary,
+            secondary: secondary.into_boxed_slice(),
+            tags: None,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The entry carrying `tags` (none: unchanged), charged for them.
+    pub fn with_tags(mut self, tags: Tags) -> Entry {
+        if tags.is_empty() {
+            return self;
+        }
+        let bytes: usize = tags.iter().map(|t| t.len() + TAG_OVERHEAD).sum();
+        self.weight = self
+            .weight
+            .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
+        self.tags = Some(Box::new(tags));
+        self
+    }
+
+    pub fn tags(&self) -> &[Arc<str>] {
+        self.tags.as_deref().map_or(&[], |t| &t[..])
+    }
+
+    /// A copy that is stale from `now` on (a soft purge): its freshness
+    /// lifetime becomes its current age, so the next request revalidates,
+    /// while stale-while-revalidate and stale-if-error still count from now.
+    pub fn expired_copy(&self, now: std::time::SystemTime) -> Entry {
+        let mut head = self.head.clone();
+        let age = super::policy::current_age(&head, now).min(u64::from(u32::MAX)) as u32;
+        head.control.s_maxage = match head.control.s_maxage {
+            super::control::Delta::Absent => super::control::Delta::Absent,
+            _ => super::control::Delta::Seconds(age),
+        };
+        head.control.max_age = super::control::Delta::Seconds(age);
+        // Expires and heuristics no longer count: max-age rules (§4.2.1).
+        Entry {
+            head,
+            body: self.body.clone(),
+            secondary: self.secondary.clone(),
+            tags: self.tags.clone(),
+            weight: self.weight,
         }
     }
 
@@ -88,6 +137,8 @@ pub enum Lookup {
 
 pub struct Store {
     cache: moka::sync::Cache<String, Variants>,
+    /// Tag → keys, kept by `insert` and moka's removal listener.
+    tags: Arc<TagIndex>,
     /// `[cache] max_variants`; a reload may change it.
     max_variants: std::sync::atomic::AtomicUsize,
     capacity: u64,
@@ -99,11 +150,19 @@ impl Store {
         max_variants: usize,
         evictions: prometheus_client::metrics::counter::Counter,
     ) -> Store {
+        let tags = Arc::new(TagIndex::default());
+        let index = tags.clone();
         let cache = moka::sync::Cache::builder()
             .max_capacity(capacity)
-            .eviction_listener(move |_key, _value, cause| {
+            // Every list let go, whatever the cause (replaced, evicted,
+            // expired, removed), gives back its tags.
+            .eviction_listener(move |key: Arc<String>, value: Variants, cause| {
                 if cause.was_evicted() {
                     evictions.inc();
+                }
+                let released = tags::union(value.iter());
+                if !released.is_empty() {
+                    index.remove(&key, released.into_iter());
                 }
             })
             .weigher(|key: &String, variants: &Variants| {
@@ -113,6 +172,7 @@ impl Store {
             .build();
         Store {
             cache,
+            tags,
             max_variants: std::sync::atomic::AtomicUsize::new(max_variants.max(1)),
             capacity,
         }
@@ -141,6 +201,7 @@ impl Store {
     /// dropping the oldest variants beyond `max_variants`. Atomic per URL.
     pub fn insert(&self, key: &str, entry: Arc<Entry>) {
         let max = self.max_variants.load(std::sync::atomic::Ordering::Relaxed);
+        let mut tagged: Vec<Arc<str>> = Vec::new();
         self.cache.entry_by_ref(key).and_compute_with(|current| {
             let mut list: Vec<Arc<Entry>> = Vec::with_capacity(max.min(4));
             list.push(entry.clone());
@@ -154,8 +215,52 @@ impl Store {
                         .cloned(),
                 );
             }
+            tagged = tags::union(list.iter()).into_iter().cloned().collect();
             Op::Put(Arc::from(list))
         });
+        if !tagged.is_empty() {
+            self.tags.add(key, tagged.iter());
+        }
+    }
+
+    /// Makes every variant of `key` stale from `now` on (a soft purge);
+    /// true when something was stored.
+    pub fn soften(&self, key: &str, now: std::time::SystemTime) -> bool {
+        let mut found = false;
+        let mut tagged: Vec<Arc<str>> = Vec::new();
+        self.cache.entry_by_ref(key).and_compute_with(|current| {
+            let Some(current) = current else {
+                return Op::Nop;
+            };
+            found = true;
+            let list: Vec<Arc<Entry>> = current
+                .value()
+                .iter()
+                .map(|e| Arc::new(e.expired_copy(now)))
+                .collect();
+            tagged = tags::union(list.iter()).into_iter().cloned().collect();
+            Op::Put(Arc::from(list))
+        });
+        if !tagged.is_empty() {
+            self.tags.add(key, tagged.iter());
+        }
+        found
+    }
+
+    /// The keys whose stored variants carry `tag`.
+    pub fn tagged(&self, tag: &str) -> Vec<Arc<str>> {
+        self.tags.keys(tag)
+    }
+
+    /// (tags, tag-key pairs) in the index, after pending removals ran.
+    pub fn tag_index_size(&self) -> (usize, usize) {
+        self.cache.run_pending_tasks();
+        self.tags.size()
+    }
+
+    /// Every key with its variants (for listings; walks the whole store).
+    pub fn iter(&self) -> impl Iterator<Item = (Arc<String>, Variants)> + '_ {
+        self.cache.iter()
     }
 
     /// Every variant stored for `key`.

@@ -46,6 +46,13 @@ pub struct CacheConfig {
     /// (nginx's slice module), so that any range, or the whole object, is
     /// later served from the pieces; 0 turns range storage off.
     pub slice_size: Size,
+    /// Response fields whose words are the entry's tags, for purge by tag.
+    pub tag_fields: Vec<FieldName>,
+    /// Remove the tag fields from what clients receive (they are for this
+    /// cache, and often name internal things).
+    pub strip_tag_fields: bool,
+    /// Tags kept per response; the rest are dropped and counted.
+    pub max_tags_per_object: usize,
 }
 
 /// `[cache] set_cookie`: RFC 9111 §3.1 lets a cache store every field, but
@@ -87,6 +94,12 @@ impl Default for CacheConfig {
                 "cdn-cache-control",
             ))],
             slice_size: Size(1 << 20),
+            tag_fields: vec![
+                FieldName(http::HeaderName::from_static("surrogate-key")),
+                FieldName(http::HeaderName::from_static("cache-tag")),
+            ],
+            strip_tag_fields: true,
+            max_tags_per_object: 64,
         }
     }
 }
@@ -101,5 +114,83 @@ impl<'de> Deserialize<'de> for FieldName {
         http::HeaderName::from_bytes(text.trim().as_bytes())
             .map(FieldName)
             .map_err(|_| de::Error::custom(format!("{text:?} is not a header field name")))
+    }
+}
+
+/// A route's `cache_key = { ... }`: how its requests are keyed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheKeyConfig {
+    /// Query parameters left out of the key: names, or globs with `*` and `?`.
+    pub ignore_query: Vec<QueryGlob>,
+    /// Sort the query parameters, so their order does not split the cache.
+    pub sort_query: bool,
+    /// Request fields whose values split the cache (as if the origin sent
+    /// `Vary` with them).
+    pub include_headers: Vec<FieldName>,
+    /// Cookies whose values split the cache.
+    pub include_cookies: Vec<CookieName>,
+}
+
+/// A query-parameter name pattern: letters, digits and `-_.~%+!$'()*,;:@/?`
+/// where `*` is any run of characters and `?` any one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryGlob(pub String);
+
+impl<'de> Deserialize<'de> for QueryGlob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = text.is_empty()
+            || text.chars().any(|c| {
+                c.is_whitespace()
+                    || c.is_control()
+                    || matches!(c, '&' | '=' | '#' | '[' | ']' | '{' | '}')
+            });
+        if bad {
+            return Err(de::Error::custom(format!(
+                "{text:?} is not a query parameter pattern: a name, with * for any run and ? for one character"
+            )));
+        }
+        Ok(QueryGlob(text))
+    }
+}
+
+/// A cookie name (RFC 6265 §4.1.1: a token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieName(pub String);
+
+impl<'de> Deserialize<'de> for CookieName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let token = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(de::Error::custom(format!("{text:?} is not a cookie name")));
+        }
+        Ok(CookieName(text))
+    }
+}
+
+/// A route's `status_ttl = { 404 = "30s" }`: a status code and a lifetime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusTtl(pub Vec<(u16, Dur)>);
+
+impl<'de> Deserialize<'de> for StatusTtl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let table = std::collections::BTreeMap::<String, Dur>::deserialize(d)?;
+        let mut out = Vec::new();
+        for (status, ttl) in table {
+            match status.trim().parse::<u16>() {
+                Ok(code) if (200..=599).contains(&code) => out.push((code, ttl)),
+                _ => {
+                    return Err(de::Error::custom(format!(
+                        "{status:?} is not a final status code (200 to 599)"
+                    )))
+                }
+            }
+        }
+        Ok(StatusTtl(out))
     }
 }

@@ -283,6 +283,13 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
     if c.cache.max_variants == 0 {
         return Err((("cache", None), "max_variants", "must be at least 1".into()));
     }
+    if c.cache.max_tags_per_object > 1024 {
+        return Err((
+            ("cache", None),
+            "max_tags_per_object",
+            "must be at most 1024 (0 keeps no tags)".into(),
+        ));
+    }
     let slice = c.cache.slice_size.bytes();
     if slice != 0 && (slice < 512 || slice > c.cache.capacity.bytes()) {
         return Err((

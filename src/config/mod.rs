@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-pub use cache::{CacheConfig, FieldName, SetCookie};
+pub use cache::{
+    CacheConfig, CacheKeyConfig, CookieName, FieldName, QueryGlob, SetCookie, StatusTtl,
+};
 pub use group::{Balance, GroupConfig, HealthCheckConfig, RouteUpstream, ServerSpec};
 pub use load::ConfigError;
 pub use units::{Cidr, Dur, HostPattern, Size, UpstreamUrl};
@@ -368,6 +370,21 @@ pub struct RouteConfig {
     /// `[cache] targeted_fields`; `[]` turns targeting off here.
     #[serde(default)]
     pub targeted_fields: Option<Vec<FieldName>>,
+    /// How this route's requests are keyed in the cache.
+    #[serde(default)]
+    pub cache_key: CacheKeyConfig,
+    /// Lifetime of responses without explicit freshness, instead of the
+    /// heuristic (RFC 9111 §4.2.2).
+    #[serde(default)]
+    pub default_ttl: Option<Dur>,
+    /// Lifetime by status for responses without explicit freshness
+    /// (negative caching: `{ 404 = "30s" }`).
+    #[serde(default)]
+    pub status_ttl: StatusTtl,
+    /// A client's `no-cache` (or `Pragma: no-cache`, or `max-age`) does not
+    /// make this route refetch or revalidate.
+    #[serde(default)]
+    pub ignore_client_no_cache: bool,
 }
 
 /// `upstream_protocol`: what a route offers its `https://` origin.

@@ -14,7 +14,6 @@ use super::body::ProxyBody;
 use super::collapse::Refill;
 use super::error::ProxyError;
 use super::fill_task::Flights;
-use crate::cache::control::RequestControl;
 use crate::cache::fill::Fill;
 use crate::cache::fill::{self, finish_origin_head, forget_replaced, plan_store};
 use crate::cache::policy::NotStored;
@@ -87,7 +86,7 @@ impl CacheStep {
         {
             return self.pass(ex, Fwd::Bypass, "precondition").await;
         }
-        let req_cc = RequestControl::parse(&ex.parts.headers);
+        let req_cc = ex.rules.request_control(&ex.parts.headers);
         if req_cc.no_store {
             // RFC 9111 §5.2.1.5: neither served from nor stored in the cache.
             return self.pass(ex, Fwd::Request, "request-no-store").await;
@@ -182,6 +181,7 @@ impl CacheStep {
                 }
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
+                ex.rules.strip_tags(&mut parts.headers);
                 self.via.append(&mut parts.headers, parts.version);
                 let resp = Response::from_parts(parts, ProxyBody::upstream(body));
                 (
@@ -358,18 +358,13 @@ impl CacheStep {
                 response_time,
             )
         };
+        ctx.rules.strip_tags(&mut parts.headers);
         let (outcome, fill) = match plan {
             Ok(plan) => {
                 let ttl = plan.ttl;
                 let fill = match plan.slicing {
                     Some(slicing) => Fill::sliced(self.cache.clone(), ctx.key, plan, slicing),
-                    None => Some(Fill::new(
-                        self.cache.clone(),
-                        ctx.key,
-                        plan.head,
-                        plan.secondary,
-                        plan.length,
-                    )),
+                    None => Some(Fill::new(self.cache.clone(), ctx.key, plan)),
                 };
                 (Stored::Yes { ttl }, fill)
             }

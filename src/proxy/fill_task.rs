@@ -120,11 +120,15 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
             response_time,
         )
     };
+    // Tag fields are for this cache: the clients (and followers) never see
+    // them, stored or not.
+    rules.strip_tags(&mut parts.headers);
     let Plan {
         head,
         ttl,
         secondary,
         length,
+        tags,
         ..
     } = match plan {
         Ok(plan) if plan.slicing.is_some() => {
@@ -174,7 +178,7 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
     if length.is_some_and(|l| l != received) {
         return flight.body_failed();
     }
-    let entry = Arc::new(Entry::compact(head, &chunks, secondary));
+    let entry = Arc::new(Entry::compact(head, &chunks, secondary).with_tags(tags));
     cache.store.insert(&key, entry.clone());
     flight.done(entry, status, ttl);
 }

@@ -110,6 +110,9 @@ pub(super) struct Trace {
     mode: Mode,
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
+    /// Set by `prepare` when `want_key`: the access log shows the key.
+    key: Option<Arc<str>>,
+    want_key: bool,
 }
 
 static X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
@@ -238,6 +241,28 @@ impl Handler {
             .collect()
     }
 
+    /// The key of `url_key` (a namespace-less primary key) in `namespace`,
+    /// with that route's `cache_key` query rules applied, as a request for
+    /// that URL would be keyed.
+    pub fn key_in(&self, namespace: &str, url_key: &str) -> String {
+        let policy = self.policy.load();
+        let route = policy
+            .classifier
+            .routes
+            .all()
+            .find(|r| &*r.namespace == namespace);
+        let Some(route) = route else {
+            return crate::cache::key::in_namespace(namespace, url_key);
+        };
+        let path_at = url_key
+            .find("://")
+            .and_then(|i| url_key[i + 3..].find('/').map(|j| i + 3 + j))
+            .unwrap_or(url_key.len());
+        let (origin, path) = url_key.split_at(path_at);
+        let path = route.cache_rules.key.path(path);
+        format!("{namespace} {origin}{path}")
+    }
+
     /// Every upstream group, in the configuration's order.
     pub fn upstream_groups(&self) -> Vec<Arc<crate::upstream::Group>> {
         self.policy.load().groups.clone()
@@ -321,6 +346,8 @@ impl Handler {
             mode: Mode::Local,
             route: None,
             upstream: None,
+            key: None,
+            want_key: done.logs_key(),
         };
         let (result, cache_status) = self.proxy(req, client, index, &mut trace).await;
         let mut response = match result {
@@ -363,6 +390,7 @@ impl Handler {
             cache_header: logged_cache_header,
             mode: trace.mode,
             route: trace.route,
+            cache_key: trace.key,
             upstream: trace.upstream.filter(|_| went_upstream),
             content_type: logging
                 .then(|| response.headers().get(header::CONTENT_TYPE).cloned())

@@ -153,7 +153,8 @@ impl Handler {
                 } else {
                     ("http", 80)
                 };
-                let key = key::primary(&route.namespace, scheme, client_host, port, path.as_str());
+                let keyed = route.cache_rules.key.path(path.as_str());
+                let key = key::primary(&route.namespace, scheme, client_host, port, &keyed);
                 let to = crate::upstream::Target {
                     tls: route.tls.clone(),
                     group: route
@@ -171,6 +172,9 @@ impl Handler {
                 )
             }
         };
+        if trace.want_key {
+            trace.key = Some(Arc::from(key.as_str()));
+        }
         parts.uri = uri;
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(protocols) = upgrade {

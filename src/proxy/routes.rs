@@ -122,15 +122,7 @@ impl RouteTable {
                 forwarded: c.forwarded,
                 https_redirect: c.https_redirect,
                 tls: origin_tls(c, upstream_ca)?,
-                cache_rules: Arc::new(CacheRules {
-                    targeted_fields: c
-                        .targeted_fields
-                        .as_ref()
-                        .unwrap_or(&cache.targeted_fields)
-                        .iter()
-                        .map(|f| f.0.clone())
-                        .collect(),
-                }),
+                cache_rules: Arc::new(CacheRules::for_route(cache, c)),
             };
             match table.groups.iter_mut().find(|(p, _)| *p == c.host) {
                 Some((_, routes)) => routes.push(route),

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::cached::Exchange;
-use crate::cache::fill::{finish_origin_head, plan_sliced};
+use crate::cache::fill::{finish_origin_head, plan_sliced, Plan};
 use crate::cache::policy::StoredResponse;
 use crate::cache::rules::CacheRules;
 use crate::cache::slices::{self, ContentRange, Manifest};
@@ -28,8 +28,8 @@ pub(super) enum Piece {
         body: Bytes,
         /// The 206 head, as stored with the slice.
         head: StoredResponse,
-        /// The whole object's head and freshness, when it may be stored.
-        whole: Option<(StoredResponse, i64)>,
+        /// The whole object's head, freshness and tags, when it may be stored.
+        whole: Option<Box<Plan>>,
     },
     /// Something else: a different representation, a 200, an error status.
     Other(Response<crate::upstream::OriginBody>),
@@ -128,7 +128,7 @@ impl Origin {
         Piece::Slice {
             body,
             head: slice_head,
-            whole: plan.ok().map(|plan| (plan.head, plan.ttl)),
+            whole: plan.ok().map(Box::new),
         }
     }
 }

@@ -85,13 +85,15 @@ impl CacheStep {
             Piece::Slice {
                 body,
                 head,
-                whole: Some((whole, ttl)),
+                whole: Some(plan),
             } => {
+                let ttl = plan.ttl;
                 let complete =
                     slices::ContentRange::parse(&head.headers.to_map(0)).map_or(0, |r| r.complete);
                 if complete <= size && complete <= self.cache.max_object_size() {
                     // The whole object came in one piece: keep it whole.
-                    let entry = Arc::new(Entry::new(whole, body, Vec::new()));
+                    let entry = Entry::new(plan.head, body, plan.secondary).with_tags(plan.tags);
+                    let entry = Arc::new(entry);
                     self.cache.store.insert(&ex.key, entry.clone());
                     let resp = self.serve_stored(
                         &entry,
@@ -105,7 +107,8 @@ impl CacheStep {
                     return Ok((Ok(resp), forwarded(Fwd::UriMiss, Some(status), stored)));
                 }
                 let slicing = Slicing { size, complete };
-                let Some(etag) = whole
+                let Some(etag) = plan
+                    .head
                     .headers
                     .get_str(header::ETAG)
                     .and_then(|e| HeaderValue::from_str(e).ok())
@@ -113,7 +116,7 @@ impl CacheStep {
                     self.cache.mark_unsliceable(&ex.key);
                     return Err(ex);
                 };
-                let entry = self.cache.put_manifest(&ex.key, size, whole);
+                let entry = self.cache.put_manifest(&ex.key, size, plan.head, plan.tags);
                 let manifest = Manifest {
                     entry,
                     slicing,
@@ -205,8 +208,10 @@ impl CacheStep {
             {
                 Piece::Slice { body, head, whole } => {
                     match whole {
-                        Some((whole, _)) => {
-                            manifest.entry = self.cache.put_manifest(&key, slicing.size, whole);
+                        Some(plan) => {
+                            manifest.entry =
+                                self.cache
+                                    .put_manifest(&key, slicing.size, plan.head, plan.tags);
                             self.cache
                                 .put_slice(&key, &manifest, first_index, head, body.clone());
                         }
@@ -320,9 +325,12 @@ impl CacheStep {
             now,
             now,
         );
+        let mut parts = parts;
+        ex.rules.strip_tags(&mut parts.headers);
         let (entry, outcome) = match plan {
             Ok(plan) => {
-                let entry = Arc::new(Entry::new(plan.head, body, plan.secondary));
+                let entry = Entry::new(plan.head, body, plan.secondary).with_tags(plan.tags);
+                let entry = Arc::new(entry);
                 self.cache.store.insert(&ex.key, entry.clone());
                 (entry, Stored::Yes { ttl: plan.ttl })
             }

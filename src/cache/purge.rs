@@ -1,0 +1,85 @@
+//! Purging, by URL, prefix or tag, hard (removed) or soft (made stale, so
+//! the next request revalidates while stale-while-revalidate and
+//! stale-if-error still apply: a purge never sends a crowd to the origin).
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use super::{key, slices, Cache, CacheStats};
+
+impl Cache {
+    /// Purges `key` (its variants, and its slices when it is sliced); true
+    /// when something was stored.
+    pub fn purge_url(&self, key: &str, soft: bool) -> bool {
+        let done = if soft {
+            let now = SystemTime::now();
+            let size = self.slice_size();
+            let manifest = size > 0 && self.store.soften(&slices::manifest_key(key, size), now);
+            self.store.soften(key, now) || manifest
+        } else {
+            self.remove_url(key)
+        };
+        if done {
+            self.count_purge(soft);
+        }
+        done
+    }
+
+    /// Purges every URL in one of `namespaces` under `url_prefix`; how many.
+    pub fn purge_prefix(&self, namespaces: &[&str], url_prefix: &str, soft: bool) -> usize {
+        // An eager ban: the keys are walked now, so later requests never
+        // see the purged objects.
+        let keys: Vec<_> = self
+            .store
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| {
+                let (namespace, url) = key::split(key);
+                url.starts_with(url_prefix) && namespaces.contains(&namespace)
+            })
+            .collect();
+        let now = SystemTime::now();
+        let urls: HashSet<&str> = keys
+            .iter()
+            .filter(|k| {
+                if soft {
+                    self.store.soften(k, now)
+                } else {
+                    self.store.remove(k)
+                }
+            })
+            .map(|k| url_of(k))
+            .collect();
+        for _ in 0..urls.len() {
+            self.count_purge(soft);
+        }
+        urls.len()
+    }
+
+    /// Purges every URL in one of `namespaces` whose stored variants carry
+    /// any of `tags`, with all its variants and slices; how many URLs. Only
+    /// the tagged keys are visited (the tag index), never the whole store.
+    pub fn purge_tags(&self, namespaces: &[&str], tags: &[String], soft: bool) -> usize {
+        let urls: HashSet<String> = tags
+            .iter()
+            .flat_map(|tag| self.store.tagged(tag))
+            .filter(|key| namespaces.contains(&key::split(key).0))
+            .map(|key| url_of(&key).to_string())
+            .collect();
+        urls.iter().filter(|url| self.purge_url(url, soft)).count()
+    }
+
+    fn count_purge(&self, soft: bool) {
+        if soft {
+            CacheStats::count(&self.stats.soft_purges);
+        } else {
+            CacheStats::count(&self.stats.purges);
+        }
+    }
+}
+
+/// The URL key a manifest or slice key belongs to (`slices.rs` keys are the
+/// URL key, a space, then `slices=`).
+fn url_of(key: &str) -> &str {
+    key.split_once(" slices=").map_or(key, |(url, _)| url)
+}
