@@ -5,15 +5,10 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
+#[path = "rss.rs"]
+mod rss;
+use rss::rss_kb;
+
 fn main() {
     use viaduct::cache::policy::StoredResponse;
     use viaduct::cache::store::{Entry, Store};

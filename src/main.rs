@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cache_cli;
+
 /// mimalloc: fewer bytes per small allocation and less fragmentation than the
 /// system allocator for a cache of many small objects (see docs/benchmarks.md).
 #[global_allocator]
@@ -23,12 +25,15 @@ Examples:
   viaduct --check -c proxy.toml        validate a configuration and exit
   curl -x http://127.0.0.1:8080 http://example.test/   use it as a forward proxy
   echo -n 'secret' | viaduct hash-password             a hash for [forward.auth] users
+  viaduct cache ls --tag shoes                         stored URLs tagged `shoes` (admin API)
+  viaduct cache show http://example.test/              what is stored for one URL
+  viaduct cache purge --prefix http://example.test/img/ --soft
 
 Logging: RUST_LOG (e.g. RUST_LOG=debug) overrides [log] level."
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(short, long, value_name = "FILE")]
+    /// Configuration file [default: ./proxy.toml, built-in defaults if absent].
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
     /// Validate the configuration and exit: 0 when valid, 2 with `file:line: message` when not.
@@ -43,12 +48,19 @@ struct Args {
 enum Command {
     /// Read a password on stdin and print its bcrypt hash, for `[forward.auth] users`.
     HashPassword,
+    /// Inspect and purge the cache of a running proxy through its admin API:
+    /// `cache ls`, `cache show URL`, `cache purge`.
+    Cache(cache_cli::CacheArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::HashPassword) = args.command {
-        return hash_password();
+    match &args.command {
+        Some(Command::HashPassword) => return hash_password(),
+        Some(Command::Cache(cache)) => {
+            return cache_cli::run(cache, args.config.is_some(), || load(&args))
+        }
+        None => {}
     }
     let config = match load(&args) {
         Ok(config) => config,

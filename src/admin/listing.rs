@@ -48,27 +48,38 @@ pub(super) fn list(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
         },
     };
     let tag = query_param(query, "tag");
+    if let Some(bad) = tag.as_ref().filter(|t| !valid_tag(t)) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "tag {:?}: a tag is 1 to 1024 bytes, without spaces or commas\n",
+                bad
+            ),
+        );
+    }
     let wanted = |k: &str| {
         let (namespace, url) = key::split(k);
         namespaces.iter().any(|n| n == namespace)
             && prefix.as_deref().is_none_or(|p| url.starts_with(p))
     };
-    let now = SystemTime::now();
-    let mut rows = Vec::new();
-    let mut more = false;
-    let mut push = |k: &str, all: &Variants| {
-        if rows.len() == limit {
-            more = true;
-            return;
+    // Every match first, then sorted, then cut: a truncated list is the
+    // first `limit` keys, the same on every call.
+    let mut found: Vec<(String, Variants, bool)> = Vec::new();
+    let mut take = |k: &str, all: Variants| {
+        // A sliced object shows once, under its URL, as its manifest; its
+        // slices are not rows of their own.
+        match k.split_once(" slices=") {
+            Some((_, rest)) if rest.contains('/') => {}
+            Some((url, _)) => found.push((url.to_string(), all, true)),
+            None => found.push((k.to_string(), all, false)),
         }
-        rows.push(row(admin, k, all, now));
     };
     match &tag {
         Some(tag) => {
             for k in admin.cache.store.tagged(tag) {
                 if wanted(&k) {
                     if let Some(all) = admin.cache.store.variants(&k) {
-                        push(&k, &all);
+                        take(&k, all);
                     }
                 }
             }
@@ -76,18 +87,30 @@ pub(super) fn list(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
         None => {
             for (k, all) in admin.cache.store.iter() {
                 if wanted(&k) {
-                    push(&k, &all);
+                    take(&k, all);
                 }
             }
         }
     }
-    rows.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
-    json(json!({ "entries": rows, "truncated": more }))
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let truncated = found.len() > limit;
+    let now = SystemTime::now();
+    let rows: Vec<Value> = found
+        .iter()
+        .take(limit)
+        .map(|(k, all, sliced)| row(admin, k, all, *sliced, now))
+        .collect();
+    json(json!({ "entries": rows, "truncated": truncated }))
+}
+
+/// A tag as a purge or a listing may name it.
+pub(super) fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.len() <= crate::cache::tags::MAX_TAG_BYTES && !tag.contains([' ', ','])
 }
 
 /// One URL: its newest variant's facts, the variant count, and the union
 /// of its tags.
-fn row(admin: &Admin, k: &str, all: &Variants, now: SystemTime) -> Value {
+fn row(admin: &Admin, k: &str, all: &Variants, sliced: bool, now: SystemTime) -> Value {
     let (namespace, url) = key::split(k);
     let newest = &all[0];
     let (lifetime, _) = policy::lifetime(&newest.head, &admin.cache.heuristics());
@@ -106,5 +129,6 @@ fn row(admin: &Admin, k: &str, all: &Variants, now: SystemTime) -> Value {
         "ttl": lifetime as i64 - age as i64,
         "size": all.iter().map(|e| e.weight()).sum::<usize>(),
         "tags": tags,
+        "sliced": sliced,
     })
 }

@@ -157,10 +157,16 @@ impl Admin {
                 Ok(report) => text(StatusCode::OK, format!("{report}\n")),
                 Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
             },
-            (_, "/purge") => text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "use POST /purge?url=..., ?prefix=... or ?tag=...\n".into(),
-            ),
+            (_, "/purge") => {
+                let mut resp = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST /purge?url=..., ?prefix=... or ?tag=...\n".into(),
+                );
+                // RFC 9110 §15.5.6: a 405 lists the methods that work.
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                resp
+            }
             (_, path) => text(StatusCode::NOT_FOUND, format!("no admin endpoint {path}\n")),
         }
     }
@@ -173,8 +179,10 @@ impl Admin {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            // RFC 9110 §11.1: the scheme name is case-insensitive.
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token);
         constant_time_eq(given.trim().as_bytes(), token.as_bytes())
     }
 }

@@ -83,10 +83,7 @@ impl Admin {
             let purged = self.cache.purge_prefix(&namespaces, &target, soft);
             return answer("prefix", json!(target), purged);
         }
-        if let Some(bad) = tags
-            .iter()
-            .find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES || t.contains([' ', ',']))
-        {
+        if let Some(bad) = tags.iter().find(|t| !super::listing::valid_tag(t)) {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(

@@ -209,7 +209,7 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     let Some(key) = key_of(&url) else {
         return text(
             StatusCode::BAD_REQUEST,
-            format!("not an absolute http URL: {url}\n"),
+            format!("not an absolute http(s) URL: {url}\n"),
         );
     };
     let namespaces = match admin.namespaces(query) {

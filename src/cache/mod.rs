@@ -39,6 +39,9 @@ pub struct Cache {
     pub stats: CacheStats,
     /// URLs whose ranges recently could not be sliced (`slices.rs`).
     unsliceable: moka::sync::Cache<String, ()>,
+    /// Set when the first manifest is stored: until then a miss does not
+    /// look for one (most caches never slice anything).
+    sliced_any: std::sync::atomic::AtomicBool,
 }
 
 /// Cache counters; `/metrics` exports these very counters.
@@ -99,6 +102,7 @@ impl Cache {
                 .max_capacity(10_000)
                 .time_to_live(slices::UNSLICEABLE_FOR)
                 .build(),
+            sliced_any: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

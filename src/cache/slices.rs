@@ -152,7 +152,7 @@ impl Cache {
     /// The manifest of `key`'s sliced object, if one is held.
     pub fn manifest(&self, key: &str) -> Option<Manifest> {
         let size = self.slice_size();
-        if size == 0 {
+        if size == 0 || !self.sliced_any.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let Lookup::Found { entry, .. } = self
@@ -183,6 +183,8 @@ impl Cache {
         head: StoredResponse,
         tags: Tags,
     ) -> Arc<Entry> {
+        self.sliced_any
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let entry = Arc::new(Entry::new(head, Bytes::new(), Vec::new()).with_tags(tags));
         self.store.insert(&manifest_key(key, size), entry.clone());
         entry
