@@ -201,7 +201,6 @@ impl Store {
     /// dropping the oldest variants beyond `max_variants`. Atomic per URL.
     pub fn insert(&self, key: &str, entry: Arc<Entry>) {
         let max = self.max_variants.load(std::sync::atomic::Ordering::Relaxed);
-        let mut tagged: Vec<Arc<str>> = Vec::new();
         self.cache.entry_by_ref(key).and_compute_with(|current| {
             let mut list: Vec<Arc<Entry>> = Vec::with_capacity(max.min(4));
             list.push(entry.clone());
@@ -215,19 +214,20 @@ impl Store {
                         .cloned(),
                 );
             }
-            tagged = tags::union(list.iter()).into_iter().cloned().collect();
+            // Counted before the list is in the store: once it is, another
+            // thread may evict it, and its release must find the count.
+            let tagged = tags::union(list.iter());
+            if !tagged.is_empty() {
+                self.tags.add(key, tagged.into_iter());
+            }
             Op::Put(Arc::from(list))
         });
-        if !tagged.is_empty() {
-            self.tags.add(key, tagged.iter());
-        }
     }
 
     /// Makes every variant of `key` stale from `now` on (a soft purge);
     /// true when something was stored.
     pub fn soften(&self, key: &str, now: std::time::SystemTime) -> bool {
         let mut found = false;
-        let mut tagged: Vec<Arc<str>> = Vec::new();
         self.cache.entry_by_ref(key).and_compute_with(|current| {
             let Some(current) = current else {
                 return Op::Nop;
@@ -238,12 +238,12 @@ impl Store {
                 .iter()
                 .map(|e| Arc::new(e.expired_copy(now)))
                 .collect();
-            tagged = tags::union(list.iter()).into_iter().cloned().collect();
+            let tagged = tags::union(list.iter());
+            if !tagged.is_empty() {
+                self.tags.add(key, tagged.into_iter());
+            }
             Op::Put(Arc::from(list))
         });
-        if !tagged.is_empty() {
-            self.tags.add(key, tagged.iter());
-        }
         found
     }
 

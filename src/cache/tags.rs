@@ -6,8 +6,9 @@
 //! The index counts, per tag and key, the stored values (a URL's list of
 //! variants) carrying the tag: +1 when a list is put, -1 when moka lets a
 //! list go for any reason (replaced, evicted, expired, removed). Each list
-//! is put once and let go once, so the counts are right whatever order
-//! the two come in, and a key leaves the index with its last tagged list.
+//! is counted before it enters the store (inside the store's compute, so
+//! no other thread can evict it first) and released once after it leaves,
+//! so a key leaves the index with its last tagged list.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
