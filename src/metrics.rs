@@ -170,6 +170,8 @@ pub struct ServerFamilies {
     pub requests: Family<ServerLabels, Counter>,
     pub errors: Family<ServerLabels, Counter>,
     pub response_time: Family<ServerLabels, Histogram, fn() -> Histogram>,
+    /// Forward requests through `[forward] parent` proxies (or direct after them).
+    pub parents: crate::upstream::parents::ParentMetrics,
 }
 
 impl Default for ServerFamilies {
@@ -179,6 +181,7 @@ impl Default for ServerFamilies {
             requests: Family::default(),
             errors: Family::default(),
             response_time: Family::new_with_constructor(duration_histogram),
+            parents: Family::default(),
         }
     }
 }
@@ -397,6 +400,11 @@ impl Metrics {
             "config_loaded_timestamp_seconds",
             "When the configuration in use was loaded, in Unix seconds",
             m.config_loaded.clone(),
+        );
+        r.register(
+            "forward_parent_requests",
+            "Forward requests sent through a parent proxy, by parent (or direct after the parents) and outcome",
+            m.servers.parents.clone(),
         );
         r.register(
             "upstream_server_up",

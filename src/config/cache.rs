@@ -194,3 +194,50 @@ impl<'de> Deserialize<'de> for StatusTtl {
         Ok(StatusTtl(out))
     }
 }
+
+/// `[forward] parent`: `http://[user:password@]host:port` of a forward
+/// proxy. Plain HTTP (the parent fetches `https://` URLs itself, and
+/// tunnels are CONNECTs through it); the port is required.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ParentUrl {
+    pub authority: http::uri::Authority,
+    /// `user:password`, sent as Basic `Proxy-Authorization`.
+    pub credentials: Option<String>,
+}
+
+impl std::fmt::Debug for ParentUrl {
+    // Never the credentials (no secret in a log line).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ParentUrl({})", self.authority)
+    }
+}
+
+impl<'de> Deserialize<'de> for ParentUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let shown = match text.rsplit_once('@') {
+            Some((_, host)) => format!("http://***@{host}"),
+            None => text.clone(),
+        };
+        let bad = |why: &str| de::Error::custom(format!("parent {shown:?}: {why}"));
+        let rest = text
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("use http://host:port (a parent is reached over plain HTTP)"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (credentials, host) = match rest.rsplit_once('@') {
+            Some((c, h)) => (Some(c.to_string()), h),
+            None => (None, rest),
+        };
+        if credentials.as_deref().is_some_and(|c| !c.contains(':')) {
+            return Err(bad("credentials are user:password"));
+        }
+        let authority: http::uri::Authority = host.parse().map_err(|_| bad("not host:port"))?;
+        if authority.port_u16().is_none() || authority.host().is_empty() || host.contains('/') {
+            return Err(bad("give the parent's host and port, as http://host:port"));
+        }
+        Ok(ParentUrl {
+            authority,
+            credentials,
+        })
+    }
+}

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+pub use cache::ParentUrl;
 pub use cache::{
     CacheConfig, CacheKeyConfig, CookieName, FieldName, QueryGlob, SetCookie, StatusTtl,
 };
@@ -170,6 +171,12 @@ pub struct ForwardConfig {
     pub auth: Option<AuthConfig>,
     /// The PAC file at `/proxy.pac` and `/wpad.dat`.
     pub pac: PacConfig,
+    /// Parent proxies (`http://[user:password@]host:port`): forward requests
+    /// this cache does not answer, and CONNECT tunnels, go through the first
+    /// one that is up (a cache hierarchy).
+    pub parent: Vec<ParentUrl>,
+    /// With parents: never go direct, even when every parent is down (502).
+    pub never_direct: bool,
 }
 
 impl Default for ForwardConfig {
@@ -188,6 +195,8 @@ impl Default for ForwardConfig {
             ],
             allow_loopback: false,
             auth: None,
+            parent: Vec::new(),
+            never_direct: false,
             pac: PacConfig::default(),
         }
     }

@@ -13,7 +13,7 @@ use super::classify::Classifier;
 use super::routes::RouteTable;
 use crate::config::{Config, PacConfig, UpstreamConfig};
 use crate::metrics::{self, ServerFamilies};
-use crate::upstream::{Group, OriginTls, Upstream};
+use crate::upstream::{Group, OriginTls, Parent, Parents, Upstream};
 
 pub(super) struct Policy {
     pub classifier: Classifier,
@@ -31,6 +31,8 @@ pub(super) struct Policy {
     pub purge_allow: Vec<crate::config::Cidr>,
     /// `[forward] tunnel_idle_timeout`, for tunnels opened from now on.
     pub tunnel_idle: std::time::Duration,
+    /// Where forward requests go: direct, or through `[forward] parent`.
+    pub forward_target: crate::upstream::Target,
 }
 
 impl Policy {
@@ -43,7 +45,7 @@ impl Policy {
         servers: &ServerFamilies,
         pool: impl Fn(&UpstreamConfig) -> Arc<Upstream>,
     ) -> Result<Policy, String> {
-        let groups = upstream_groups(&config.upstream, servers, pool)?;
+        let groups = upstream_groups(&config.upstream, servers, &pool)?;
         let routes = RouteTable::new(
             &config.routes,
             config.upstream.tls_ca.as_deref(),
@@ -71,6 +73,7 @@ impl Policy {
             max_body: config.server.max_request_body.bytes(),
             purge_allow: config.cache.purge_allow.clone(),
             tunnel_idle: config.forward.tunnel_idle_timeout.get(),
+            forward_target: forward_target(config, servers, &pool),
         })
     }
 
@@ -88,12 +91,39 @@ impl Policy {
     }
 }
 
+/// Forward traffic's target: with `[forward] parent`, the parents, over a
+/// pool of their own (operator-chosen addresses: not guarded).
+fn forward_target(
+    config: &Config,
+    servers: &ServerFamilies,
+    pool: &impl Fn(&UpstreamConfig) -> Arc<Upstream>,
+) -> crate::upstream::Target {
+    let forward = &config.forward;
+    if forward.parent.is_empty() {
+        return crate::upstream::Target::default();
+    }
+    let parents = forward
+        .parent
+        .iter()
+        .map(|p| Parent::new(p.authority.clone(), p.credentials.as_deref()))
+        .collect();
+    crate::upstream::Target {
+        parents: Some(Arc::new(Parents::new(
+            parents,
+            forward.never_direct,
+            pool(&config.upstream),
+            servers.parents.clone(),
+        ))),
+        ..Default::default()
+    }
+}
+
 /// The `[[upstream.group]]`s by name, their `https://` servers trusting the
 /// public roots and `[upstream] tls_ca`.
 fn upstream_groups(
     config: &UpstreamConfig,
     servers: &ServerFamilies,
-    pool: impl Fn(&UpstreamConfig) -> Arc<Upstream>,
+    pool: &impl Fn(&UpstreamConfig) -> Arc<Upstream>,
 ) -> Result<HashMap<String, Arc<Group>>, String> {
     let cas: Vec<std::path::PathBuf> = config.tls_ca.iter().cloned().collect();
     let mut groups = HashMap::new();

@@ -116,7 +116,7 @@ impl Handler {
                     authority.to_string(),
                     key,
                     self.forward_upstream.clone(),
-                    crate::upstream::Target::default(),
+                    policy.forward_target.clone(),
                     CacheRules::forward(),
                 )
             }
@@ -161,6 +161,7 @@ impl Handler {
                         .group
                         .as_ref()
                         .map(|group| group.target(&key, !route.preserve_host)),
+                    parents: None,
                 };
                 (
                     uri,

@@ -40,14 +40,35 @@ impl Handler {
             )));
         }
         let label = authority.to_string();
-        // Every CONNECT target, however spelled, goes through the guard; the
-        // connection is made to exactly the addresses it returns.
-        let addrs = self
-            .guard
-            .resolve(authority.host(), port)
-            .await
-            .map_err(|e| ProxyError::Upstream(UpstreamError::from_guard(&e, label.clone())))?;
-        let origin = self.open(&addrs, &label).await?;
+        let through_parent = match &policy.forward_target.parents {
+            Some(parents) => {
+                // The parent resolves the name; what can be refused without
+                // resolving it is refused here.
+                self.guard
+                    .check_unresolved(authority.host(), port)
+                    .map_err(|e| {
+                        ProxyError::Upstream(UpstreamError::from_guard(&e, label.clone()))
+                    })?;
+                self.open_via_parent(parents, &authority).await?
+            }
+            None => None,
+        };
+        let origin = match through_parent {
+            Some(stream) => stream,
+            None => {
+                // Every CONNECT target, however spelled, goes through the
+                // guard; the connection is made to exactly the addresses it
+                // returns.
+                let addrs = self
+                    .guard
+                    .resolve(authority.host(), port)
+                    .await
+                    .map_err(|e| {
+                        ProxyError::Upstream(UpstreamError::from_guard(&e, label.clone()))
+                    })?;
+                self.open(&addrs, &label).await?
+            }
+        };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let idle = policy.tunnel_idle;
         drop(policy);
@@ -79,6 +100,58 @@ impl Handler {
             drop(slot);
         });
         Ok(Response::new(ProxyBody::empty()))
+    }
+
+    /// A tunnel through the first parent that opens one: `Ok(None)` when no
+    /// parent could be reached and going direct is allowed.
+    async fn open_via_parent(
+        &self,
+        parents: &crate::upstream::Parents,
+        target: &http::uri::Authority,
+    ) -> Result<Option<TcpStream>, ProxyError> {
+        let mut last = None;
+        for parent in parents.candidates() {
+            let label = parent.authority.to_string();
+            let addrs: Vec<std::net::SocketAddr> =
+                match tokio::net::lookup_host(parent.authority.as_str()).await {
+                    Ok(addrs) => addrs.collect(),
+                    Err(_) => Vec::new(),
+                };
+            let stream = match self.open(&addrs, &label).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    parents.record(parent, false);
+                    last = Some(e);
+                    continue;
+                }
+            };
+            parents.record(parent, true);
+            return match parent_connect(
+                stream,
+                target,
+                parent.credentials(),
+                self.upstream_connect_timeout,
+            )
+            .await
+            {
+                Ok(stream) => Ok(Some(stream)),
+                // The parent answered and said no: its answer stands.
+                Err(why) => Err(ProxyError::Upstream(UpstreamError::Invalid {
+                    upstream: label,
+                    detail: why,
+                })),
+            };
+        }
+        if parents.never_direct {
+            return Err(last.unwrap_or_else(|| {
+                ProxyError::Upstream(UpstreamError::Other {
+                    upstream: target.to_string(),
+                    detail: "no parent proxy is up, and never_direct forbids going direct".into(),
+                })
+            }));
+        }
+        parents.count("direct", true);
+        Ok(None)
     }
 
     /// Connects to the first address that answers, within the connect timeout.
@@ -181,6 +254,47 @@ where
                 }
             }
         }
+    }
+}
+
+/// Asks the parent on `stream` for a tunnel to `target` (RFC 9110 §9.3.6)
+/// and reads its answer head byte by byte, so that no byte of the tunnel is
+/// read with it. `Err` says why the parent did not open it.
+async fn parent_connect(
+    mut stream: TcpStream,
+    target: &http::uri::Authority,
+    credentials: Option<&http::HeaderValue>,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+    if let Some(credentials) = credentials {
+        head.extend_from_slice(b"Proxy-Authorization: ");
+        head.extend_from_slice(credentials.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let exchange = async {
+        stream.write_all(&head).await.map_err(|e| e.to_string())?;
+        let mut answer = Vec::with_capacity(256);
+        while !answer.ends_with(b"\r\n\r\n") {
+            if answer.len() > 16 * 1024 {
+                return Err("the parent's answer head is over 16 KiB".to_string());
+            }
+            let byte = stream.read_u8().await.map_err(|e| e.to_string())?;
+            answer.push(byte);
+        }
+        Ok(answer)
+    };
+    let answer = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "the parent did not answer the CONNECT in time".to_string())??;
+    let status_line = answer.split(|b| *b == b'\n').next().unwrap_or_default();
+    let status = String::from_utf8_lossy(status_line);
+    let code = status.split_whitespace().nth(1).unwrap_or("");
+    if code.len() == 3 && code.starts_with('2') {
+        Ok(stream)
+    } else {
+        Err(format!("the parent refused the tunnel: {}", status.trim()))
     }
 }
 

@@ -65,6 +65,11 @@ pub struct Opened {
 }
 
 impl Connector {
+    /// The destination guard, for forward traffic.
+    pub fn guard(&self) -> Option<&Arc<Guard>> {
+        self.guard.as_ref()
+    }
+
     pub fn new(
         max_per_host: usize,
         connect_timeout: Duration,

@@ -152,6 +152,22 @@ impl Guard {
             .any(|v| v == bound || v.is_loopback() || (bound.is_unspecified() && addr::is_local(v)))
     }
 
+    /// What can be checked without resolving `host` (for requests a parent
+    /// proxy resolves): a denied name, or a literal address this proxy
+    /// would refuse (its own listeners, loopback, deny rules).
+    pub fn check_unresolved(&self, host: &str, port: u16) -> Result<(), GuardError> {
+        let name = normalize_host(host);
+        let refused = match addr::parse_literal(&name) {
+            _ if self.host_denied(&name) => Some(Refusal::DenyRule),
+            Some(ip) => self.refusal(SocketAddr::new(ip, port)),
+            None => None,
+        };
+        match refused {
+            Some(why) => Err(GuardError::Denied { host: name, why }),
+            None => Ok(()),
+        }
+    }
+
     /// The addresses `host:port` may be reached at, all checked. An
     /// IPv4-mapped address comes back as its IPv4 address (the same
     /// destination, reachable without an IPv6 socket).

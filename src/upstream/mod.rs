@@ -17,6 +17,7 @@ mod fold;
 pub mod group;
 pub mod guard;
 mod metrics;
+pub mod parents;
 mod pool;
 mod socket;
 
@@ -33,6 +34,7 @@ pub use body::OriginBody;
 pub use error::UpstreamError;
 pub use group::{Group, GroupTarget, ServerMetrics};
 pub use metrics::{KindLabels, UpstreamMetrics};
+pub use parents::{Parent, Parents};
 
 use crate::config::UpstreamConfig;
 use crate::http::body::RequestBody;
@@ -72,6 +74,8 @@ pub struct OriginTls(pub Arc<TlsClient>);
 pub struct Target {
     pub tls: Option<OriginTls>,
     pub group: Option<GroupTarget>,
+    /// Forward traffic with `[forward] parent`: sent through these proxies.
+    pub parents: Option<Arc<Parents>>,
 }
 
 /// A new connection: HTTP/1.1 (one request at a time), or HTTP/2 when the
@@ -182,6 +186,9 @@ impl Upstream {
         upstream: &str,
         to: &Target,
     ) -> Result<Response<OriginBody>, UpstreamError> {
+        if let Some(parents) = &to.parents {
+            return self.send_parents(req, upstream, parents).await;
+        }
         match &to.group {
             Some(group) => self.send_group(req, group).await,
             None => self
@@ -223,6 +230,39 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path);
+        self.send_on(parts, body, &origin, upstream, tag).await
+    }
+
+    /// Sends `req` to the forward proxy at `parent` as it is: absolute-form
+    /// (RFC 9112 §3.2.2), `https://` targets included (the parent fetches
+    /// them), over plain HTTP/1.1.
+    async fn send_via(
+        &self,
+        req: Request<RequestBody>,
+        upstream: &str,
+        parent: &Authority,
+    ) -> Result<Response<OriginBody>, (UpstreamError, Option<Unsent>)> {
+        let (mut parts, body) = req.into_parts();
+        let tag = parts.extensions.remove::<StoreTag>();
+        let key = format!("parent {parent}");
+        let origin = Origin {
+            authority: parent,
+            key: &key,
+            tls: None,
+        };
+        self.send_on(parts, body, &origin, upstream, tag).await
+    }
+
+    /// The request, its target already in the form `origin` takes, sent on a
+    /// pooled or new connection to `origin`, with the retry and timeouts.
+    async fn send_on(
+        &self,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        origin: &Origin<'_>,
+        upstream: &str,
+        tag: Option<StoreTag>,
+    ) -> Result<Response<OriginBody>, (UpstreamError, Option<Unsent>)> {
         // Whatever the client spoke, we speak HTTP/1.1 to origins.
         parts.version = Version::HTTP_11;
         let asked_upgrade = parts.headers.get(header::UPGRADE).cloned();
@@ -233,7 +273,7 @@ impl Upstream {
         // for another server of a group.
         let attempt = async {
             let first = self
-                .attempt(Request::from_parts(parts, body), &origin, false)
+                .attempt(Request::from_parts(parts, body), origin, false)
                 .await;
             match (first, replay.as_ref()) {
                 // Usually a pooled connection the origin had just closed;
@@ -244,7 +284,7 @@ impl Upstream {
                         "pooled connection was stale or out of step; retrying once"
                     );
                     let retry = Request::from_parts(copy_parts(replay), RequestBody::Empty);
-                    self.attempt(retry, &origin, true).await
+                    self.attempt(retry, origin, true).await
                 }
                 (other, _) => other,
             }
