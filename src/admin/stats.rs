@@ -257,9 +257,14 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
             })
         }));
     }
+    let owners: Map<String, Value> = keys
+        .iter()
+        .filter_map(|k| Some((k.clone(), json!(admin.handler.peer_owner(k)?.to_string()))))
+        .collect();
     json(json!({
         "url": url,
         "keys": keys,
+        "owners": owners,
         "stored": !variants.is_empty(),
         "variants": variants,
     }))

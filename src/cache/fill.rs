@@ -226,6 +226,26 @@ pub struct Plan {
     pub tags: Tags,
 }
 
+impl Plan {
+    /// Keeps the entry fresh for at most `limit` from `now` (a copy of what
+    /// another cache owns): its lifetime becomes its age plus `limit`
+    /// when that is shorter.
+    pub fn keep_at_most(&mut self, limit: std::time::Duration, cache: &Cache, now: SystemTime) {
+        let limit = limit.as_secs().min(u64::from(u32::MAX)) as i64;
+        if self.ttl <= limit {
+            return;
+        }
+        let age = policy::current_age(&self.head, now) as i64;
+        let lifetime = u32::try_from(age + limit).unwrap_or(u32::MAX);
+        let control = &mut self.head.control;
+        if control.s_maxage.is_present() {
+            control.s_maxage = super::control::Delta::Seconds(lifetime);
+        }
+        control.max_age = super::control::Delta::Seconds(lifetime);
+        self.ttl = freshness_left(&self.head, &cache.heuristics(), now);
+    }
+}
+
 /// An origin head made fit for the client and the store: hop-by-hop fields
 /// removed, and the Date it did not send added (RFC 9110 §6.6.1).
 pub fn finish_origin_head(headers: &mut HeaderMap, received: SystemTime) {

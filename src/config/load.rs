@@ -290,6 +290,19 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             "must be at most 1024 (0 keeps no tags)".into(),
         ));
     }
+    if !c.cluster.peers.is_empty() {
+        match c.cluster.self_addr {
+            Some(me) if c.cluster.peers.contains(&me) => {}
+            Some(_) => return Err((("cluster", None), "self", "must be one of peers".into())),
+            None => {
+                return Err((
+                    ("cluster", None),
+                    "self",
+                    "name this node's own entry of peers".into(),
+                ))
+            }
+        }
+    }
     let slice = c.cache.slice_size.bytes();
     if slice != 0 && (slice < 512 || slice > c.cache.capacity.bytes()) {
         return Err((

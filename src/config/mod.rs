@@ -2,6 +2,7 @@
 //! `file:line: message`.
 
 mod cache;
+mod cluster;
 mod group;
 mod load;
 mod units;
@@ -14,6 +15,7 @@ pub use cache::ParentUrl;
 pub use cache::{
     CacheConfig, CacheKeyConfig, CookieName, FieldName, QueryGlob, SetCookie, StatusTtl,
 };
+pub use cluster::{ClusterConfig, PeerAddr};
 pub use group::{Balance, GroupConfig, HealthCheckConfig, RouteUpstream, ServerSpec};
 pub use load::ConfigError;
 pub use units::{Cidr, Dur, HostPattern, Size, UpstreamUrl};
@@ -38,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
 }

@@ -23,6 +23,7 @@ use crate::cache::store::{Lookup, Variants};
 use crate::cache::{Cache, CacheStats, CacheStatus, Fwd, Stored};
 use crate::http::body::RequestBody;
 use crate::http::headers::{self, Via};
+use crate::upstream::peers::PeerCopy;
 use crate::upstream::{FramingConflict, OriginBody, StoreTag};
 
 /// A request ready for the origin, with what the cache needs to know about it.
@@ -360,7 +361,10 @@ impl CacheStep {
         };
         ctx.rules.strip_tags(&mut parts.headers);
         let (outcome, fill) = match plan {
-            Ok(plan) => {
+            Ok(mut plan) => {
+                if let Some(PeerCopy(limit)) = parts.extensions.get::<PeerCopy>() {
+                    plan.keep_at_most(*limit, &self.cache, response_time);
+                }
                 let ttl = plan.ttl;
                 let fill = match plan.slicing {
                     Some(slicing) => Fill::sliced(self.cache.clone(), ctx.key, plan, slicing),

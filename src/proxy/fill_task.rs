@@ -17,6 +17,7 @@ use crate::cache::store::{Entry, Variants};
 use crate::cache::Cache;
 use crate::http::body::RequestBody;
 use crate::http::headers;
+use crate::upstream::peers::PeerCopy;
 use crate::upstream::{copy_parts, FramingConflict, OriginBody, Upstream, UpstreamError};
 
 /// What the leader of a collapsed fetch alone receives when the answer
@@ -119,6 +120,13 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
             request_time,
             response_time,
         )
+        .map(|mut plan| {
+            // A copy of what another cache peer owns: kept only briefly.
+            if let Some(PeerCopy(limit)) = parts.extensions.get::<PeerCopy>() {
+                plan.keep_at_most(*limit, &cache, response_time);
+            }
+            plan
+        })
     };
     // Tag fields are for this cache: the clients (and followers) never see
     // them, stored or not.

@@ -263,6 +263,11 @@ impl Handler {
         format!("{namespace} {origin}{path}")
     }
 
+    /// The cache peer that owns `key` (`[cluster]`), when there are peers.
+    pub fn peer_owner(&self, key: &str) -> Option<std::net::SocketAddr> {
+        self.policy.load().cluster.as_ref().map(|c| c.owner(key))
+    }
+
     /// Every upstream group, in the configuration's order.
     pub fn upstream_groups(&self) -> Vec<Arc<crate::upstream::Group>> {
         self.policy.load().groups.clone()

@@ -13,6 +13,7 @@ use super::classify::Classifier;
 use super::routes::RouteTable;
 use crate::config::{Config, PacConfig, UpstreamConfig};
 use crate::metrics::{self, ServerFamilies};
+use crate::upstream::peers::Cluster;
 use crate::upstream::{Group, OriginTls, Parent, Parents, Upstream};
 
 pub(super) struct Policy {
@@ -33,6 +34,8 @@ pub(super) struct Policy {
     pub tunnel_idle: std::time::Duration,
     /// Where forward requests go: direct, or through `[forward] parent`.
     pub forward_target: crate::upstream::Target,
+    /// `[cluster]`: the cache peers, when there are several.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Policy {
@@ -74,6 +77,11 @@ impl Policy {
             purge_allow: config.cache.purge_allow.clone(),
             tunnel_idle: config.forward.tunnel_idle_timeout.get(),
             forward_target: forward_target(config, servers, &pool),
+            cluster: config.cluster.self_addr.and_then(|me| {
+                let peers: Vec<SocketAddr> = config.cluster.peers.iter().map(|p| p.0).collect();
+                let local_ttl = config.cluster.local_ttl.get();
+                Cluster::new(&peers, me.0, local_ttl, pool(&config.upstream)).map(Arc::new)
+            }),
         })
     }
 

@@ -16,6 +16,7 @@ use crate::cache::rules::CacheRules;
 use crate::http::body::RequestBody;
 use crate::http::headers;
 use crate::metrics::Mode;
+use crate::upstream::peers::PEER_HEADER;
 
 impl Handler {
     /// admit → classify → route: the request as it will go upstream, and its
@@ -93,6 +94,19 @@ impl Handler {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        // A cache peer's hop says which scheme its client used; from anyone
+        // else the field means nothing and goes.
+        let marker = parts.headers.remove(&PEER_HEADER);
+        let from_peer = marker.filter(|_| {
+            policy
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.is_peer(client.peer.ip()))
+        });
+        let client_tls = match &from_peer {
+            Some(proto) => proto.as_bytes() == b"https",
+            None => client.tls,
+        };
         let (uri, upstream_label, key, pool, to, rules) = match &target {
             Target::Forward { authority, https } => {
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
@@ -148,13 +162,22 @@ impl Handler {
                 // As nginx's `$scheme$host$request_uri`: an origin may answer
                 // differently by X-Forwarded-Proto (its own redirect to
                 // https, say), so the schemes never share an entry.
-                let (scheme, port) = if client.tls {
+                let (scheme, port) = if client_tls {
                     ("https", 443)
                 } else {
                     ("http", 80)
                 };
                 let keyed = route.cache_rules.key.path(path.as_str());
                 let key = key::primary(&route.namespace, scheme, client_host, port, &keyed);
+                // A key another cache peer owns goes to it (not when a peer
+                // sent it: one hop only).
+                let peer = match (&policy.cluster, &from_peer) {
+                    (Some(cluster), None) => {
+                        let host = host.clone().unwrap_or_else(|| route.upstream_host.clone());
+                        cluster.hop(&key, host, scheme)
+                    }
+                    _ => None,
+                };
                 let to = crate::upstream::Target {
                     tls: route.tls.clone(),
                     group: route
@@ -162,6 +185,7 @@ impl Handler {
                         .as_ref()
                         .map(|group| group.target(&key, !route.preserve_host)),
                     parents: None,
+                    peer,
                 };
                 (
                     uri,
@@ -196,7 +220,7 @@ impl Handler {
                 route.forwarded,
                 &client.address,
                 host.as_ref(),
-                client.tls,
+                client_tls,
             );
         }
         self.via.append(&mut parts.headers, client_version);

@@ -18,6 +18,7 @@ pub mod group;
 pub mod guard;
 mod metrics;
 pub mod parents;
+pub mod peers;
 mod pool;
 mod socket;
 
@@ -76,6 +77,8 @@ pub struct Target {
     pub group: Option<GroupTarget>,
     /// Forward traffic with `[forward] parent`: sent through these proxies.
     pub parents: Option<Arc<Parents>>,
+    /// A reverse request for a key another cache peer owns.
+    pub peer: Option<peers::PeerHop>,
 }
 
 /// A new connection: HTTP/1.1 (one request at a time), or HTTP/2 when the
@@ -189,6 +192,15 @@ impl Upstream {
         if let Some(parents) = &to.parents {
             return self.send_parents(req, upstream, parents).await;
         }
+        let req = match &to.peer {
+            Some(hop) => match self.send_peer(req, hop).await {
+                Ok(resp) => return Ok(resp),
+                Err(Err(e)) => return Err(e),
+                // This node owns the key after all (the owner is down).
+                Err(Ok(req)) => req,
+            },
+            None => req,
+        };
         match &to.group {
             Some(group) => self.send_group(req, group).await,
             None => self
@@ -233,7 +245,8 @@ impl Upstream {
         self.send_on(parts, body, &origin, upstream, tag).await
     }
 
-    /// Sends `req` to the forward proxy at `parent` as it is: absolute-form
+    /// Sends `req` to the forward proxy at `parent` (`kind` "parent"), or a
+    /// cache peer (`kind` "peer"), as it is: for a parent absolute-form
     /// (RFC 9112 §3.2.2), `https://` targets included (the parent fetches
     /// them), over plain HTTP/1.1.
     async fn send_via(
@@ -241,10 +254,12 @@ impl Upstream {
         req: Request<RequestBody>,
         upstream: &str,
         parent: &Authority,
+        kind: &'static str,
     ) -> Result<Response<OriginBody>, (UpstreamError, Option<Unsent>)> {
         let (mut parts, body) = req.into_parts();
         let tag = parts.extensions.remove::<StoreTag>();
-        let key = format!("parent {parent}");
+        // Pooled apart from origin connections to the same address.
+        let key = format!("{kind} {parent}");
         let origin = Origin {
             authority: parent,
             key: &key,

@@ -175,7 +175,11 @@ impl Upstream {
                 req.extensions_mut().insert(tag.clone());
             }
             let label = parent.authority.as_str();
-            match parents.pool.send_via(req, label, &parent.authority).await {
+            match parents
+                .pool
+                .send_via(req, label, &parent.authority, "parent")
+                .await
+            {
                 Ok(resp) => {
                     parents.record(parent, true);
                     return Ok(resp);
