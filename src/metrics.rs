@@ -172,6 +172,8 @@ pub struct ServerFamilies {
     pub response_time: Family<ServerLabels, Histogram, fn() -> Histogram>,
     /// Forward requests through `[forward] parent` proxies (or direct after them).
     pub parents: crate::upstream::parents::ParentMetrics,
+    /// Misses sent to the cache peer that owns the key.
+    pub peers: crate::upstream::parents::ParentMetrics,
 }
 
 impl Default for ServerFamilies {
@@ -182,6 +184,7 @@ impl Default for ServerFamilies {
             errors: Family::default(),
             response_time: Family::new_with_constructor(duration_histogram),
             parents: Family::default(),
+            peers: Family::default(),
         }
     }
 }
@@ -405,6 +408,11 @@ impl Metrics {
             "forward_parent_requests",
             "Forward requests sent through a parent proxy, by parent (or direct after the parents) and outcome",
             m.servers.parents.clone(),
+        );
+        r.register(
+            "cluster_peer_requests",
+            "Misses sent to the cache peer that owns the key, by peer and outcome",
+            m.servers.peers.clone(),
         );
         r.register(
             "upstream_server_up",

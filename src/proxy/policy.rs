@@ -80,7 +80,8 @@ impl Policy {
             cluster: config.cluster.self_addr.and_then(|me| {
                 let peers: Vec<SocketAddr> = config.cluster.peers.iter().map(|p| p.0).collect();
                 let local_ttl = config.cluster.local_ttl.get();
-                Cluster::new(&peers, me.0, local_ttl, pool(&config.upstream)).map(Arc::new)
+                let metrics = servers.peers.clone();
+                Cluster::new(&peers, me.0, local_ttl, pool(&config.upstream), metrics).map(Arc::new)
             }),
         })
     }

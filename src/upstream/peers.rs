@@ -59,6 +59,7 @@ pub struct Cluster {
     local_ttl: Duration,
     /// Connections to the other nodes (operator-chosen: not guarded).
     pool: Arc<Upstream>,
+    metrics: super::parents::ParentMetrics,
 }
 
 /// Where a request for a key another node owns goes, from `prepare`.
@@ -79,6 +80,7 @@ impl Cluster {
         me: SocketAddr,
         local_ttl: Duration,
         pool: Arc<Upstream>,
+        metrics: super::parents::ParentMetrics,
     ) -> Option<Cluster> {
         let me = peers.iter().position(|p| *p == me)?;
         let peers = peers
@@ -98,6 +100,7 @@ impl Cluster {
             me,
             local_ttl,
             pool,
+            metrics,
         })
     }
 
@@ -145,6 +148,15 @@ impl Cluster {
             .chain(std::iter::once(me))
     }
 
+    fn count(&self, peer: &str, answered: bool) {
+        self.metrics
+            .get_or_create(&super::parents::ParentLabels {
+                parent: peer.to_string(),
+                outcome: if answered { "answered" } else { "failed" },
+            })
+            .inc();
+    }
+
     /// The owner of `key` among the nodes (for tests and the dashboard).
     pub fn owner(&self, key: &str) -> SocketAddr {
         let first = self
@@ -189,11 +201,12 @@ impl Upstream {
                 req.extensions_mut().insert(tag.clone());
             }
             let label = peer.authority.as_str();
-            match cluster
+            let result = cluster
                 .pool
                 .send_via(req, label, &peer.authority, "peer")
-                .await
-            {
+                .await;
+            cluster.count(label, result.is_ok());
+            match result {
                 Ok(mut resp) => {
                     peer.mark(true);
                     resp.extensions_mut().insert(PeerCopy(cluster.local_ttl));
