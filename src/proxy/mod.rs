@@ -371,7 +371,21 @@ impl Handler {
         let logging = done.logging();
         let logged_cache_header = logging.then(|| cache_header.clone());
         let headers = response.headers_mut();
-        headers.insert(CACHE_STATUS.clone(), cache_header);
+        // RFC 9211 §2: a cache adds its member after those of the caches
+        // before it (a parent proxy, a cache peer, a CDN behind us).
+        match headers.get(&CACHE_STATUS) {
+            Some(earlier) => {
+                let mut both = earlier.as_bytes().to_vec();
+                both.extend_from_slice(b", ");
+                both.extend_from_slice(cache_header.as_bytes());
+                if let Ok(both) = HeaderValue::from_bytes(&both) {
+                    headers.insert(CACHE_STATUS.clone(), both);
+                }
+            }
+            None => {
+                headers.insert(CACHE_STATUS.clone(), cache_header);
+            }
+        }
         if self.x_cache.load(Relaxed) {
             let hit = matches!(
                 cache_status.as_str(),

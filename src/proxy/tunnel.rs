@@ -59,14 +59,22 @@ impl Handler {
                 // Every CONNECT target, however spelled, goes through the
                 // guard; the connection is made to exactly the addresses it
                 // returns.
-                let addrs = self
-                    .guard
-                    .resolve(authority.host(), port)
-                    .await
-                    .map_err(|e| {
-                        ProxyError::Upstream(UpstreamError::from_guard(&e, label.clone()))
-                    })?;
-                self.open(&addrs, &label).await?
+                let direct = async {
+                    let addrs = self
+                        .guard
+                        .resolve(authority.host(), port)
+                        .await
+                        .map_err(|e| {
+                            ProxyError::Upstream(UpstreamError::from_guard(&e, label.clone()))
+                        })?;
+                    self.open(&addrs, &label).await
+                };
+                let opened = direct.await;
+                if let Some(parents) = &policy.forward_target.parents {
+                    // Direct after the parents: counted once it is known.
+                    parents.count("direct", opened.is_ok());
+                }
+                opened?
             }
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -150,7 +158,6 @@ impl Handler {
                 })
             }));
         }
-        parents.count("direct", true);
         Ok(None)
     }
 
