@@ -406,6 +406,11 @@ async fn a_parent_that_is_down_is_passed_over_and_the_request_goes_direct() {
     assert_eq!(parent_requests(admin, &label, "answered").await, 0.0);
     assert_eq!(parent_requests(admin, "direct", "answered").await, 1.0);
     assert_eq!(parent_requests(admin, "direct", "failed").await, 0.0);
+    // The dashboard's numbers say the parent is passed over.
+    let stats = admin_call("GET", admin, "/stats").await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert_eq!(stats["parents"][0]["parent"], label.as_str(), "{stats}");
+    assert_eq!(stats["parents"][0]["up"], false, "{stats}");
     child.shutdown().await;
 }
 

@@ -73,6 +73,7 @@ pub(super) fn groups(admin: &Admin) -> Value {
 }
 
 pub(super) fn snapshot(admin: &Admin) -> Value {
+    let (peers, parents) = admin.handler.hierarchy();
     let m = &admin.metrics;
     let cache = &admin.cache;
     // requests[mode][cache], read once and summed both ways.
@@ -174,6 +175,8 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
             "purges": cache.stats.purges.get(),
         },
         "upstream_groups": groups(admin),
+        "peers": peers.iter().map(|(addr, up, me)| json!({"peer": addr.to_string(), "up": up, "self": me})).collect::<Vec<_>>(),
+        "parents": parents.iter().map(|(addr, up)| json!({"parent": addr, "up": up})).collect::<Vec<_>>(),
         "config": {
             "loaded_at": m.config_loaded.get(),
             "reloads": m.config_reloads.get_or_create(&crate::metrics::ResultLabels { result: "ok" }).get(),

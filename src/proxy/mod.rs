@@ -57,6 +57,10 @@ pub struct ClientConn {
     pub slot: Arc<crate::server::ConnectionSlot>,
 }
 
+/// `[cluster]` nodes as (address, up, this node), and `[forward] parent`
+/// proxies as (address, up).
+pub type Hierarchy = (Vec<(SocketAddr, bool, bool)>, Vec<(String, bool)>);
+
 /// The proxy's own listeners, as a reload leaves them.
 pub struct Listening {
     /// Every bound address, plain and TLS: never a destination.
@@ -261,6 +265,24 @@ impl Handler {
         let (origin, path) = url_key.split_at(path_at);
         let path = route.cache_rules.key.path(path);
         format!("{namespace} {origin}{path}")
+    }
+
+    /// `[cluster]` nodes (address, up, this node) and `[forward] parent`
+    /// proxies (address, up), for `/stats`.
+    pub fn hierarchy(&self) -> Hierarchy {
+        let policy = self.policy.load();
+        let peers = policy
+            .cluster
+            .as_ref()
+            .map(|c| c.state())
+            .unwrap_or_default();
+        let parents = policy
+            .forward_target
+            .parents
+            .as_ref()
+            .map(|p| p.state())
+            .unwrap_or_default();
+        (peers, parents)
     }
 
     /// The cache peer that owns `key` (`[cluster]`), when there are peers.

@@ -114,6 +114,15 @@ impl Parents {
         up
     }
 
+    /// Every parent and whether it is up (not passed over now).
+    pub fn state(&self) -> Vec<(String, bool)> {
+        let now = Instant::now();
+        self.parents
+            .iter()
+            .map(|p| (p.authority.to_string(), p.is_up(now)))
+            .collect()
+    }
+
     /// The outcome of using `parent` (a tunnel, say), for its state and
     /// the metrics.
     pub fn record(&self, parent: &Parent, reached: bool) {

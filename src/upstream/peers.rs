@@ -157,6 +157,16 @@ impl Cluster {
             .inc();
     }
 
+    /// Every node, whether it is up (as this node sees it), and which is this one.
+    pub fn state(&self) -> Vec<(SocketAddr, bool, bool)> {
+        let now = Instant::now();
+        self.peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.addr, i == self.me || p.is_up(now), i == self.me))
+            .collect()
+    }
+
     /// The owner of `key` among the nodes (for tests and the dashboard).
     pub fn owner(&self, key: &str) -> SocketAddr {
         let first = self
