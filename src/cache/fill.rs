@@ -231,19 +231,54 @@ impl Plan {
     /// another cache owns): its lifetime becomes its age plus `limit`
     /// when that is shorter.
     pub fn keep_at_most(&mut self, limit: std::time::Duration, cache: &Cache, now: SystemTime) {
-        let limit = limit.as_secs().min(u64::from(u32::MAX)) as i64;
-        if self.ttl <= limit {
-            return;
+        if let Some(ttl) = cap_lifetime(&mut self.head, self.ttl, limit, cache, now) {
+            self.ttl = ttl;
         }
-        let age = policy::current_age(&self.head, now) as i64;
-        let lifetime = u32::try_from(age + limit).unwrap_or(u32::MAX);
-        let control = &mut self.head.control;
-        if control.s_maxage.is_present() {
-            control.s_maxage = super::control::Delta::Seconds(lifetime);
-        }
-        control.max_age = super::control::Delta::Seconds(lifetime);
-        self.ttl = freshness_left(&self.head, &cache.heuristics(), now);
     }
+}
+
+/// `head`'s lifetime cut so that it is fresh for at most `limit` from
+/// `now`; the new freshness left, or `None` when `ttl` was within it.
+fn cap_lifetime(
+    head: &mut StoredResponse,
+    ttl: i64,
+    limit: std::time::Duration,
+    cache: &Cache,
+    now: SystemTime,
+) -> Option<i64> {
+    let limit = limit.as_secs().min(u64::from(u32::MAX)) as i64;
+    if ttl <= limit {
+        return None;
+    }
+    let age = policy::current_age(head, now) as i64;
+    let lifetime = u32::try_from(age + limit).unwrap_or(u32::MAX);
+    let control = &mut head.control;
+    if control.s_maxage.is_present() {
+        control.s_maxage = super::control::Delta::Seconds(lifetime);
+    }
+    control.max_age = super::control::Delta::Seconds(lifetime);
+    Some(freshness_left(head, &cache.heuristics(), now))
+}
+
+/// After `refresh`: the refreshed entry kept fresh for at most `limit` (a
+/// copy of what another cache owns, revalidated through it), stored again
+/// when that changed it.
+pub fn refreshed_at_most(
+    cache: &Cache,
+    key: &str,
+    (entry, ttl): (Arc<Entry>, i64),
+    limit: std::time::Duration,
+) -> (Arc<Entry>, i64) {
+    let now = SystemTime::now();
+    let mut head = entry.head.clone();
+    let Some(ttl) = cap_lifetime(&mut head, ttl, limit, cache, now) else {
+        return (entry, ttl);
+    };
+    let capped = Entry::new(head, entry.body.clone(), entry.secondary.to_vec())
+        .with_tags(entry.tags().into());
+    let capped = Arc::new(capped);
+    cache.store.insert(key, capped.clone());
+    (capped, ttl)
 }
 
 /// An origin head made fit for the client and the store: hop-by-hop fields

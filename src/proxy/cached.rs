@@ -326,7 +326,15 @@ impl CacheStep {
             selected,
             &parts.headers,
             request_time,
-        ) {
+        )
+        .map(|refreshed| match parts.extensions.get::<PeerCopy>() {
+            // A copy revalidated through the cache peer that owns it: still
+            // kept at most local_ttl.
+            Some(PeerCopy(limit)) => {
+                fill::refreshed_at_most(&self.cache, &ex.key, refreshed, *limit)
+            }
+            None => refreshed,
+        }) {
             Some((entry, ttl)) => {
                 let resp =
                     self.serve_stored(&entry, &method, &client_headers, SystemTime::now(), false);

@@ -92,6 +92,12 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
                 &parts.headers,
                 request_time,
             ) {
+                let (entry, ttl) = match parts.extensions.get::<PeerCopy>() {
+                    Some(PeerCopy(limit)) => {
+                        crate::cache::fill::refreshed_at_most(&cache, &key, (entry, ttl), *limit)
+                    }
+                    None => (entry, ttl),
+                };
                 return flight.done(entry, 304, ttl);
             }
         }

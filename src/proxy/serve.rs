@@ -132,6 +132,9 @@ pub fn stored_response(
         for name in policy::fields_to_strip_on_reuse(stored) {
             headers.remove(name);
         }
+        // What the caches before this one did for the response that filled
+        // the entry (RFC 9211) is not true of a hit here.
+        headers.remove(&super::CACHE_STATUS);
     }
     let age = policy::current_age(stored, now);
     headers.insert(header::AGE, HeaderValue::from(age));
