@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use support::*;
 
@@ -514,26 +513,7 @@ async fn send_from(from: SocketAddr, to: SocketAddr, req: http::Request<Full<Byt
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(from).unwrap();
     let stream = socket.connect(to).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tokio::time::timeout(PATIENCE, async {
-        let resp = sender.send_request(req).await.expect("a response");
-        let (parts, body) = resp.into_parts();
-        let body = http_body_util::BodyExt::collect(body)
-            .await
-            .expect("whole body")
-            .to_bytes();
-        Got {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-        }
-    })
-    .await
-    .expect("a response within patience")
+    Client::over(stream).await.send(req).await
 }
 
 #[tokio::test]

@@ -281,7 +281,12 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.unwrap();
+        Client::over(TcpStream::connect(addr).await.unwrap()).await
+    }
+
+    /// A client on a connection the test opened itself (from a chosen
+    /// source address, say).
+    pub async fn over(stream: TcpStream) -> Client {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
