@@ -623,3 +623,31 @@ fn cluster_configuration_is_checked() {
         &["http://IP:port"],
     );
 }
+
+#[tokio::test]
+async fn a_crowd_spread_over_three_nodes_on_a_cold_key_costs_one_request() {
+    // Each node collapses its own crowd into one request; the non-owners'
+    // requests meet the owner's crowd in the owner's flight.
+    let origin = Origin::start_delayed(
+        |seen| answer(&seen.target, 3600),
+        |_| std::time::Duration::from_millis(300),
+    )
+    .await;
+    let (nodes, addrs) = cluster(&origin, "10s").await;
+    let mut crowd = Vec::new();
+    for i in 0..100 {
+        let node = addrs[i % 3];
+        crowd.push(tokio::spawn(
+            async move { fetch(node, at("/crowd/cold")).await },
+        ));
+    }
+    for client in crowd {
+        let got = client.await.unwrap();
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.text(), "body of /crowd/cold");
+    }
+    assert_eq!(times(&origin.seen(), "/crowd/cold"), 1);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

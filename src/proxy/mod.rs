@@ -395,17 +395,17 @@ impl Handler {
         let headers = response.headers_mut();
         // RFC 9211 §2: a cache adds its member after those of the caches
         // before it (a parent proxy, a cache peer, a CDN behind us).
-        match headers.get(&CACHE_STATUS) {
-            Some(earlier) => {
-                let mut both = earlier.as_bytes().to_vec();
+        match headers.entry(&CACHE_STATUS) {
+            http::header::Entry::Occupied(mut earlier) => {
+                let mut both = earlier.get().as_bytes().to_vec();
                 both.extend_from_slice(b", ");
                 both.extend_from_slice(cache_header.as_bytes());
                 if let Ok(both) = HeaderValue::from_bytes(&both) {
-                    headers.insert(CACHE_STATUS.clone(), both);
+                    earlier.insert(both);
                 }
             }
-            None => {
-                headers.insert(CACHE_STATUS.clone(), cache_header);
+            http::header::Entry::Vacant(slot) => {
+                slot.insert(cache_header);
             }
         }
         if self.x_cache.load(Relaxed) {

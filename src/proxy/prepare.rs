@@ -95,13 +95,12 @@ impl Handler {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         // A cache peer's hop says which scheme its client used; from anyone
-        // else the field means nothing and goes.
-        let marker = parts.headers.remove(&PEER_HEADER);
-        let from_peer = marker.filter(|_| {
-            policy
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.is_peer(client.peer.ip()))
+        // else the field means nothing and goes. Without peers it means
+        // nothing to anyone here, and the lookup is skipped (every request
+        // pays for it otherwise).
+        let from_peer = policy.cluster.as_ref().and_then(|cluster| {
+            let marker = parts.headers.remove(&PEER_HEADER)?;
+            cluster.is_peer(client.peer.ip()).then_some(marker)
         });
         let client_tls = match &from_peer {
             Some(proto) => proto.as_bytes() == b"https",
@@ -174,7 +173,7 @@ impl Handler {
                 let peer = match (&policy.cluster, &from_peer) {
                     (Some(cluster), None) => {
                         let host = host.clone().unwrap_or_else(|| route.upstream_host.clone());
-                        cluster.hop(&key, host, scheme)
+                        cluster.hop(&key, host, scheme).map(Box::new)
                     }
                     _ => None,
                 };

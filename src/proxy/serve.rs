@@ -134,7 +134,11 @@ pub fn stored_response(
         }
         // What the caches before this one did for the response that filled
         // the entry (RFC 9211) is not true of a hit here.
-        headers.remove(&super::CACHE_STATUS);
+        // A scan of the head's small name indexes, cheaper than the
+        // HeaderMap's hash for the common head without one.
+        if stored.headers.contains_key(&super::CACHE_STATUS) {
+            headers.remove(&super::CACHE_STATUS);
+        }
     }
     let age = policy::current_age(stored, now);
     headers.insert(header::AGE, HeaderValue::from(age));

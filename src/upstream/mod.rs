@@ -78,7 +78,7 @@ pub struct Target {
     /// Forward traffic with `[forward] parent`: sent through these proxies.
     pub parents: Option<Arc<Parents>>,
     /// A reverse request for a key another cache peer owns.
-    pub peer: Option<peers::PeerHop>,
+    pub peer: Option<Box<peers::PeerHop>>,
 }
 
 /// A new connection: HTTP/1.1 (one request at a time), or HTTP/2 when the
