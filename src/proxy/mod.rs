@@ -8,6 +8,7 @@ mod classify;
 mod collapse;
 mod error;
 mod fill_task;
+mod inspect;
 mod local;
 mod policy;
 mod prepare;
@@ -16,6 +17,7 @@ pub(crate) mod routes;
 mod serve;
 mod slice_fetch;
 mod sliced;
+mod suspects;
 mod tunnel;
 mod upgrade;
 
@@ -56,10 +58,6 @@ pub struct ClientConn {
     /// upgraded connection keeps it until it ends.
     pub slot: Arc<crate::server::ConnectionSlot>,
 }
-
-/// `[cluster]` nodes as (address, up, this node), and `[forward] parent`
-/// proxies as (address, up).
-pub type Hierarchy = (Vec<(SocketAddr, bool, bool)>, Vec<(String, bool)>);
 
 /// The proxy's own listeners, as a reload leaves them.
 pub struct Listening {
@@ -132,7 +130,7 @@ impl Handler {
         let cache = Arc::new(Cache::new(&config.cache));
         let servers = metrics::ServerFamilies::default();
         let upstream_metrics = crate::upstream::UpstreamMetrics::default();
-        let suspects = forget_suspects(cache.clone());
+        let suspects = suspects::forget_suspects(cache.clone());
         // https:// forward requests (and routes without their own settings)
         // trust the public roots and `[upstream] tls_ca`.
         let default_tls = Arc::new(
@@ -227,132 +225,6 @@ impl Handler {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
-    }
-
-    /// (label, namespace) of every part of the cache: forward traffic, then
-    /// each reverse route by name.
-    pub fn cache_namespaces(&self) -> Vec<(String, String)> {
-        let forward = crate::cache::key::FORWARD;
-        let policy = self.policy.load();
-        std::iter::once((forward.to_string(), forward.to_string()))
-            .chain(
-                policy
-                    .classifier
-                    .routes
-                    .all()
-                    .map(|r| (r.name.to_string(), r.namespace.to_string())),
-            )
-            .collect()
-    }
-
-    /// The key of `url_key` (a namespace-less primary key) in `namespace`,
-    /// with that route's `cache_key` query rules applied, as a request for
-    /// that URL would be keyed.
-    pub fn key_in(&self, namespace: &str, url_key: &str) -> String {
-        let policy = self.policy.load();
-        let route = policy
-            .classifier
-            .routes
-            .all()
-            .find(|r| &*r.namespace == namespace);
-        let Some(route) = route else {
-            return crate::cache::key::in_namespace(namespace, url_key);
-        };
-        let path_at = url_key
-            .find("://")
-            .and_then(|i| url_key[i + 3..].find('/').map(|j| i + 3 + j))
-            .unwrap_or(url_key.len());
-        let (origin, path) = url_key.split_at(path_at);
-        let path = route.cache_rules.key.path(path);
-        format!("{namespace} {origin}{path}")
-    }
-
-    /// `[cluster]` nodes (address, up, this node) and `[forward] parent`
-    /// proxies (address, up), for `/stats`.
-    pub fn hierarchy(&self) -> Hierarchy {
-        let policy = self.policy.load();
-        let peers = policy
-            .cluster
-            .as_ref()
-            .map(|c| c.state())
-            .unwrap_or_default();
-        let parents = policy
-            .forward_target
-            .parents
-            .as_ref()
-            .map(|p| p.state())
-            .unwrap_or_default();
-        (peers, parents)
-    }
-
-    /// The cache peer that owns `key` (`[cluster]`), when there are peers.
-    pub fn peer_owner(&self, key: &str) -> Option<std::net::SocketAddr> {
-        self.policy.load().cluster.as_ref().map(|c| c.owner(key))
-    }
-
-    /// Every upstream group, in the configuration's order.
-    pub fn upstream_groups(&self) -> Vec<Arc<crate::upstream::Group>> {
-        self.policy.load().groups.clone()
-    }
-
-    /// Applies `config`'s routes, groups, forward-proxy, cache and log
-    /// settings to new requests; requests in flight finish with the policy
-    /// they started with. `listening`: the proxy's listeners after the
-    /// reload. `reopen_log`: `[log] access` or `format` changed.
-    pub fn reload(
-        &self,
-        config: &Config,
-        listening: &Listening,
-        reopen_log: bool,
-    ) -> Result<(), String> {
-        let metrics = &self.metrics;
-        let pool = |settings: &crate::config::UpstreamConfig| {
-            Arc::new(Upstream::new(
-                settings,
-                metrics.upstream.clone(),
-                None,
-                self.suspects.clone(),
-                self.default_tls.clone(),
-            ))
-        };
-        let policy = policy::Policy::new(
-            config,
-            listening.addrs.clone(),
-            listening.https_port,
-            &metrics.servers,
-            pool,
-        )?;
-        // Opened before anything changes: a log that cannot open fails the
-        // whole reload.
-        let log = if reopen_log {
-            let log = AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())
-                .map_err(|e| e.to_string())?;
-            Some(log)
-        } else {
-            None
-        };
-        metrics.set_routes(policy.route_rows());
-        self.guard.update(
-            config.forward.deny_destinations.clone(),
-            config.forward.allow_loopback,
-            listening.addrs.clone(),
-        );
-        self.cache.retune(&config.cache);
-        self.cache_step
-            .flights
-            .set_timeout(config.cache.collapse_timeout.get());
-        self.x_cache.store(config.cache.x_cache, Relaxed);
-        self.trace_enabled.store(config.server.trace, Relaxed);
-        if let Some(log) = log {
-            let old = self.access_log.swap(Arc::new(log));
-            // Requests in flight still hold the old log; what it has
-            // gathered so far is written out now, the rest as they finish.
-            tokio::spawn(async move { old.flush().await });
-        }
-        // Pooled forward connections were checked against the old rules.
-        self.forward_upstream.drop_idle();
-        self.policy.store(Arc::new(policy));
-        Ok(())
     }
 
     pub fn cache_handle(&self) -> Arc<Cache> {
@@ -593,36 +465,6 @@ impl Handler {
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
     }
-}
-
-/// When an origin connection turns out to have sent a response nobody asked
-/// for, the answers it gave before may each have been one request behind:
-/// the cache forgets every entry filled over that connection (recent ones,
-/// see `upstream::socket`), so a desynchronised origin cannot leave poisoned
-/// hits behind. Returns the sender the upstream pools report them on.
-fn forget_suspects(cache: Arc<Cache>) -> crate::upstream::Suspects {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
-    tokio::spawn(async move {
-        while let Some(keys) = rx.recv().await {
-            let removed = keys.iter().filter(|k| cache.store.remove(k)).count();
-            tracing::warn!(
-                removed,
-                "an origin sent an unsolicited response; entries filled over that connection were removed"
-            );
-            // A fill whose body ended just as the desync was found may store
-            // a moment after the removal above: look again shortly.
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                for wait in [50, 500] {
-                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-                    for key in &keys {
-                        cache.store.remove(key);
-                    }
-                }
-            });
-        }
-    });
-    tx
 }
 
 /// The 500 for a request whose handler panicked.

@@ -8,9 +8,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::auth::ProxyAuth;
 use super::classify::Classifier;
 use super::routes::RouteTable;
+use super::Listening;
+use crate::access_log::AccessLog;
 use crate::config::{Config, PacConfig, UpstreamConfig};
 use crate::metrics::{self, ServerFamilies};
 use crate::upstream::peers::Cluster;
@@ -154,4 +158,66 @@ fn upstream_groups(
         groups.insert(group.name.clone(), made);
     }
     Ok(groups)
+}
+
+impl super::Handler {
+    /// Applies `config`'s routes, groups, forward-proxy, cache and log
+    /// settings to new requests; requests in flight finish with the policy
+    /// they started with. `listening`: the proxy's listeners after the
+    /// reload. `reopen_log`: `[log] access` or `format` changed.
+    pub fn reload(
+        &self,
+        config: &Config,
+        listening: &Listening,
+        reopen_log: bool,
+    ) -> Result<(), String> {
+        let metrics = &self.metrics;
+        let pool = |settings: &crate::config::UpstreamConfig| {
+            Arc::new(Upstream::new(
+                settings,
+                metrics.upstream.clone(),
+                None,
+                self.suspects.clone(),
+                self.default_tls.clone(),
+            ))
+        };
+        let policy = Policy::new(
+            config,
+            listening.addrs.clone(),
+            listening.https_port,
+            &metrics.servers,
+            pool,
+        )?;
+        // Opened before anything changes: a log that cannot open fails the
+        // whole reload.
+        let log = if reopen_log {
+            let log = AccessLog::open(config.log.access.trim(), config.log.format, metrics.clone())
+                .map_err(|e| e.to_string())?;
+            Some(log)
+        } else {
+            None
+        };
+        metrics.set_routes(policy.route_rows());
+        self.guard.update(
+            config.forward.deny_destinations.clone(),
+            config.forward.allow_loopback,
+            listening.addrs.clone(),
+        );
+        self.cache.retune(&config.cache);
+        self.cache_step
+            .flights
+            .set_timeout(config.cache.collapse_timeout.get());
+        self.x_cache.store(config.cache.x_cache, Relaxed);
+        self.trace_enabled.store(config.server.trace, Relaxed);
+        if let Some(log) = log {
+            let old = self.access_log.swap(Arc::new(log));
+            // Requests in flight still hold the old log; what it has
+            // gathered so far is written out now, the rest as they finish.
+            tokio::spawn(async move { old.flush().await });
+        }
+        // Pooled forward connections were checked against the old rules.
+        self.forward_upstream.drop_idle();
+        self.policy.store(Arc::new(policy));
+        Ok(())
+    }
 }
