@@ -22,49 +22,57 @@ struct Object {
 /// An origin that honours single byte ranges (RFC 9110 §14) for whatever
 /// `object` holds now, with `Accept-Ranges`, a strong ETag and max-age.
 async fn ranged_origin(object: Arc<Mutex<Object>>) -> Origin {
-    Origin::start(move |seen| {
-        let Object { body, etag } = object.lock().unwrap().clone();
-        let len = body.len() as u64;
-        let range = seen
-            .headers
-            .get("range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("bytes="))
-            .and_then(|spec| {
-                let (a, b) = spec.split_once('-')?;
-                let a: u64 = a.parse().ok()?;
-                let b: u64 = if b.is_empty() {
-                    len - 1
-                } else {
-                    b.parse::<u64>().ok()?.min(len - 1)
-                };
-                (a <= b).then_some((a, b))
-            });
-        let mut resp = match range {
-            Some((a, _)) if a >= len => {
-                let mut r = Response::new(TestBody::full(Bytes::new()));
-                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                r.headers_mut()
-                    .insert("content-range", format!("bytes */{len}").parse().unwrap());
-                r
-            }
-            Some((a, b)) => {
-                let mut r = Response::new(TestBody::full(body.slice(a as usize..=b as usize)));
-                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-                r.headers_mut().insert(
-                    "content-range",
-                    format!("bytes {a}-{b}/{len}").parse().unwrap(),
-                );
-                r
-            }
-            None => Response::new(TestBody::full(body)),
-        };
-        let h = resp.headers_mut();
-        h.insert("etag", etag.parse().unwrap());
-        h.insert("accept-ranges", "bytes".parse().unwrap());
-        h.insert("cache-control", "max-age=3600".parse().unwrap());
-        resp
-    })
+    ranged_origin_slowed(object, std::time::Duration::ZERO).await
+}
+
+/// `ranged_origin`, answering each request after `delay`.
+async fn ranged_origin_slowed(object: Arc<Mutex<Object>>, delay: std::time::Duration) -> Origin {
+    Origin::start_delayed(
+        move |seen| {
+            let Object { body, etag } = object.lock().unwrap().clone();
+            let len = body.len() as u64;
+            let range = seen
+                .headers
+                .get("range")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes="))
+                .and_then(|spec| {
+                    let (a, b) = spec.split_once('-')?;
+                    let a: u64 = a.parse().ok()?;
+                    let b: u64 = if b.is_empty() {
+                        len - 1
+                    } else {
+                        b.parse::<u64>().ok()?.min(len - 1)
+                    };
+                    (a <= b).then_some((a, b))
+                });
+            let mut resp = match range {
+                Some((a, _)) if a >= len => {
+                    let mut r = Response::new(TestBody::full(Bytes::new()));
+                    *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                    r.headers_mut()
+                        .insert("content-range", format!("bytes */{len}").parse().unwrap());
+                    r
+                }
+                Some((a, b)) => {
+                    let mut r = Response::new(TestBody::full(body.slice(a as usize..=b as usize)));
+                    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    r.headers_mut().insert(
+                        "content-range",
+                        format!("bytes {a}-{b}/{len}").parse().unwrap(),
+                    );
+                    r
+                }
+                None => Response::new(TestBody::full(body)),
+            };
+            let h = resp.headers_mut();
+            h.insert("etag", etag.parse().unwrap());
+            h.insert("accept-ranges", "bytes".parse().unwrap());
+            h.insert("cache-control", "max-age=3600".parse().unwrap());
+            resp
+        },
+        move |_| delay,
+    )
     .await
 }
 
@@ -419,6 +427,43 @@ async fn revalidating_a_sliced_object_refetches_only_its_first_slice() {
             "bytes=1024-2047",
             "bytes=2048-2999",
             "bytes=0-1023"
+        ]
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crowd_starting_the_same_object_fetches_each_slice_once() {
+    // Twenty players start one video at once: the first slice, and each
+    // one after it, reaches the origin once.
+    let body = pattern(4096);
+    let origin = ranged_origin_slowed(
+        object(body.clone(), "\"crowd\""),
+        std::time::Duration::from_millis(100),
+    )
+    .await;
+    let mut cfg = config(&origin, 1024);
+    cfg.cache.max_object_size = viaduct::config::Size(2048);
+    let proxy = start(cfg).await;
+    let mut crowd = Vec::new();
+    for _ in 0..20 {
+        let addr = proxy.addr();
+        crowd.push(tokio::spawn(async move {
+            fetch(addr, ranged("/crowd", "bytes=0-")).await
+        }));
+    }
+    for player in crowd {
+        let got = player.await.unwrap();
+        assert_eq!(got.status, StatusCode::PARTIAL_CONTENT);
+        assert!(got.body == body, "every player gets the whole object");
+    }
+    assert_eq!(
+        ranges_seen(&origin, "/crowd"),
+        [
+            "bytes=0-1023",
+            "bytes=1024-2047",
+            "bytes=2048-3071",
+            "bytes=3072-4095"
         ]
     );
     proxy.shutdown().await;

@@ -12,6 +12,7 @@ pub mod policy;
 mod purge;
 pub mod range;
 pub mod rules;
+pub mod slice_flights;
 pub mod slices;
 pub mod status;
 pub mod store;
@@ -42,6 +43,8 @@ pub struct Cache {
     /// Set when the first manifest is stored: until then a miss does not
     /// look for one (most caches never slice anything).
     sliced_any: std::sync::atomic::AtomicBool,
+    /// Slices being fetched, so a crowd fetches each once.
+    pub slice_flights: std::sync::Arc<slice_flights::SliceFlights>,
 }
 
 /// Cache counters; `/metrics` exports these very counters.
@@ -103,6 +106,7 @@ impl Cache {
                 .time_to_live(slices::UNSLICEABLE_FOR)
                 .build(),
             sliced_any: std::sync::atomic::AtomicBool::new(false),
+            slice_flights: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ use super::cached::Exchange;
 use crate::cache::fill::{finish_origin_head, plan_sliced, Plan};
 use crate::cache::policy::StoredResponse;
 use crate::cache::rules::CacheRules;
+use crate::cache::slice_flights::{self, Claim};
 use crate::cache::slices::{self, ContentRange, Manifest};
 use crate::cache::Cache;
 use crate::http::body::{BoxError, RequestBody};
@@ -170,6 +171,8 @@ pub(super) struct Walk {
     pub origin: Origin,
     pub first_piece: Option<Bytes>,
     pub span: (u64, u64),
+    /// How long to wait for another request's fetch of a slice.
+    pub collapse_timeout: std::time::Duration,
 }
 
 impl Walk {
@@ -206,14 +209,36 @@ impl Walk {
             return Ok(piece);
         }
         let slicing = self.manifest.slicing;
+        let slice_key = slices::slice_key(&self.key, slicing.size, index);
+        // Another request fetching this slice: wait for it, then take it
+        // from the store (or, if it did not come, fetch it here).
+        let _leading = match self.cache.slice_flights.claim(&slice_key) {
+            Claim::Lead(leading) => leading,
+            Claim::Follow(gate) => {
+                slice_flights::wait(gate, self.collapse_timeout).await;
+                if let Some(piece) = self.cache.slice(&self.key, &self.manifest, index) {
+                    return Ok(piece);
+                }
+                match self.cache.slice_flights.claim(&slice_key) {
+                    Claim::Lead(leading) => leading,
+                    // Still being fetched: fetch alone rather than wait twice.
+                    Claim::Follow(_) => return self.fetch_piece(index, &slice_key).await,
+                }
+            }
+        };
+        self.fetch_piece(index, &slice_key).await
+    }
+
+    /// Fetches slice `index` from the origin and stores it.
+    async fn fetch_piece(&mut self, index: u64, slice_key: &str) -> Result<Bytes, String> {
+        let slicing = self.manifest.slicing;
         let etag = self.manifest.etag.clone();
         let same = |r: &ContentRange, h: &HeaderMap| {
             slicing.is_slice(index, r) && slices::strong_etag(h) == Some(&etag)
         };
-        let slice_key = slices::slice_key(&self.key, slicing.size, index);
         match self
             .origin
-            .fetch(&self.cache, &slice_key, slicing.bounds(index), same)
+            .fetch(&self.cache, slice_key, slicing.bounds(index), same)
             .await
         {
             Piece::Slice { body, head, whole } => {

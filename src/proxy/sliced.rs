@@ -16,6 +16,7 @@ use super::slice_fetch::{read_exactly, Origin, Piece, Walk};
 use crate::cache::control::RequestControl;
 use crate::cache::policy::{self, validation, NotStored, Reuse, StoredResponse, Why};
 use crate::cache::range::{self, RangeAnswer};
+use crate::cache::slice_flights::{self, Claim};
 use crate::cache::slices::{self, ContentRange, Manifest, Slicing};
 use crate::cache::store::Entry;
 use crate::cache::{CacheStatus, Fwd, Stored};
@@ -45,6 +46,18 @@ impl CacheStep {
             .and_then(range_start);
         match start {
             Some(start) if !self.cache.is_unsliceable(&ex.key) => {
+                // A crowd starting the same object: one request fetches the
+                // first slice; the others wait, then take the usual way from
+                // the top (a manifest, a whole entry, or their own fetch).
+                let size = self.cache.slice_size();
+                let first = slices::slice_key(&ex.key, size, start / size);
+                let _leading = match self.cache.slice_flights.claim(&first) {
+                    Claim::Lead(leading) => leading,
+                    Claim::Follow(gate) => {
+                        slice_flights::wait(gate, self.flights.timeout()).await;
+                        return Ok(Box::pin(self.exchange(ex)).await);
+                    }
+                };
                 self.start_slicing(ex, start, req_cc).await
             }
             _ => Err(ex),
@@ -276,6 +289,7 @@ impl CacheStep {
             origin,
             first_piece,
             span: (first, last),
+            collapse_timeout: self.flights.timeout(),
         };
         tokio::spawn(walk.run(tx));
         let mut resp = Response::new(ProxyBody::channel(rx, last - first + 1));
