@@ -72,20 +72,6 @@ fn cache_status(got: &Got) -> String {
     got.header("cache-status").unwrap_or("-").to_string()
 }
 
-/// Percent-encodes a query value.
-fn enc(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `POST /purge?{query}` on the admin listener.
 async fn purge(admin: SocketAddr, query: &str) -> Got {
     let req = Request::post(format!("http://{admin}/purge?{query}"))
@@ -112,7 +98,10 @@ async fn admin_json(admin: SocketAddr, path: &str) -> Value {
 async fn inspect(admin: SocketAddr, path: &str) -> Value {
     admin_json(
         admin,
-        &format!("/cache?url={}", enc(&format!("http://{HOST}{path}"))),
+        &format!(
+            "/cache?url={}",
+            query_value(&format!("http://{HOST}{path}"))
+        ),
     )
     .await
 }
@@ -465,7 +454,10 @@ async fn a_soft_purge_sends_one_request_for_a_crowd() {
     assert_eq!(origin.count(path), 1);
     let index = proxy.cache().store.tag_index_size();
 
-    let query = format!("url={}&soft=1", enc(&format!("http://{HOST}{path}")));
+    let query = format!(
+        "url={}&soft=1",
+        query_value(&format!("http://{HOST}{path}"))
+    );
     let answer = purged(admin, &query).await;
     assert_eq!(
         answer,
@@ -549,7 +541,7 @@ async fn soft_purges_by_tag_and_prefix_mark_stale() {
         answer,
         json!({"selector": "tag", "target": ["soft-t"], "purged": 1, "soft": true})
     );
-    let prefix = enc(&format!("http://{HOST}/soft/dir/"));
+    let prefix = query_value(&format!("http://{HOST}/soft/dir/"));
     let answer = purged(admin, &format!("prefix={prefix}&soft=true")).await;
     assert_eq!(
         answer,
@@ -628,7 +620,7 @@ async fn key_rules_normalize_the_query_but_forward_it_unchanged() {
         json!([format!("route:site {}", url_of("/q?z=1"))])
     );
     // A URL purge keys its URL the same way.
-    let url = enc(&format!("http://{HOST}/p?utm_source=s&b=2&a=1"));
+    let url = query_value(&format!("http://{HOST}/p?utm_source=s&b=2&a=1"));
     let answer = purged(admin, &format!("url={url}")).await;
     assert_eq!(answer["purged"], json!(1), "{answer}");
     assert!(!is_hit(&fetch(proxy.addr(), site("/p?a=1&b=2", &[])).await));
@@ -861,8 +853,8 @@ async fn bad_purge_requests_are_refused_and_remove_nothing() {
     for request in TAGGED {
         fetch_tagged(proxy.addr(), request).await;
     }
-    let url = enc(&format!("http://{HOST}/tags/a"));
-    let prefix = enc(&format!("http://{HOST}/tags/"));
+    let url = query_value(&format!("http://{HOST}/tags/a"));
+    let prefix = query_value(&format!("http://{HOST}/tags/"));
     let long = "x".repeat(1025);
     for query in [
         String::new(),
@@ -901,7 +893,7 @@ async fn bad_purge_requests_are_refused_and_remove_nothing() {
         assert!(is_hit(&got), "{request:?}: {}", cache_status(&got));
     }
     // A URL purge that finds nothing is a 404 (with its JSON).
-    let missing = enc(&format!("http://{HOST}/tags/none"));
+    let missing = query_value(&format!("http://{HOST}/tags/none"));
     let got = purge(admin, &format!("url={missing}")).await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
     let answer: Value = serde_json::from_slice(&got.body).unwrap();

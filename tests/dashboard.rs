@@ -15,41 +15,8 @@ use http_body_util::Full;
 use serde_json::Value;
 use support::*;
 
-/// What JavaScript's `encodeURIComponent` makes of `s` (the page encodes
-/// every query value with it).
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// A request to the admin listener as the page sends it: `Accept: application/json`
-/// and, when it has one, `Authorization: Bearer <token>`.
-fn call(
-    method: &str,
-    admin: SocketAddr,
-    path_and_query: &str,
-    token: Option<&str>,
-) -> Request<Full<Bytes>> {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{admin}{path_and_query}"))
-        .header("host", admin.to_string())
-        .header("accept", "application/json");
-    if let Some(token) = token {
-        req = req.header("authorization", format!("Bearer {token}"));
-    }
-    req.body(Full::new(Bytes::new())).unwrap()
-}
-
 async fn api(method: &str, admin: SocketAddr, path_and_query: &str, token: Option<&str>) -> Got {
-    fetch(admin, call(method, admin, path_and_query, token)).await
+    fetch(admin, admin_request(method, admin, path_and_query, token)).await
 }
 
 /// The JSON answer of a call that must succeed.
@@ -296,7 +263,7 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let none = api_json(
         "GET",
         admin,
-        &format!("/cache/list?tag={}&limit=200", enc("no-such")),
+        &format!("/cache/list?tag={}&limit=200", query_value("no-such")),
         None,
     )
     .await;
@@ -313,7 +280,7 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let list = api_json(
         "GET",
         admin,
-        &format!("/cache/list?prefix={}&limit=200", enc(prefix)),
+        &format!("/cache/list?prefix={}&limit=200", query_value(prefix)),
         None,
     )
     .await;
@@ -321,7 +288,10 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let all = api_json(
         "GET",
         admin,
-        &format!("/cache/list?prefix={}&limit=200", enc(&page_url("/"))),
+        &format!(
+            "/cache/list?prefix={}&limit=200",
+            query_value(&page_url("/"))
+        ),
         None,
     )
     .await;
@@ -330,7 +300,7 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let bad = api(
         "GET",
         admin,
-        &format!("/cache/list?prefix={}&limit=200", enc("/shop/")),
+        &format!("/cache/list?prefix={}&limit=200", query_value("/shop/")),
         None,
     )
     .await;
@@ -341,7 +311,7 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let inspect = api_json(
         "GET",
         admin,
-        &format!("/cache?url={}", enc(&page_url("/shop/a"))),
+        &format!("/cache?url={}", query_value(&page_url("/shop/a"))),
         None,
     )
     .await;
@@ -363,7 +333,7 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let missing = api_json(
         "GET",
         admin,
-        &format!("/cache?url={}", enc(&page_url("/never"))),
+        &format!("/cache?url={}", query_value(&page_url("/never"))),
         None,
     )
     .await;
@@ -391,20 +361,26 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let purged = api_json(
         "POST",
         admin,
-        &format!("/purge?url={}", enc(&row_url)),
+        &format!("/purge?url={}", query_value(&row_url)),
         None,
     )
     .await;
     assert_eq!(purged["selector"], "url");
     assert_eq!(purged["purged"], 1);
     assert_eq!(purged["soft"], false);
-    let gone = api_json("GET", admin, &format!("/cache?url={}", enc(&row_url)), None).await;
+    let gone = api_json(
+        "GET",
+        admin,
+        &format!("/cache?url={}", query_value(&row_url)),
+        None,
+    )
+    .await;
     assert_eq!(gone["stored"], false, "{gone}");
     // Purging it again: 404, still JSON, purged 0 (the page says so).
     let again = api(
         "POST",
         admin,
-        &format!("/purge?url={}", enc(&row_url)),
+        &format!("/purge?url={}", query_value(&row_url)),
         None,
     )
     .await;
@@ -423,7 +399,10 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     let rest = api_json(
         "GET",
         admin,
-        &format!("/cache/list?prefix={}&limit=200", enc(&page_url("/"))),
+        &format!(
+            "/cache/list?prefix={}&limit=200",
+            query_value(&page_url("/"))
+        ),
         None,
     )
     .await;
@@ -433,7 +412,13 @@ async fn the_calls_the_page_makes_list_inspect_and_purge_by_url_and_tag() {
     assert_eq!(origin.count("/shop/a"), 2);
 
     // A tag the purge refuses: 400 with a text reason the page shows.
-    let bad = api("POST", admin, &format!("/purge?tag={}", enc("a b")), None).await;
+    let bad = api(
+        "POST",
+        admin,
+        &format!("/purge?tag={}", query_value("a b")),
+        None,
+    )
+    .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad
         .header("content-type")
@@ -461,9 +446,12 @@ async fn with_an_admin_token_every_call_the_page_makes_needs_it() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text().contains("id=\"cacheForm\""));
 
-    let inspect = format!("/cache?url={}", enc(&page_url("/shop/a")));
-    let by_prefix = format!("/cache/list?prefix={}&limit=200", enc(&page_url("/shop/")));
-    let purge_url = format!("/purge?url={}", enc(&key_url("/shop/a")));
+    let inspect = format!("/cache?url={}", query_value(&page_url("/shop/a")));
+    let by_prefix = format!(
+        "/cache/list?prefix={}&limit=200",
+        query_value(&page_url("/shop/"))
+    );
+    let purge_url = format!("/purge?url={}", query_value(&key_url("/shop/a")));
     let calls = [
         ("GET", "/cache/list?tag=shop&limit=200"),
         ("GET", by_prefix.as_str()),

@@ -67,33 +67,14 @@ fn all(headers: &http::HeaderMap, name: &str) -> String {
         .join(", ")
 }
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A call to an admin listener.
 async fn admin_call(method: &str, admin: SocketAddr, path_and_query: &str) -> Got {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{admin}{path_and_query}"))
-        .header("host", admin.to_string())
-        .header("accept", "application/json")
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
-    fetch(admin, req).await
+    fetch(admin, admin_request(method, admin, path_and_query, None)).await
 }
 
 /// Whether the cache behind `admin` holds `url` (admin `GET /cache?url=`).
 async fn stored(admin: SocketAddr, url: &str) -> bool {
-    let got = admin_call("GET", admin, &format!("/cache?url={}", enc(url))).await;
+    let got = admin_call("GET", admin, &format!("/cache?url={}", query_value(url))).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text());
     let json: Value = serde_json::from_slice(&got.body).unwrap();
     json["stored"] == Value::Bool(true)
@@ -270,7 +251,7 @@ async fn a_child_fetches_through_its_parent_and_the_parents_cache_serves_it_agai
     let purged = admin_call(
         "POST",
         child.admin_addr(),
-        &format!("/purge?url={}", enc(&url)),
+        &format!("/purge?url={}", query_value(&url)),
     )
     .await;
     assert_eq!(purged.status, StatusCode::OK, "{}", purged.text());

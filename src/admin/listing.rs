@@ -15,6 +15,7 @@ use super::purge::{key_of, query_param};
 use super::{json, text, Admin};
 use crate::cache::key;
 use crate::cache::policy;
+use crate::cache::slices::{self, KeyKind};
 use crate::cache::store::Variants;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -68,10 +69,10 @@ pub(super) fn list(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     let mut take = |k: &str, all: Variants| {
         // A sliced object shows once, under its URL, as its manifest; its
         // slices are not rows of their own.
-        match k.split_once(" slices=") {
-            Some((_, rest)) if rest.contains('/') => {}
-            Some((url, _)) => found.push((url.to_string(), all, true)),
-            None => found.push((k.to_string(), all, false)),
+        match slices::kind_of(k) {
+            KeyKind::Slice(_) => {}
+            KeyKind::Manifest(url) => found.push((url.to_string(), all, true)),
+            KeyKind::Url => found.push((k.to_string(), all, false)),
         }
     };
     match &tag {

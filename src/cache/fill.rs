@@ -251,12 +251,7 @@ fn cap_lifetime(
         return None;
     }
     let age = policy::current_age(head, now) as i64;
-    let lifetime = u32::try_from(age + limit).unwrap_or(u32::MAX);
-    let control = &mut head.control;
-    if control.s_maxage.is_present() {
-        control.s_maxage = super::control::Delta::Seconds(lifetime);
-    }
-    control.max_age = super::control::Delta::Seconds(lifetime);
+    head.set_lifetime(u32::try_from(age + limit).unwrap_or(u32::MAX));
     Some(freshness_left(head, &cache.heuristics(), now))
 }
 
@@ -435,7 +430,7 @@ fn apply_ttl_rules(head: &mut StoredResponse, rules: &CacheRules) {
         return;
     }
     if let Some(ttl) = rules.ttl_for(head.status) {
-        head.control.max_age = super::control::Delta::Seconds(ttl);
+        head.set_lifetime(ttl);
     }
 }
 

@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use super::{key, slices, Cache, CacheStats};
+use super::slices::{self, url_of};
+use super::{key, Cache, CacheStats};
 
 impl Cache {
     /// Purges `key` (its variants, and its slices when it is sliced); true
@@ -76,10 +77,4 @@ impl Cache {
             CacheStats::count(&self.stats.purges);
         }
     }
-}
-
-/// The URL key a manifest or slice key belongs to (`slices.rs` keys are the
-/// URL key, a space, then `slices=`).
-fn url_of(key: &str) -> &str {
-    key.split_once(" slices=").map_or(key, |(url, _)| url)
 }

@@ -105,6 +105,30 @@ pub fn slice_key(key: &str, size: u64, index: u64) -> String {
     format!("{key} slices={size}/{index}")
 }
 
+/// What a store key holds: a URL's variants, a sliced object's manifest,
+/// or one of its slices; the last two with the URL key they belong to.
+pub enum KeyKind<'a> {
+    Url,
+    Manifest(&'a str),
+    Slice(&'a str),
+}
+
+pub fn kind_of(key: &str) -> KeyKind<'_> {
+    match key.split_once(" slices=") {
+        None => KeyKind::Url,
+        Some((url, rest)) if rest.contains('/') => KeyKind::Slice(url),
+        Some((url, _)) => KeyKind::Manifest(url),
+    }
+}
+
+/// The URL key a store key belongs to.
+pub fn url_of(key: &str) -> &str {
+    match kind_of(key) {
+        KeyKind::Url => key,
+        KeyKind::Manifest(url) | KeyKind::Slice(url) => url,
+    }
+}
+
 /// A strong entity tag (RFC 9110 §8.8.3): the only validator that lets
 /// pieces be combined (RFC 9111 §3.4).
 pub fn strong_etag(headers: &HeaderMap) -> Option<&HeaderValue> {

@@ -95,12 +95,7 @@ impl Entry {
     pub fn expired_copy(&self, now: std::time::SystemTime) -> Entry {
         let mut head = self.head.clone();
         let age = super::policy::current_age(&head, now).min(u64::from(u32::MAX)) as u32;
-        head.control.s_maxage = match head.control.s_maxage {
-            super::control::Delta::Absent => super::control::Delta::Absent,
-            _ => super::control::Delta::Seconds(age),
-        };
-        head.control.max_age = super::control::Delta::Seconds(age);
-        // Expires and heuristics no longer count: max-age rules (§4.2.1).
+        head.set_lifetime(age);
         Entry {
             head,
             body: self.body.clone(),
@@ -214,14 +209,19 @@ impl Store {
                         .cloned(),
                 );
             }
-            // Counted before the list is in the store: once it is, another
-            // thread may evict it, and its release must find the count.
-            let tagged = tags::union(list.iter());
-            if !tagged.is_empty() {
-                self.tags.add(key, tagged.into_iter());
-            }
-            Op::Put(Arc::from(list))
+            self.put(key, list)
         });
+    }
+
+    /// The compute's answer that stores `list` under `key`, its tags counted
+    /// first: once it is in the store another thread may evict it, and its
+    /// release must find the count.
+    fn put(&self, key: &str, list: Vec<Arc<Entry>>) -> Op<Variants> {
+        let tagged = tags::union(list.iter());
+        if !tagged.is_empty() {
+            self.tags.add(key, tagged.into_iter());
+        }
+        Op::Put(Arc::from(list))
     }
 
     /// Makes every variant of `key` stale from `now` on (a soft purge);
@@ -238,11 +238,7 @@ impl Store {
                 .iter()
                 .map(|e| Arc::new(e.expired_copy(now)))
                 .collect();
-            let tagged = tags::union(list.iter());
-            if !tagged.is_empty() {
-                self.tags.add(key, tagged.into_iter());
-            }
-            Op::Put(Arc::from(list))
+            self.put(key, list)
         });
         found
     }

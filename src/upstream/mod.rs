@@ -19,6 +19,7 @@ pub mod group;
 pub mod guard;
 mod metrics;
 pub mod parents;
+mod passed_over;
 pub mod peers;
 mod pool;
 mod socket;

@@ -2,11 +2,11 @@
 //! hierarchy, as Squid's `cache_peer parent` and seed ch. 7.6 describe. A
 //! forward request that is not answered from this cache goes to the first
 //! parent that is up, in absolute-form; a parent whose connection fails is
-//! skipped for `DOWN_FOR`, and when none is left the request goes direct
+//! skipped for `passed_over::DOWN_FOR`, and when none is left the request goes direct
 //! (through the destination guard), unless `never_direct` forbids it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
@@ -15,11 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::failover::Unsent;
+use super::passed_over::PassedOver;
 use super::{OriginBody, StoreTag, Upstream, UpstreamError};
 use crate::http::body::RequestBody;
-
-/// How long a parent that could not be reached is passed over.
-pub const DOWN_FOR: Duration = Duration::from_secs(10);
 
 /// `viaduct_forward_parent_requests_total{parent, outcome}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -32,13 +30,22 @@ pub struct ParentLabels {
 
 pub type ParentMetrics = Family<ParentLabels, Counter>;
 
+/// Counts one use of the parent (or cache peer) `parent` in `metrics`.
+pub fn count(metrics: &ParentMetrics, parent: &str, answered: bool) {
+    metrics
+        .get_or_create(&ParentLabels {
+            parent: parent.to_string(),
+            outcome: if answered { "answered" } else { "failed" },
+        })
+        .inc();
+}
+
 /// One parent proxy.
 pub struct Parent {
     pub authority: Authority,
     /// `Proxy-Authorization` for it, from the URL's user information.
     auth: Option<HeaderValue>,
-    /// Until when it is passed over (`None`: up).
-    down_until: std::sync::Mutex<Option<Instant>>,
+    state: PassedOver,
 }
 
 impl Parent {
@@ -52,24 +59,8 @@ impl Parent {
         Parent {
             authority,
             auth,
-            down_until: std::sync::Mutex::new(None),
+            state: PassedOver::default(),
         }
-    }
-
-    fn is_up(&self, now: Instant) -> bool {
-        self.down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|until| now >= until)
-    }
-
-    fn mark_down(&self) {
-        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Instant::now() + DOWN_FOR);
-    }
-
-    fn mark_up(&self) {
-        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// `Proxy-Authorization` for this parent, if it takes credentials.
@@ -107,7 +98,7 @@ impl Parents {
     /// of them if going direct is forbidden (one may be back), else none.
     pub fn candidates(&self) -> Vec<&Parent> {
         let now = Instant::now();
-        let up: Vec<&Parent> = self.parents.iter().filter(|p| p.is_up(now)).collect();
+        let up: Vec<&Parent> = self.parents.iter().filter(|p| p.state.is_up(now)).collect();
         if up.is_empty() && self.never_direct {
             return self.parents.iter().collect();
         }
@@ -119,28 +110,19 @@ impl Parents {
         let now = Instant::now();
         self.parents
             .iter()
-            .map(|p| (p.authority.to_string(), p.is_up(now)))
+            .map(|p| (p.authority.to_string(), p.state.is_up(now)))
             .collect()
     }
 
     /// The outcome of using `parent` (a tunnel, say), for its state and
     /// the metrics.
     pub fn record(&self, parent: &Parent, reached: bool) {
-        if reached {
-            parent.mark_up();
-        } else {
-            parent.mark_down();
-        }
+        parent.state.mark(reached);
         self.count(parent.authority.as_str(), reached);
     }
 
     pub fn count(&self, parent: &str, answered: bool) {
-        self.metrics
-            .get_or_create(&ParentLabels {
-                parent: parent.to_string(),
-                outcome: if answered { "answered" } else { "failed" },
-            })
-            .inc();
+        count(&self.metrics, parent, answered);
     }
 }
 

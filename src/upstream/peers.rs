@@ -5,7 +5,7 @@
 //! `Viaduct-Peer` so the owner fetches it itself and never passes it on.
 //! The owner's cache then holds the one copy the cluster shares; the asker
 //! keeps a short local copy (`local_ttl`). A peer that cannot be reached is
-//! passed over for `DOWN_FOR`, and its keys go to their next-best owner.
+//! passed over for `passed_over::DOWN_FOR`, and its keys go to their next-best owner.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,15 +16,13 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 
 use super::failover::Unsent;
+use super::passed_over::PassedOver;
 use super::{OriginBody, StoreTag, Upstream, UpstreamError};
 use crate::http::body::RequestBody;
 
 /// Marks a request sent by a peer (its value: the scheme the first node's
 /// client used, for the owner's key). Trusted only from a peer's address.
 pub static PEER_HEADER: HeaderName = HeaderName::from_static("viaduct-peer");
-
-/// How long a peer that could not be reached is passed over.
-pub const DOWN_FOR: Duration = Duration::from_secs(10);
 
 /// On a response fetched through the owner: keep it at most this long.
 #[derive(Debug, Clone, Copy)]
@@ -35,21 +33,7 @@ struct Peer {
     authority: Authority,
     /// Hashed with each key.
     seed: u64,
-    down_until: std::sync::Mutex<Option<Instant>>,
-}
-
-impl Peer {
-    fn is_up(&self, now: Instant) -> bool {
-        self.down_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|until| now >= until)
-    }
-
-    fn mark(&self, up: bool) {
-        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
-            (!up).then(|| Instant::now() + DOWN_FOR);
-    }
+    state: PassedOver,
 }
 
 pub struct Cluster {
@@ -92,7 +76,7 @@ impl Cluster {
                     .parse()
                     .expect("a socket address is an authority"),
                 seed: hash(addr.to_string().as_bytes(), 0),
-                down_until: std::sync::Mutex::new(None),
+                state: PassedOver::default(),
             })
             .collect();
         Some(Cluster {
@@ -136,7 +120,7 @@ impl Cluster {
             .peers
             .iter()
             .enumerate()
-            .filter(|(i, p)| *i == self.me || p.is_up(now))
+            .filter(|(i, p)| *i == self.me || p.state.is_up(now))
             .map(|(i, p)| (mix(p.seed ^ score_key), i))
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
@@ -149,12 +133,7 @@ impl Cluster {
     }
 
     fn count(&self, peer: &str, answered: bool) {
-        self.metrics
-            .get_or_create(&super::parents::ParentLabels {
-                parent: peer.to_string(),
-                outcome: if answered { "answered" } else { "failed" },
-            })
-            .inc();
+        super::parents::count(&self.metrics, peer, answered);
     }
 
     /// Every node, whether it is up (as this node sees it), and which is this one.
@@ -163,7 +142,7 @@ impl Cluster {
         self.peers
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.addr, i == self.me || p.is_up(now), i == self.me))
+            .map(|(i, p)| (p.addr, i == self.me || p.state.is_up(now), i == self.me))
             .collect()
     }
 
@@ -218,7 +197,7 @@ impl Upstream {
             cluster.count(label, result.is_ok());
             match result {
                 Ok(mut resp) => {
-                    peer.mark(true);
+                    peer.state.mark(true);
                     resp.extensions_mut().insert(PeerCopy(cluster.local_ttl));
                     return Ok(resp);
                 }
@@ -226,7 +205,7 @@ impl Upstream {
                     tracing::debug!(peer = label, error = %e, "cache peer failed");
                     match back {
                         Some(Unsent::Request(unsent)) if e.before_sending() => {
-                            peer.mark(false);
+                            peer.state.mark(false);
                             next = unsent;
                         }
                         _ => return Err(Err(e)),

@@ -340,6 +340,40 @@ pub fn get(uri: &str) -> Request<Full<Bytes>> {
     req
 }
 
+/// A query value percent-encoded (all but letters, digits and `-._~`), as
+/// the admin API's callers send URLs and tags.
+pub fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A request to an admin listener: `Accept: application/json` and, when
+/// given, `Authorization: Bearer <token>`.
+pub fn admin_request(
+    method: &str,
+    admin: SocketAddr,
+    path_and_query: &str,
+    token: Option<&str>,
+) -> Request<Full<Bytes>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path_and_query}"))
+        .header("host", admin.to_string())
+        .header("accept", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    req.body(Full::new(Bytes::new())).unwrap()
+}
+
 /// One request on a fresh connection.
 pub async fn fetch(proxy: SocketAddr, req: Request<Full<Bytes>>) -> Got {
     Client::connect(proxy).await.send(req).await

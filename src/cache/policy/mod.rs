@@ -18,7 +18,7 @@ use http::{header, HeaderMap, StatusCode};
 pub use freshness::{current_age, lifetime, Heuristics};
 pub use storable::{storable, NotStored};
 
-use super::control::{FieldsDirective, MaxStale, RequestControl, ResponseControl};
+use super::control::{Delta, FieldsDirective, MaxStale, RequestControl, ResponseControl};
 use super::head::StoredHead;
 
 /// What the policy knows about a stored response: its head (compact, see
@@ -70,6 +70,19 @@ impl StoredResponse {
             request_time,
             response_time,
         }
+    }
+}
+
+impl StoredResponse {
+    /// Makes the freshness lifetime `secs` (a soft purge, a TTL rule, a
+    /// copy kept briefly): written as max-age, and as s-maxage when the
+    /// response has one, so which stale rules apply does not change
+    /// (§5.2.2.10). Expires and heuristics then no longer count (§4.2.1).
+    pub fn set_lifetime(&mut self, secs: u32) {
+        if self.control.s_maxage.is_present() {
+            self.control.s_maxage = Delta::Seconds(secs);
+        }
+        self.control.max_age = Delta::Seconds(secs);
     }
 }
 
