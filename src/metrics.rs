@@ -364,6 +364,9 @@ impl Metrics {
             "Response tags not kept, by reason (over 1 KiB, past max_tags_per_object)",
             stats.tags_dropped.clone(),
         );
+        if let Some(tier) = &cache.shared {
+            tier.stats.register(r);
+        }
         r.register(
             "upstream_requests",
             "Requests sent to origins (retries included)",
@@ -570,6 +573,7 @@ impl Metrics {
 fn served_from_cache(status: &CacheStatus) -> Option<bool> {
     match status {
         CacheStatus::Hit { .. }
+        | CacheStatus::TierHit { .. }
         | CacheStatus::StaleServed { .. }
         | CacheStatus::Collapsed { .. } => Some(true),
         CacheStatus::Forward { .. } => Some(false),
@@ -585,6 +589,7 @@ fn is_miss(status: &CacheStatus) -> bool {
 fn bytes_source(status: &CacheStatus) -> Option<&'static str> {
     match status {
         CacheStatus::Hit { .. }
+        | CacheStatus::TierHit { .. }
         | CacheStatus::StaleServed { .. }
         | CacheStatus::Collapsed { .. } => Some("cache"),
         CacheStatus::Forward {

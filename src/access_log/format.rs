@@ -180,6 +180,7 @@ fn squid_code(status: CacheStatus, http_status: u16) -> &'static str {
     match status {
         CacheStatus::Hit { .. } if http_status == 304 => "TCP_IMS_HIT",
         CacheStatus::Hit { .. } => "TCP_MEM_HIT",
+        CacheStatus::TierHit { .. } => "TCP_HIT",
         CacheStatus::Collapsed { .. } => "TCP_CF_HIT",
         CacheStatus::StaleServed {
             reason: "stale-if-error",

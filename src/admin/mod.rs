@@ -90,7 +90,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.route(req)) }
+                    async move { Ok::<_, Infallible>(admin.route(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -99,7 +99,7 @@ impl Admin {
         }
     }
 
-    fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn route(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         // The page itself holds no data (it asks for the token and sends it
         // with its /stats polls), and probes carry no credentials.
         let open = matches!(req.uri().path(), "/" | "/healthz" | "/readyz");
@@ -152,7 +152,7 @@ impl Admin {
                 Phase::Running => text(StatusCode::OK, "ready\n".into()),
                 _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
             },
-            (&Method::POST, "/purge") => self.purge(query),
+            (&Method::POST, "/purge") => self.purge(query).await,
             (&Method::POST, "/reload") => match self.reloader.reload() {
                 Ok(report) => text(StatusCode::OK, format!("{report}\n")),
                 Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),

@@ -10,10 +10,11 @@ use super::{text, Admin};
 use serde_json::json;
 
 use crate::cache::key;
+use crate::cache::shared::Selector;
 use crate::cache::tags::MAX_TAG_BYTES;
 
 impl Admin {
-    pub(super) fn purge(&self, query: &str) -> Response<Full<Bytes>> {
+    pub(super) async fn purge(&self, query: &str) -> Response<Full<Bytes>> {
         let param = |name| query_param(query, name);
         let namespaces = match self.namespaces(query) {
             Ok(namespaces) => namespaces,
@@ -30,19 +31,6 @@ impl Admin {
                 )
             }
         };
-        let answer = |selector: &str, target: serde_json::Value, purged: usize| {
-            let body = json!({
-                "selector": selector,
-                "target": target,
-                "purged": purged,
-                "soft": soft,
-            });
-            let mut resp = super::json(body);
-            if purged == 0 && selector == "url" {
-                *resp.status_mut() = StatusCode::NOT_FOUND;
-            }
-            resp
-        };
         let tags = query_params(query, "tag");
         let selectors = [
             param("url").is_some(),
@@ -57,43 +45,81 @@ impl Admin {
                     .into(),
             );
         }
-        if let Some(url) = param("url") {
+        let (name, target, selector) = if let Some(url) = param("url") {
             let Some(target) = key_of(&url) else {
                 return text(
                     StatusCode::BAD_REQUEST,
                     format!("not an absolute http(s) URL: {url}\n"),
                 );
             };
-            let purged = namespaces
+            let keys = namespaces
                 .iter()
-                .filter(|ns| {
-                    self.cache
-                        .purge_url(&self.handler.key_in(ns, &target), soft)
-                })
-                .count();
-            return answer("url", json!(target), purged.min(1));
-        }
-        if let Some(prefix) = param("prefix") {
+                .map(|ns| self.handler.key_in(ns, &target))
+                .collect();
+            ("url", json!(target), Selector::Url { keys })
+        } else if let Some(prefix) = param("prefix") {
             let Some(target) = key_of(&prefix) else {
                 return text(
                     StatusCode::BAD_REQUEST,
                     format!("not an absolute http(s) URL: {prefix}\n"),
                 );
             };
-            let purged = self.cache.purge_prefix(&namespaces, &target, soft);
-            return answer("prefix", json!(target), purged);
+            let selector = Selector::Prefix {
+                namespaces: namespaces.iter().map(|ns| ns.to_string()).collect(),
+                prefix: target.clone(),
+            };
+            ("prefix", json!(target), selector)
+        } else {
+            if let Some(bad) = tags.iter().find(|t| !super::listing::valid_tag(t)) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "tag {:?}: a tag is 1 to {MAX_TAG_BYTES} bytes, without spaces or commas\n",
+                        bad.chars().take(64).collect::<String>()
+                    ),
+                );
+            }
+            let selector = Selector::Tags {
+                namespaces: namespaces.iter().map(|ns| ns.to_string()).collect(),
+                tags: tags.clone(),
+            };
+            ("tag", json!(tags), selector)
+        };
+        let purged = self.cache.purge(selector, soft).await;
+        // A URL is one URL however many parts of the cache held it.
+        let here = if name == "url" {
+            purged.here.min(1)
+        } else {
+            purged.here
+        };
+        let mut body = json!({
+            "selector": name,
+            "target": target,
+            "purged": here,
+            "soft": soft,
+        });
+        let mut found = here;
+        match purged.shared {
+            None => {}
+            Some(Ok(n)) => {
+                let n = if name == "url" { n.min(1) } else { n };
+                found = found.max(n);
+                body["shared"] = json!({ "purged": n });
+                body["purged"] = json!(found);
+            }
+            Some(Err(failure)) => {
+                body["shared"] = json!({ "error": failure.as_str() });
+            }
         }
-        if let Some(bad) = tags.iter().find(|t| !super::listing::valid_tag(t)) {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "tag {:?}: a tag is 1 to {MAX_TAG_BYTES} bytes, without spaces or commas\n",
-                    bad.chars().take(64).collect::<String>()
-                ),
-            );
+        let incomplete = body.get("shared").is_some_and(|s| s.get("error").is_some());
+        let mut resp = super::json(body);
+        if incomplete {
+            // Purged here, not in Redis (nor, then, on the other nodes).
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        } else if found == 0 && name == "url" {
+            *resp.status_mut() = StatusCode::NOT_FOUND;
         }
-        let purged = self.cache.purge_tags(&namespaces, &tags, soft);
-        answer("tag", json!(tags), purged)
+        resp
     }
 }
 

@@ -175,6 +175,7 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
             "purges": cache.stats.purges.get(),
         },
         "upstream_groups": groups(admin),
+        "shared": shared_tier(cache),
         "peers": peers.iter().map(|(addr, up, me)| json!({"peer": addr.to_string(), "up": up, "self": me})).collect::<Vec<_>>(),
         "parents": parents.iter().map(|(addr, up)| json!({"parent": addr, "up": up})).collect::<Vec<_>>(),
         "config": {
@@ -271,4 +272,28 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
         "stored": !variants.is_empty(),
         "variants": variants,
     }))
+}
+
+/// `[cache.shared]` at a glance: null when there is no shared tier.
+fn shared_tier(cache: &crate::cache::Cache) -> Value {
+    let Some(tier) = &cache.shared else {
+        return Value::Null;
+    };
+    let s = &tier.stats;
+    let writes = |outcome| {
+        s.writes
+            .get_or_create(&crate::cache::shared::OutcomeLabel { outcome })
+            .get()
+    };
+    json!({
+        "servers": tier.servers,
+        "connected": tier.is_connected(),
+        "hits": s.hits.get(),
+        "misses": s.misses.get(),
+        "errors": s.error_count(),
+        "collapsed": s.collapsed.get(),
+        "writes": writes("stored"),
+        "writes_dropped": writes("dropped") + writes("failed"),
+        "purges_received": s.purges_received.get(),
+    })
 }

@@ -130,7 +130,7 @@ impl Fill {
         // One allocation for the header values and body: hyper's chunks are
         // slices of larger read buffers that must not be kept alive.
         let entry = Entry::compact(self.head, &self.chunks, self.secondary).with_tags(self.tags);
-        self.cache.store.insert(&self.key, Arc::new(entry));
+        self.cache.keep(&self.key, Arc::new(entry), None);
     }
 }
 
@@ -206,7 +206,7 @@ pub fn refresh(
     // The body is already compact (it was stored): shared, not copied.
     let entry = Entry::new(head, old.body.clone(), old.secondary.to_vec());
     let entry = Arc::new(entry.with_tags(old.tags().into()));
-    cache.store.insert(key, entry.clone());
+    cache.keep(key, entry.clone(), None);
     Some((entry, ttl))
 }
 

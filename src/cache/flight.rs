@@ -26,6 +26,7 @@ use http::response::Parts;
 use http_body::{Body, Frame, SizeHint};
 
 use super::store::Entry;
+use super::Tier;
 use crate::http::body::BoxError;
 
 /// Where a flight stands, as readers see it.
@@ -38,11 +39,13 @@ pub enum Phase<A> {
         ttl: i64,
         length: Option<u64>,
     },
-    /// Complete: stored (or refreshed by a 304).
+    /// Complete: stored (or refreshed by a 304), or found in a lower
+    /// tier (`tier`) without asking the origin.
     Done {
         entry: Arc<Entry>,
         status: u16,
         ttl: i64,
+        tier: Option<Tier>,
     },
     /// Only the leader can use the answer: not storable, too large, or the
     /// origin failed. Followers fetch on their own.
@@ -148,7 +151,25 @@ impl<A, R> Flight<A, R> {
     pub fn done(&self, entry: Arc<Entry>, status: u16, ttl: i64) {
         self.update(|s| {
             s.finished = Some(true);
-            s.phase = Phase::Done { entry, status, ttl };
+            s.phase = Phase::Done {
+                entry,
+                status,
+                ttl,
+                tier: None,
+            };
+        });
+    }
+
+    /// Found in a lower tier: every reader serves `entry` as a hit.
+    pub fn tier_hit(&self, entry: Arc<Entry>, ttl: i64, tier: Tier) {
+        self.update(|s| {
+            s.finished = Some(true);
+            s.phase = Phase::Done {
+                entry,
+                status: 200,
+                ttl,
+                tier: Some(tier),
+            };
         });
     }
 

@@ -11,7 +11,9 @@ pub mod key;
 pub mod policy;
 mod purge;
 pub mod range;
+pub mod record;
 pub mod rules;
+pub mod shared;
 pub mod slice_flights;
 pub mod slices;
 pub mod status;
@@ -29,7 +31,7 @@ use policy::{Heuristics, StoredResponse};
 use store::Store;
 use tunables::Tunables;
 
-pub use status::{CacheStatus, Fwd, Stored};
+pub use status::{CacheStatus, Fwd, Stored, Tier};
 
 /// The cache as the pipeline uses it: the store and the settings that are not
 /// part of the pure policy.
@@ -45,6 +47,8 @@ pub struct Cache {
     sliced_any: std::sync::atomic::AtomicBool,
     /// Slices being fetched, so a crowd fetches each once.
     pub slice_flights: std::sync::Arc<slice_flights::SliceFlights>,
+    /// `[cache.shared]`: the tier below memory, on Redis.
+    pub shared: Option<std::sync::Arc<shared::SharedTier>>,
 }
 
 /// Cache counters; `/metrics` exports these very counters.
@@ -107,7 +111,52 @@ impl Cache {
                 .build(),
             sliced_any: std::sync::atomic::AtomicBool::new(false),
             slice_flights: Default::default(),
+            shared: None,
         }
+    }
+
+    /// The cache with its tiers below memory, started (inside a Tokio
+    /// runtime). A tier that cannot be set up is logged and left out: the
+    /// cache still works from memory.
+    pub fn start(config: &CacheConfig) -> std::sync::Arc<Cache> {
+        std::sync::Arc::new_cyclic(|me| {
+            let mut cache = Cache::new(config);
+            if let Some(shared) = &config.shared {
+                match shared::SharedTier::start(shared, config.max_variants, me.clone()) {
+                    Ok(tier) => cache.shared = Some(tier),
+                    Err(e) => tracing::error!(error = %e, "shared cache tier not started"),
+                }
+            }
+            cache
+        })
+    }
+
+    /// Stores `entry` under `key` in memory and offers it to the shared
+    /// tier (written in the background), freeing `lock` once written.
+    pub fn keep(
+        &self,
+        key: &str,
+        entry: std::sync::Arc<store::Entry>,
+        lock: Option<shared::FetchLock>,
+    ) {
+        self.store.insert(key, entry.clone());
+        if let Some(tier) = &self.shared {
+            let ttl = self.shared_ttl(&entry.head);
+            tier.offer(key, entry, ttl, lock);
+        }
+    }
+
+    /// How long the shared tier keeps a response: its freshness left plus
+    /// the longest window in which it may still be served stale or used
+    /// to revalidate (RFC 5861, `stale_if_unreachable`).
+    fn shared_ttl(&self, head: &StoredResponse) -> u64 {
+        let now = std::time::SystemTime::now();
+        let fresh = fill::freshness_left(head, &self.heuristics(), now).max(0) as u64;
+        let stale = self
+            .stale_while_revalidate(head)
+            .max(self.stale_if_error(head, None))
+            .max(self.stale_if_unreachable(head));
+        fresh.saturating_add(stale)
     }
 
     /// Applies a reloaded `[cache]` table; entries stay. The capacity is

@@ -5,10 +5,72 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
+use super::shared::{Failure, Selector};
 use super::slices::{self, url_of};
 use super::{key, Cache, CacheStats};
 
+/// What a purge did: in this node's memory, and in the shared tier (when
+/// there is one). Other nodes drop their memory copies when the order
+/// reaches them.
+pub struct Purged {
+    pub here: usize,
+    pub shared: Option<Result<usize, Failure>>,
+}
+
 impl Cache {
+    /// Purges what `selector` names here and, with a shared tier, in Redis
+    /// and (through it) on every other node.
+    pub async fn purge(&self, selector: Selector, soft: bool) -> Purged {
+        let here = self.purge_here(&selector, soft);
+        let shared = match &self.shared {
+            Some(tier) => Some(tier.purge(&selector, soft).await),
+            None => None,
+        };
+        if let (Some(tier), Some(Err(failure))) = (&self.shared, &shared) {
+            tracing::warn!(
+                kind = failure.as_str(),
+                "purge not applied to the shared tier"
+            );
+            tier.stats.error(*failure);
+        }
+        Purged { here, shared }
+    }
+
+    /// Purges what `selector` names in this node's memory only; how many
+    /// URLs (a URL selector counts each key).
+    pub fn purge_here(&self, selector: &Selector, soft: bool) -> usize {
+        match selector {
+            Selector::Url { keys } => keys.iter().filter(|k| self.purge_url(k, soft)).count(),
+            Selector::Prefix { namespaces, prefix } => {
+                let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+                self.purge_prefix(&namespaces, prefix, soft)
+            }
+            Selector::Tags { namespaces, tags } => {
+                let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+                self.purge_tags(&namespaces, tags, soft)
+            }
+        }
+    }
+
+    /// An unsafe method's invalidation (RFC 9111 §4.4): here at once, in
+    /// the shared tier and on the other nodes in the background (a request
+    /// is never held for it). True when something was stored here.
+    pub fn invalidate(self: &std::sync::Arc<Self>, key: &str) -> bool {
+        let here = self.remove_url(key);
+        if let Some(tier) = self.shared.clone() {
+            let selector = Selector::Url {
+                keys: vec![key.to_string()],
+            };
+            let stats = tier.stats.clone();
+            tokio::spawn(async move {
+                if let Err(failure) = tier.purge(&selector, false).await {
+                    stats.error(failure);
+                }
+            });
+        }
+        here
+    }
+
     /// Purges `key` (its variants, and its slices when it is sliced); true
     /// when something was stored.
     pub fn purge_url(&self, key: &str, soft: bool) -> bool {

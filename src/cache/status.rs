@@ -64,6 +64,23 @@ pub enum CacheStatus {
     },
     /// Answered by the proxy without cache or origin (errors, refusals).
     Local { detail: &'static str },
+    /// Served from a tier below memory (`detail=shared`), now in memory too.
+    TierHit { ttl: i64, tier: Tier },
+}
+
+/// The cache tiers below memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// `[cache.shared]`: Redis, shared by every node.
+    Shared,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Shared => "shared",
+        }
+    }
 }
 
 /// What happened to the forwarded response in the store.
@@ -104,7 +121,7 @@ impl CacheStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             CacheStatus::Hit { ttl } if *ttl <= 0 => "stale",
-            CacheStatus::Hit { .. } => "hit",
+            CacheStatus::Hit { .. } | CacheStatus::TierHit { .. } => "hit",
             CacheStatus::Forward {
                 fwd: Fwd::Stale | Fwd::Request,
                 status: Some(304),
@@ -129,7 +146,7 @@ impl CacheStatus {
     }
 
     pub fn is_hit(&self) -> bool {
-        matches!(self, CacheStatus::Hit { .. })
+        matches!(self, CacheStatus::Hit { .. } | CacheStatus::TierHit { .. })
     }
 
     /// `viaduct; hit; ttl=42`, `viaduct; fwd=uri-miss; fwd-status=200; stored; ttl=60`, ...
@@ -186,6 +203,9 @@ impl CacheStatus {
             CacheStatus::Local { detail } => {
                 let _ = write!(s, "; detail={detail}");
             }
+            CacheStatus::TierHit { ttl, tier } => {
+                let _ = write!(s, "; hit; ttl={ttl}; detail={}", tier.as_str());
+            }
         }
         // Hands the buffer over instead of copying it.
         HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
@@ -232,6 +252,12 @@ mod tests {
             not.header_value("v"),
             "v; fwd=uri-miss; fwd-status=200; detail=no-store"
         );
+        let shared = CacheStatus::TierHit {
+            ttl: 9,
+            tier: Tier::Shared,
+        };
+        assert_eq!(shared.header_value("v"), "v; hit; ttl=9; detail=shared");
+        assert!(shared.is_hit() && shared.as_str() == "hit");
         assert_eq!(
             CacheStatus::Local { detail: "no-route" }.header_value("v"),
             "v; detail=no-route"

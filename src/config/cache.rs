@@ -53,6 +53,8 @@ pub struct CacheConfig {
     pub strip_tag_fields: bool,
     /// Tags kept per response; the rest are dropped and counted.
     pub max_tags_per_object: usize,
+    /// `[cache.shared]`: a tier on Redis shared by every node.
+    pub shared: Option<super::SharedConfig>,
 }
 
 /// `[cache] set_cookie`: RFC 9111 §3.1 lets a cache store every field, but
@@ -100,6 +102,7 @@ impl Default for CacheConfig {
             ],
             strip_tag_fields: true,
             max_tags_per_object: 64,
+            shared: None,
         }
     }
 }

@@ -5,6 +5,7 @@ mod cache;
 mod cluster;
 mod group;
 mod load;
+mod shared;
 mod units;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ pub use cache::{
 pub use cluster::{ClusterConfig, PeerAddr};
 pub use group::{Balance, GroupConfig, HealthCheckConfig, RouteUpstream, ServerSpec};
 pub use load::ConfigError;
+pub use shared::{redacted as redacted_redis_url, RedisUrls, SharedConfig, SharedMode};
 pub use units::{Cidr, Dur, HostPattern, Size, UpstreamUrl};
 
 /// The configuration shipped as `proxy.toml`; also what runs when no file exists.

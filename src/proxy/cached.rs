@@ -178,7 +178,7 @@ impl CacheStep {
                 for target in
                     validation::invalidation_targets(&method, status, &key, resp.headers())
                 {
-                    self.cache.remove_url(&target);
+                    self.cache.invalidate(&target);
                 }
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);

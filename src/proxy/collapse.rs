@@ -17,7 +17,7 @@ use crate::cache::control::RequestControl;
 use crate::cache::fill::{self, Fill};
 use crate::cache::policy::NotStored;
 use crate::cache::store::{Entry, Variants};
-use crate::cache::{CacheStats, CacheStatus, Fwd, Stored};
+use crate::cache::{CacheStats, CacheStatus, Fwd, Stored, Tier};
 use crate::upstream::{copy_parts, StoreTag};
 
 /// What the stored side knows when a request goes to the origin.
@@ -35,7 +35,7 @@ const FLOWING: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Next {
     Stream(Arc<http::response::Parts>, i64, Option<u64>),
-    Entry(Arc<Entry>, u16, i64),
+    Entry(Arc<Entry>, u16, i64, Option<Tier>),
     Leader(Option<LeaderAnswer>),
     WaitForWhole,
     Alone,
@@ -53,7 +53,8 @@ impl CacheStep {
                 let method = ex.parts.method.clone();
                 let client = ex.parts.headers.clone();
                 let fallback = ex.replay();
-                let job = self.fill_job(ex, refill.revalidating.clone());
+                let shared = refill.fwd != Fwd::Request;
+                let job = self.fill_job(ex, refill.revalidating.clone(), shared);
                 tokio::spawn(fill_task::run(job, flight.clone(), guard));
                 match self
                     .await_flight(&flight, true, &method, &client, &refill)
@@ -91,14 +92,19 @@ impl CacheStep {
         if let Join::Leader(flight, guard) = self.flights.join(&ex.key) {
             CacheStats::count(&self.cache.stats.background_revalidations);
             let copy = ex.replay();
-            let job = self.fill_job(copy, Some((all, Some(index))));
+            let job = self.fill_job(copy, Some((all, Some(index))), true);
             tokio::spawn(fill_task::run(job, flight, guard));
         }
     }
 
     /// The request the fill task sends: the whole representation (no Range,
     /// none of the client's conditionals), conditional on what we hold.
-    fn fill_job(&self, ex: Exchange, revalidating: Option<(Variants, Option<usize>)>) -> FillJob {
+    fn fill_job(
+        &self,
+        ex: Exchange,
+        revalidating: Option<(Variants, Option<usize>)>,
+        shared: bool,
+    ) -> FillJob {
         let mut parts = ex.parts;
         fill::origin_request(&mut parts.headers, true, None);
         let plain = Request::from_parts(copy_parts(&parts), ());
@@ -119,6 +125,7 @@ impl CacheStep {
             label: ex.upstream,
             key: ex.key,
             revalidating,
+            shared,
         }
     }
 
@@ -150,7 +157,12 @@ impl CacheStep {
                     Next::WaitForWhole
                 }
             }
-            Phase::Done { entry, status, ttl } => Next::Entry(entry.clone(), *status, *ttl),
+            Phase::Done {
+                entry,
+                status,
+                ttl,
+                tier,
+            } => Next::Entry(entry.clone(), *status, *ttl, *tier),
             Phase::LeaderOnly(answer) if leader => Next::Leader(answer.take()),
             Phase::LeaderOnly(_) => Next::Alone,
         };
@@ -164,9 +176,16 @@ impl CacheStep {
             Next::Stream(head, ttl, length) => {
                 self.stream_flight(flight, leader, fwd, head, ttl, length)
             }
-            Next::Entry(entry, status, ttl) => {
-                let resp = self.serve_stored(&entry, method, client, SystemTime::now(), false);
-                (Ok(resp), self.shared_status(leader, fwd, status, ttl))
+            Next::Entry(entry, status, ttl, tier) => {
+                // From a tier it was not validated now: as a hit (§5.2.2.4).
+                let unvalidated = tier.is_some();
+                let now = SystemTime::now();
+                let resp = self.serve_stored(&entry, method, client, now, unvalidated);
+                let status = match tier {
+                    Some(tier) => CacheStatus::TierHit { ttl, tier },
+                    None => self.shared_status(leader, fwd, status, ttl),
+                };
+                (Ok(resp), status)
             }
             // Too large to store: the client's Range goes to the origin instead
             // of downloading the whole object.

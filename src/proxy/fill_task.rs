@@ -13,8 +13,9 @@ use crate::cache::fill::{finish_origin_head, forget_replaced, plan_store, refres
 use crate::cache::flight;
 use crate::cache::policy::NotStored;
 use crate::cache::rules::CacheRules;
+use crate::cache::shared::Before;
 use crate::cache::store::{Entry, Variants};
-use crate::cache::Cache;
+use crate::cache::{Cache, Tier};
 use crate::http::body::RequestBody;
 use crate::http::headers;
 use crate::upstream::peers::PeerCopy;
@@ -54,6 +55,9 @@ pub(super) struct FillJob {
     pub key: String,
     /// Stored variants being revalidated, and the one the request selected.
     pub revalidating: Option<(Variants, Option<usize>)>,
+    /// Look in the shared tier first (not when the client asked for a
+    /// response from the origin).
+    pub shared: bool,
 }
 
 /// Runs the fetch and publishes the result on `flight`.
@@ -70,10 +74,24 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
         label,
         key,
         revalidating,
+        shared,
     } = job;
     let (plain_parts, ()) = plain.into_parts();
     let method = plain_parts.method.clone();
     let request_headers = plain_parts.headers.clone();
+    // A miss in memory may be a hit in the shared tier; if not, this node
+    // fetches for the cluster (holding the key's lock) or waits for the
+    // node that does.
+    let mut lock = None;
+    if let Some(tier) = cache.shared.as_ref().filter(|_| shared) {
+        match tier
+            .before_origin(&cache, &key, &request_headers, flights.timeout() / 2)
+            .await
+        {
+            Before::Hit(entry, ttl) => return flight.tier_hit(entry, ttl, Tier::Shared),
+            Before::Fetch(held) => lock = held,
+        }
+    }
     let request_time = SystemTime::now();
     let resp = match upstream.send(request, &label, &to).await {
         Ok(resp) => resp,
@@ -193,6 +211,6 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
         return flight.body_failed();
     }
     let entry = Arc::new(Entry::compact(head, &chunks, secondary).with_tags(tags));
-    cache.store.insert(&key, entry.clone());
+    cache.keep(&key, entry.clone(), lock);
     flight.done(entry, status, ttl);
 }

@@ -127,7 +127,7 @@ impl Handler {
         admin: SocketAddr,
         https_port: Option<u16>,
     ) -> std::io::Result<Handler> {
-        let cache = Arc::new(Cache::new(&config.cache));
+        let cache = Cache::start(&config.cache);
         let servers = metrics::ServerFamilies::default();
         let upstream_metrics = crate::upstream::UpstreamMetrics::default();
         let suspects = suspects::forget_suspects(cache.clone());
@@ -337,7 +337,7 @@ impl Handler {
             return (result, CacheStatus::Local { detail });
         }
         if req.method().as_str() == "PURGE" {
-            return self.purge(&req, client);
+            return self.purge(&req, client).await;
         }
         if req.method() == Method::CONNECT {
             trace.mode = Mode::Tunnel;

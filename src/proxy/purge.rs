@@ -9,10 +9,11 @@ use super::cached::Answer;
 use super::error::ProxyError;
 use super::{ClientConn, Handler};
 use crate::cache::key;
-use crate::cache::{CacheStats, CacheStatus};
+use crate::cache::shared::Selector;
+use crate::cache::CacheStatus;
 
 impl Handler {
-    pub(super) fn purge<B>(&self, req: &Request<B>, client: &ClientConn) -> Answer {
+    pub(super) async fn purge<B>(&self, req: &Request<B>, client: &ClientConn) -> Answer {
         let status = CacheStatus::Local { detail: "purge" };
         let ip = client.peer.ip();
         if !self
@@ -49,13 +50,25 @@ impl Handler {
         };
         // Every part of the cache (forward traffic and each route) loses it.
         let target = key::primary("", "http", &host, 80, path);
-        let removed = self
+        let keys = self
             .cache_namespaces()
             .iter()
-            .filter(|(_, ns)| self.cache.remove_url(&key::in_namespace(ns, &target)))
-            .count();
-        let (code, text) = if removed > 0 {
-            CacheStats::count(&self.cache.stats.purges);
+            .map(|(_, ns)| key::in_namespace(ns, &target))
+            .collect();
+        let purged = self.cache.purge(Selector::Url { keys }, false).await;
+        let shared = purged
+            .shared
+            .as_ref()
+            .map_or(0, |r| *r.as_ref().unwrap_or(&0));
+        let (code, text) = if let Some(Err(failure)) = purged.shared {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "purged {target} here; the shared tier failed: {}\n",
+                    failure.as_str()
+                ),
+            )
+        } else if purged.here > 0 || shared > 0 {
             (StatusCode::OK, format!("purged {target}\n"))
         } else {
             (StatusCode::NOT_FOUND, format!("not in cache: {target}\n"))

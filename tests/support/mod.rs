@@ -4,6 +4,7 @@
 
 pub mod config_file;
 pub mod pki;
+pub mod redis;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
