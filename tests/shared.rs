@@ -105,7 +105,8 @@ async fn a_miss_on_one_node_is_a_shared_hit_on_the_other() {
         status_of(&first)
     );
     // The write to Redis happens after the answer, in the background.
-    let shared = until(b.addr(), || at("/one"), |g| !status_of(g).contains("fwd=")).await;
+    redis.wait_stored("/one", 1).await;
+    let shared = fetch(b.addr(), at("/one")).await;
     assert!(is_shared_hit(&shared), "{}", status_of(&shared));
     assert_eq!(shared.text(), "body of /one");
     assert_eq!(origin.count("/one"), 1);
@@ -148,9 +149,13 @@ async fn vary_variants_are_shared_each_for_its_own_request() {
     assert_eq!(fetch(a.addr(), br()).await.text(), "body of /vary/x for br");
     assert_eq!(origin.count("/vary/x"), 2);
 
-    let got = until(b.addr(), br, is_shared_hit).await;
+    // Two variant records and the names they vary on.
+    redis.wait_stored("/vary/x", 3).await;
+    let got = fetch(b.addr(), br()).await;
+    assert!(is_shared_hit(&got), "{}", status_of(&got));
     assert_eq!(got.text(), "body of /vary/x for br");
-    let got = until(b.addr(), gzip, is_shared_hit).await;
+    let got = fetch(b.addr(), gzip()).await;
+    assert!(is_shared_hit(&got), "{}", status_of(&got));
     assert_eq!(got.text(), "body of /vary/x for gzip");
     // A selection nobody stored goes to the origin, and gets its own variant.
     let none = fetch(b.addr(), at("/vary/x")).await;
@@ -166,9 +171,10 @@ async fn purged_everywhere(query: &str, path: &str) {
     let a = shared_node("a", &redis, origin.addr, "").await;
     let b = shared_node("b", &redis, origin.addr, "").await;
     fetch(a.addr(), at(path)).await;
-    until(a.addr(), || at(path), |g| status_of(g).contains("; hit;")).await;
+    assert!(status_of(&fetch(a.addr(), at(path)).await).contains("; hit;"));
     // Written to Redis (B's first request is a shared hit, B holds it too).
-    until(b.addr(), || at(path), is_shared_hit).await;
+    redis.wait_stored(path, 1).await;
+    assert!(is_shared_hit(&fetch(b.addr(), at(path)).await));
     assert_eq!(origin.count(path), 1);
 
     let purge = admin_request("POST", b.admin_addr(), &format!("/purge?{query}"), None);
@@ -217,7 +223,8 @@ async fn an_unsafe_method_on_one_node_invalidates_everywhere() {
     let a = shared_node("a", &redis, origin.addr, "").await;
     let b = shared_node("b", &redis, origin.addr, "").await;
     fetch(a.addr(), at("/inv")).await;
-    until(b.addr(), || at("/inv"), is_shared_hit).await;
+    redis.wait_stored("/inv", 1).await;
+    assert!(is_shared_hit(&fetch(b.addr(), at("/inv")).await));
 
     let mut post = at("/inv");
     *post.method_mut() = http::Method::POST;
@@ -254,7 +261,8 @@ async fn a_soft_purge_makes_every_copy_revalidate() {
     let a = shared_node("a", &redis, origin.addr, "").await;
     let b = shared_node("b", &redis, origin.addr, "").await;
     fetch(a.addr(), at("/soft")).await;
-    until(b.addr(), || at("/soft"), is_shared_hit).await;
+    redis.wait_stored("/soft", 1).await;
+    assert!(is_shared_hit(&fetch(b.addr(), at("/soft")).await));
 
     let purge = admin_request(
         "POST",

@@ -34,6 +34,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.addr.port().to_string())
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -119,5 +120,25 @@ pub async fn wait_connected(admin: SocketAddr) {
         }
         assert!(Instant::now() < deadline, "node never connected to Redis");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl RedisServer {
+    /// Waits until the URL whose cache key ends with `suffix` has at least
+    /// `fields` hash fields in Redis (a record per variant, plus `v` when
+    /// it varies): writes happen after the answer, in the background.
+    pub async fn wait_stored(&self, suffix: &str, fields: usize) {
+        let deadline = Instant::now() + super::PATIENCE;
+        loop {
+            let key = self.keys().into_iter().find(|k| k.ends_with(suffix));
+            if let Some(key) = key {
+                let n: usize = self.cli(&["HLEN", &key]).trim().parse().unwrap_or(0);
+                if n >= fields {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{suffix} never stored in Redis");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

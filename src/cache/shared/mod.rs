@@ -122,36 +122,37 @@ impl SharedTier {
     }
 
     /// The stored response for `key` that `request` selects, whatever its
-    /// freshness; `None` on a miss or any failure (counted).
-    async fn lookup(&self, key: &str, request: &HeaderMap) -> Option<Entry> {
+    /// freshness; `Err` when Redis could not say in time (counted).
+    async fn lookup(
+        &self,
+        key: &str,
+        request: &HeaderMap,
+        deadline: Instant,
+    ) -> Result<Option<Entry>, Failure> {
         let started = Instant::now();
-        let found = self.redis.lookup(key, request).await;
-        match found {
+        let found = self.redis.lookup(key, request, deadline).await;
+        let bytes = match found {
             Err(failure) => {
                 self.stats.error(failure);
-                None
+                return Err(failure);
             }
-            Ok(None) => {
-                self.stats
-                    .lookup_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                None
-            }
-            Ok(Some(bytes)) => {
-                self.stats
-                    .lookup_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                match record::decode(bytes) {
-                    // A hash collision of two selections must not serve
-                    // the other one's variant (§4.1).
-                    Ok(entry) if key::matches(&entry.secondary, request) => Some(entry),
-                    Ok(_) => None,
-                    Err(bad) => {
-                        tracing::warn!(%key, %bad, "shared tier record refused");
-                        self.stats.error_kind("damaged");
-                        None
-                    }
-                }
+            Ok(bytes) => bytes,
+        };
+        self.stats
+            .lookup_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        match record::decode(bytes) {
+            // A hash collision of two selections must not serve the other
+            // one's variant (§4.1).
+            Ok(entry) if key::matches(&entry.secondary, request) => Ok(Some(entry)),
+            Ok(_) => Ok(None),
+            Err(bad) => {
+                tracing::warn!(%key, %bad, "shared tier record refused");
+                self.stats.error_kind("damaged");
+                Ok(None)
             }
         }
     }
@@ -160,6 +161,8 @@ impl SharedTier {
     /// served; otherwise this node takes the key's fetch lock, or, when
     /// another node holds it, waits for that node's record up to
     /// `patience` (then fetches anyway, as a local flight's follower does).
+    /// Looking and locking together take at most `timeout`: a slow Redis
+    /// is skipped, not waited for.
     pub async fn before_origin(
         self: &Arc<Self>,
         cache: &Cache,
@@ -167,16 +170,19 @@ impl SharedTier {
         request: &HeaderMap,
         patience: Duration,
     ) -> Before {
-        if let Some(hit) = self.fresh(cache, key, request).await {
-            self.stats.hits.inc();
-            return hit;
-        }
-        self.stats.misses.inc();
-        if !self.redis.is_connected() {
-            return Before::Fetch(None);
+        let deadline = Instant::now() + self.redis.timeout();
+        match self.fresh(cache, key, request, deadline).await {
+            Ok(Some(hit)) => {
+                self.stats.hits.inc();
+                return hit;
+            }
+            Ok(None) => {
+                self.stats.misses.inc();
+            }
+            Err(_) => return Before::Fetch(None),
         }
         let token = format!("{}-{:x}", self.node, lock_serial());
-        match self.redis.lock(key, &token, patience).await {
+        match self.redis.lock(key, &token, patience, deadline).await {
             Ok(true) => {
                 return Before::Fetch(Some(FetchLock {
                     tier: self.clone(),
@@ -192,14 +198,19 @@ impl SharedTier {
         }
         // Another node is fetching: its record appears when its response
         // is stored; its lock goes when it is done either way.
-        let deadline = Instant::now() + patience;
+        let until = Instant::now() + patience;
         let mut pause = POLL_FIRST;
-        while Instant::now() + pause < deadline {
+        while Instant::now() + pause < until {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(POLL_MAX);
-            if let Some(hit) = self.fresh(cache, key, request).await {
-                self.stats.collapsed.inc();
-                return hit;
+            let deadline = Instant::now() + self.redis.timeout();
+            match self.fresh(cache, key, request, deadline).await {
+                Ok(Some(hit)) => {
+                    self.stats.collapsed.inc();
+                    return hit;
+                }
+                Ok(None) => {}
+                Err(_) => break,
             }
             match self.redis.locked(key).await {
                 Ok(true) => continue,
@@ -214,15 +225,23 @@ impl SharedTier {
     }
 
     /// A fresh record for the request, put in memory.
-    async fn fresh(&self, cache: &Cache, key: &str, request: &HeaderMap) -> Option<Before> {
-        let entry = self.lookup(key, request).await?;
+    async fn fresh(
+        &self,
+        cache: &Cache,
+        key: &str,
+        request: &HeaderMap,
+        deadline: Instant,
+    ) -> Result<Option<Before>, Failure> {
+        let Some(entry) = self.lookup(key, request, deadline).await? else {
+            return Ok(None);
+        };
         let ttl = freshness_left(&entry.head, &cache.heuristics(), SystemTime::now());
         if ttl <= 0 {
-            return None;
+            return Ok(None);
         }
         let entry = Arc::new(entry);
         cache.store.insert(key, entry.clone());
-        Some(Before::Hit(entry, ttl))
+        Ok(Some(Before::Hit(entry, ttl)))
     }
 
     /// Queues `entry` for writing under `key` for `ttl` seconds, freeing

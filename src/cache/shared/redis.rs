@@ -5,7 +5,7 @@
 //! (`fail_fast`), and every call is bounded by `timeout` besides, so a
 //! slow or dead Redis costs a request at most that.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
@@ -14,6 +14,15 @@ use fred::types::scripts::Script;
 use fred::types::ExpireOptions;
 
 use super::keys;
+
+/// What is left until `deadline`; a timeout when nothing is.
+fn left(deadline: Instant) -> Result<Duration, Failure> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Failure::Timeout);
+    }
+    Ok(left)
+}
 
 /// Why a call to Redis failed: the `kind` label of
 /// `viaduct_shared_errors_total`.
@@ -54,8 +63,10 @@ impl Failure {
 /// Stores one variant, keeps the URL's key alive as long as its longest
 /// variant, and frees the fetch lock this node held (if the token is still
 /// ours). A URL whose variants outgrow the limit starts over: Vary on a
-/// field with many values must not grow one key forever.
-const WRITE: &str = r#"
+/// field with many values must not grow one key forever. The shebang
+/// (Redis 7) makes a Redis at `maxmemory` refuse the whole script, instead
+/// of running its writes past the limit.
+const WRITE: &str = r#"#!lua
 local k = KEYS[1]
 if redis.call('HLEN', k) > tonumber(ARGV[5]) then redis.call('DEL', k) end
 if ARGV[3] == '' then redis.call('HDEL', k, 'v') else redis.call('HSET', k, 'v', ARGV[3]) end
@@ -66,8 +77,8 @@ if ARGV[6] ~= '' and redis.call('GET', KEYS[2]) == ARGV[6] then redis.call('DEL'
 return 1
 "#;
 
-/// Frees a fetch lock if it is still ours.
-const UNLOCK: &str = r#"
+/// Frees a fetch lock if it is still ours (even at `maxmemory`: it frees).
+const UNLOCK: &str = r#"#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
@@ -126,7 +137,7 @@ impl Redis {
                 c.max_command_attempts = 1;
                 c.tcp.nodelay = Some(true);
             })
-            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .with_performance_config(|p| p.default_command_timeout = timeout * 4)
             .set_policy(ReconnectPolicy::new_constant(0, 250));
         let pool = builder.build_pool(2).map_err(|e| e.details().to_string())?;
         let subscriber = builder
@@ -175,10 +186,11 @@ impl Redis {
         &self,
         key: &str,
         request: &http::HeaderMap,
+        deadline: Instant,
     ) -> Result<Option<Bytes>, Failure> {
         let record_key = keys::record_key(key);
         let first: Vec<Option<Bytes>> = self
-            .call(self.timeout, |c| {
+            .call(left(deadline)?, |c| {
                 let k = record_key.clone();
                 async move { c.hmget(k, vec![keys::PLAIN_FIELD, keys::VARY_FIELD]).await }
             })
@@ -239,11 +251,17 @@ impl Redis {
 
     /// Takes the fetch lock of `key` for `hold`; false when another node
     /// holds it.
-    pub async fn lock(&self, key: &str, token: &str, hold: Duration) -> Result<bool, Failure> {
+    pub async fn lock(
+        &self,
+        key: &str,
+        token: &str,
+        hold: Duration,
+        deadline: Instant,
+    ) -> Result<bool, Failure> {
         let lock_key = keys::lock_key(key);
         let ms = hold.as_millis().clamp(1, i64::MAX as u128) as i64;
         let set: Value = self
-            .call(self.timeout, |c| async move {
+            .call(left(deadline)?, |c| async move {
                 c.set(
                     lock_key,
                     token,
@@ -261,6 +279,11 @@ impl Redis {
         let lock_key = keys::lock_key(key);
         self.call(self.timeout, |c| async move { c.exists(lock_key).await })
             .await
+    }
+
+    /// The longest a request may wait for Redis from now.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub async fn unlock(&self, key: &str, token: &str) -> Result<(), Failure> {
