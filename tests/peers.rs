@@ -24,12 +24,21 @@ fn free_addrs(n: usize) -> Vec<SocketAddr> {
 /// Three nodes `node0`..`node2` on 127.0.0.1, each a peer of the others,
 /// with one catch-all route to `origin`.
 async fn cluster(origin: &Origin, local_ttl: &str) -> (Vec<viaduct::Running>, Vec<SocketAddr>) {
+    cluster_with(origin, local_ttl, "").await
+}
+
+/// `cluster`, with `extra` lines in each node's `[cluster]`.
+async fn cluster_with(
+    origin: &Origin,
+    local_ttl: &str,
+    extra: &str,
+) -> (Vec<viaduct::Running>, Vec<SocketAddr>) {
     let addrs = free_addrs(3);
     let peers: Vec<String> = addrs.iter().map(|a| format!("\"http://{a}\"")).collect();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let text = format!(
-            "[server]\nlisten = [\"{addr}\"]\nname = \"node{i}\"\nshutdown_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n[cluster]\npeers = [{}]\nself = \"http://{addr}\"\nlocal_ttl = \"{local_ttl}\"\n[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
+            "[server]\nlisten = [\"{addr}\"]\nname = \"node{i}\"\nshutdown_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n[cluster]\npeers = [{}]\nself = \"http://{addr}\"\nlocal_ttl = \"{local_ttl}\"\n{extra}\n[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
             peers.join(", "),
             origin.addr
         );
@@ -647,6 +656,62 @@ async fn a_crowd_spread_over_three_nodes_on_a_cold_key_costs_one_request() {
         assert_eq!(got.text(), "body of /crowd/cold");
     }
     assert_eq!(times(&origin.seen(), "/crowd/cold"), 1);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Whether `admin`'s node sees `peer` up, from `/stats`.
+async fn sees_up(clients: &mut Clients, admin: SocketAddr, peer: SocketAddr) -> bool {
+    let stats = clients.stats(admin).await;
+    let peers = stats["peers"].as_array().unwrap().clone();
+    let row = peers
+        .iter()
+        .find(|p| p["peer"] == peer.to_string())
+        .expect("listed");
+    row["up"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn health_checks_take_a_stopped_node_out_before_any_request_fails_on_it() {
+    let origin = origin_per_url().await;
+    let check = "health_check = { interval = \"100ms\", timeout = \"500ms\", rise = 2, fall = 2 }";
+    let (mut nodes, addrs) = cluster_with(&origin, "10s", check).await;
+    let admin0 = nodes[0].admin_addr();
+    let mut clients = Clients::new();
+    assert!(sees_up(&mut clients, admin0, addrs[2]).await);
+
+    // Stopped: node 0 notices by itself, no client request involved.
+    nodes.remove(2).shutdown().await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while sees_up(&mut clients, admin0, addrs[2]).await {
+        assert!(std::time::Instant::now() < deadline, "never seen down");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Its keys are already elsewhere: asking for them never tries it.
+    for i in 0..30 {
+        let path = format!("/checked/{i}");
+        clients.expect_ok(addrs[0], &path).await;
+    }
+    let scrape = scrape(admin0).await;
+    let tried = value(
+        &scrape,
+        "viaduct_cluster_peer_requests_total",
+        &[("parent", &addrs[2].to_string()), ("outcome", "failed")],
+    );
+    assert_eq!(tried, 0.0, "a request went to the stopped node");
+
+    // Back on its address: taken back in after `rise` passes.
+    let text = format!(
+        "[server]\nlisten = [\"{}\"]\nname = \"node2\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = \"off\"\n[[route]]\nhost = \"*\"\nupstream = \"http://{}\"\n",
+        addrs[2], origin.addr
+    );
+    let again = start(viaduct::Config::from_toml(&text, "node.toml").unwrap()).await;
+    while !sees_up(&mut clients, admin0, addrs[2]).await {
+        assert!(std::time::Instant::now() < deadline, "never seen up again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    again.shutdown().await;
     for node in nodes {
         node.shutdown().await;
     }

@@ -382,3 +382,27 @@ async fn shared_settings_are_checked_with_their_line() {
         assert!(!err.contains("secret"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_wants_a_validated_answer_is_not_served_from_redis() {
+    let redis = RedisServer::start();
+    let origin = origin().await;
+    let a = shared_node("a", &redis, origin.addr, "").await;
+    let b = shared_node("b", &redis, origin.addr, "").await;
+    fetch(a.addr(), at("/fresh")).await;
+    redis.wait_stored("/fresh", 1).await;
+    // RFC 9111 §5.2.1.1 / §5.2.1.4: the record's age is not zero.
+    for directive in ["max-age=0", "no-cache"] {
+        let got = fetch(b.addr(), with(at("/fresh"), "cache-control", directive)).await;
+        assert!(
+            !status_of(&got).contains("detail=shared"),
+            "{directive}: {}",
+            status_of(&got)
+        );
+    }
+    assert_eq!(origin.count("/fresh"), 3);
+    // One that accepts it as it is gets it from Redis.
+    let c = shared_node("c", &redis, origin.addr, "").await;
+    let got = fetch(c.addr(), with(at("/fresh"), "cache-control", "max-stale=5")).await;
+    assert!(is_shared_hit(&got), "{}", status_of(&got));
+}

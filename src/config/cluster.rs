@@ -19,6 +19,32 @@ pub struct ClusterConfig {
     /// How long a node keeps its own copy of what it fetched through the
     /// owner (capped by the response's freshness); 0: no copy.
     pub local_ttl: Dur,
+    /// Active checks of the other nodes (`OPTIONS *`, answered by the
+    /// node itself).
+    pub health_check: PeerCheckConfig,
+}
+
+/// `[cluster] health_check`: every `interval` (0s: off), each other node is
+/// asked `OPTIONS *` on a new connection; `fall` failures in a row take it
+/// out of the owner ranking (its keys move), `rise` passes bring it back.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerCheckConfig {
+    pub interval: Dur,
+    pub timeout: Dur,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for PeerCheckConfig {
+    fn default() -> Self {
+        PeerCheckConfig {
+            interval: Dur(std::time::Duration::from_secs(2)),
+            timeout: Dur(std::time::Duration::from_secs(1)),
+            rise: 2,
+            fall: 2,
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -27,6 +53,7 @@ impl Default for ClusterConfig {
             peers: Vec::new(),
             self_addr: None,
             local_ttl: Dur(std::time::Duration::from_secs(10)),
+            health_check: PeerCheckConfig::default(),
         }
     }
 }

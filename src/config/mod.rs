@@ -16,7 +16,7 @@ pub use cache::ParentUrl;
 pub use cache::{
     CacheConfig, CacheKeyConfig, CookieName, FieldName, QueryGlob, SetCookie, StatusTtl,
 };
-pub use cluster::{ClusterConfig, PeerAddr};
+pub use cluster::{ClusterConfig, PeerAddr, PeerCheckConfig};
 pub use group::{Balance, GroupConfig, HealthCheckConfig, RouteUpstream, ServerSpec};
 pub use load::ConfigError;
 pub use shared::{redacted as redacted_redis_url, RedisUrls, SharedConfig, SharedMode};

@@ -15,7 +15,7 @@ use super::fill_task::{self, FillJob};
 use super::fill_task::{Flight, FlightBody, Join, LeaderAnswer, Phase};
 use crate::cache::control::RequestControl;
 use crate::cache::fill::{self, Fill};
-use crate::cache::policy::NotStored;
+use crate::cache::policy::{self, NotStored};
 use crate::cache::store::{Entry, Variants};
 use crate::cache::{CacheStats, CacheStatus, Fwd, Stored, Tier};
 use crate::upstream::{copy_parts, StoreTag};
@@ -53,7 +53,12 @@ impl CacheStep {
                 let method = ex.parts.method.clone();
                 let client = ex.parts.headers.clone();
                 let fallback = ex.replay();
-                let shared = refill.fwd != Fwd::Request;
+                // A stored copy answers only a request that lets it (§5.2.1).
+                let req = &refill.req_cc;
+                let shared = refill.fwd != Fwd::Request
+                    && !req.no_cache
+                    && req.max_age.is_none()
+                    && req.min_fresh.is_none();
                 let job = self.fill_job(ex, refill.revalidating.clone(), shared);
                 tokio::spawn(fill_task::run(job, flight.clone(), guard));
                 match self
@@ -177,9 +182,17 @@ impl CacheStep {
                 self.stream_flight(flight, leader, fwd, head, ttl, length)
             }
             Next::Entry(entry, status, ttl, tier) => {
-                // From a tier it was not validated now: as a hit (§5.2.2.4).
+                // From a tier it was not validated now: as a hit (§5.2.2.4),
+                // and only for a request that accepts it as it is (§5.2.1).
                 let unvalidated = tier.is_some();
                 let now = SystemTime::now();
+                if unvalidated {
+                    let heuristics = self.cache.heuristics();
+                    let reuse = policy::decide(&refill.req_cc, &entry.head, &heuristics, now);
+                    if !matches!(reuse, policy::Reuse::Serve { .. }) {
+                        return None;
+                    }
+                }
                 let resp = self.serve_stored(&entry, method, client, now, unvalidated);
                 let status = match tier {
                     Some(tier) => CacheStatus::TierHit { ttl, tier },

@@ -85,7 +85,11 @@ impl Policy {
                 let peers: Vec<SocketAddr> = config.cluster.peers.iter().map(|p| p.0).collect();
                 let local_ttl = config.cluster.local_ttl.get();
                 let metrics = servers.peers.clone();
-                Cluster::new(&peers, me.0, local_ttl, pool(&config.upstream), metrics).map(Arc::new)
+                let cluster =
+                    Cluster::new(&peers, me.0, local_ttl, pool(&config.upstream), metrics)
+                        .map(Arc::new)?;
+                cluster.start_checks(config.cluster.health_check);
+                Some(cluster)
             }),
         })
     }

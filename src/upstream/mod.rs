@@ -20,6 +20,7 @@ pub mod guard;
 mod metrics;
 pub mod parents;
 mod passed_over;
+mod peer_checks;
 pub mod peers;
 mod pool;
 mod socket;

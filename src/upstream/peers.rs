@@ -28,12 +28,15 @@ pub static PEER_HEADER: HeaderName = HeaderName::from_static("viaduct-peer");
 #[derive(Debug, Clone, Copy)]
 pub struct PeerCopy(pub Duration);
 
-struct Peer {
+pub(super) struct Peer {
     addr: SocketAddr,
     authority: Authority,
     /// Hashed with each key.
     seed: u64,
+    /// Passive: a request could not reach it.
     state: PassedOver,
+    /// Active: it failed its health checks (`peer_checks.rs`).
+    pub(super) checked_down: std::sync::atomic::AtomicBool,
 }
 
 pub struct Cluster {
@@ -57,7 +60,32 @@ pub struct PeerHop {
     pub proto: &'static str,
 }
 
+impl Peer {
+    fn is_up(&self, now: Instant) -> bool {
+        self.state.is_up(now) && !self.checked_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl Cluster {
+    /// Starts the active checks of the other nodes (they end with the
+    /// cluster, e.g. when a reload replaces it).
+    pub fn start_checks(self: &Arc<Self>, check: crate::config::PeerCheckConfig) {
+        if check.interval.get().is_zero() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        for index in (0..self.peers.len()).filter(|i| *i != self.me) {
+            tokio::spawn(super::peer_checks::run(Arc::downgrade(self), index, check));
+        }
+    }
+
+    pub(super) fn peer_addr(&self, index: usize) -> SocketAddr {
+        self.peers[index].addr
+    }
+
+    pub(super) fn peer(&self, index: usize) -> &Peer {
+        &self.peers[index]
+    }
+
     /// `None` unless `me` is one of `peers` (the configuration checks it).
     pub fn new(
         peers: &[SocketAddr],
@@ -77,6 +105,7 @@ impl Cluster {
                     .expect("a socket address is an authority"),
                 seed: hash(addr.to_string().as_bytes(), 0),
                 state: PassedOver::default(),
+                checked_down: Default::default(),
             })
             .collect();
         Some(Cluster {
@@ -120,7 +149,7 @@ impl Cluster {
             .peers
             .iter()
             .enumerate()
-            .filter(|(i, p)| *i == self.me || p.state.is_up(now))
+            .filter(|(i, p)| *i == self.me || p.is_up(now))
             .map(|(i, p)| (mix(p.seed ^ score_key), i))
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
@@ -142,7 +171,7 @@ impl Cluster {
         self.peers
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.addr, i == self.me || p.state.is_up(now), i == self.me))
+            .map(|(i, p)| (p.addr, i == self.me || p.is_up(now), i == self.me))
             .collect()
     }
 

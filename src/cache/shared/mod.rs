@@ -29,10 +29,12 @@ pub use redis::Failure;
 pub use stats::{OutcomeLabel, SharedStats};
 
 /// Writes waiting for Redis; past this, new ones are dropped (and counted)
-/// rather than holding memory or delaying anything.
-const WRITE_QUEUE: usize = 1024;
-/// Writes in flight at once.
-const WRITERS: usize = 8;
+/// rather than holding memory or delaying anything. (A queued write holds
+/// an `Arc` of an entry that memory holds anyway.)
+const WRITE_QUEUE: usize = 4096;
+/// Writes in flight at once: fred pipelines them on its connections, so a
+/// burst of fills is written at Redis's pace, not one round trip at a time.
+const WRITERS: usize = 64;
 /// How often a node waiting for another node's fetch looks again.
 const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(50);
@@ -197,28 +199,30 @@ impl SharedTier {
             }
         }
         // Another node is fetching: its record appears when its response
-        // is stored; its lock goes when it is done either way.
+        // is stored, in the same script that frees the lock; the lock also
+        // goes (without a record) when the response cannot be stored. So
+        // the lock is looked at before the record: gone, then the record
+        // is there now or never comes.
         let until = Instant::now() + patience;
         let mut pause = POLL_FIRST;
         while Instant::now() + pause < until {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(POLL_MAX);
+            let gone = match self.redis.locked(key).await {
+                Ok(held) => !held,
+                Err(failure) => {
+                    self.stats.error(failure);
+                    break;
+                }
+            };
             let deadline = Instant::now() + self.redis.timeout();
             match self.fresh(cache, key, request, deadline).await {
                 Ok(Some(hit)) => {
                     self.stats.collapsed.inc();
                     return hit;
                 }
-                Ok(None) => {}
-                Err(_) => break,
-            }
-            match self.redis.locked(key).await {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(failure) => {
-                    self.stats.error(failure);
-                    break;
-                }
+                Ok(None) if !gone => {}
+                Ok(None) | Err(_) => break,
             }
         }
         Before::Fetch(None)
