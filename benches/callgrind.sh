@@ -6,7 +6,10 @@
 # are zeroed after a warm-up, so start-up is not counted.
 #
 #   benches/callgrind.sh            # viaduct hit, pass, hit with the access log on; the ceiling
-#   benches/callgrind.sh hit        # some of: hit hit-tags pass hit-log ceiling
+#   benches/callgrind.sh hit        # some of: hit hit-tags hit-shared pass hit-log ceiling
+#
+# hit-shared: a hit in memory on a node with the shared tier on (a local
+# redis-server on port 19202): what the tier costs on the memory-hit path.
 #
 # Needs valgrind, wrk, nginx (apt-get install -y valgrind wrk nginx-light).
 # The profiles stay in $OUT (default /tmp/viaduct-callgrind) for
@@ -46,7 +49,7 @@ CONF
 nginx -c "$OUT/origin.conf" -p "$OUT" -g 'daemon on;'
 trap 'kill "$(cat "$OUT/origin.pid")" 2>/dev/null || true' EXIT
 
-conf() { # ACCESS
+conf() { # ACCESS [EXTRA TOML before the route]
     cat <<CONF
 [server]
 listen = ["127.0.0.1:$PORT"]
@@ -56,6 +59,7 @@ listen = "127.0.0.1:0"
 [log]
 access = "$1"
 level = "warn"
+${2:-}
 [[route]]
 host = "*"
 upstream = "http://127.0.0.1:$ORIGIN_PORT"
@@ -89,6 +93,12 @@ for case in "${CASES[@]}"; do
         hit) conf off >"$OUT/v.toml"; measure hit /hit/1k "$VIADUCT" -c "$OUT/v.toml" ;;
         # A hit on an entry stored with three tags (issue 16: at most 2% more).
         hit-tags) conf off >"$OUT/v.toml"; measure hit-tags /tags/1k "$VIADUCT" -c "$OUT/v.toml" ;;
+        hit-shared)
+            redis-server --port 19202 --save '' --appendonly no --daemonize yes --pidfile "$OUT/redis.pid" >/dev/null
+            conf off $'[cache.shared]\nredis = ["redis://127.0.0.1:19202"]' >"$OUT/v.toml"
+            measure hit-shared /hit/1k "$VIADUCT" -c "$OUT/v.toml"
+            redis-cli -p 19202 shutdown nosave >/dev/null 2>&1 || true
+            ;;
         pass) conf off >"$OUT/v.toml"; measure pass /pass/1k "$VIADUCT" -c "$OUT/v.toml" ;;
         hit-log)
             conf "$OUT/access.log" >"$OUT/v.toml"

@@ -186,11 +186,20 @@ impl SharedTier {
         let token = format!("{}-{:x}", self.node, lock_serial());
         match self.redis.lock(key, &token, patience, deadline).await {
             Ok(true) => {
-                return Before::Fetch(Some(FetchLock {
+                let lock = FetchLock {
                     tier: self.clone(),
                     key: key.to_string(),
                     token: Some(token),
-                }))
+                };
+                // Another node may have stored it and let go of the lock
+                // between the lookup and the lock: look once more (dropping
+                // the lock frees it).
+                let deadline = Instant::now() + self.redis.timeout();
+                if let Ok(Some(hit)) = self.fresh(cache, key, request, deadline).await {
+                    self.stats.collapsed.inc();
+                    return hit;
+                }
+                return Before::Fetch(Some(lock));
             }
             Ok(false) => {}
             Err(failure) => {
