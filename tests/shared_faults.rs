@@ -86,10 +86,21 @@ async fn redis_killed_mid_run_loses_no_request_and_comes_back() {
     redis.restart();
     wait_connected(a.admin_addr()).await;
     wait_connected(b.admin_addr()).await;
-    fetch(a.addr(), at("/after")).await;
-    let got = shared_hit_on(&redis, &b, "/after").await;
-    assert_eq!(got.text(), "body of /after");
-    assert_eq!(origin.count("/after"), 1);
+    // The first calls after the restart may still meet a connection that
+    // is coming back: sharing resumes within a few URLs.
+    let deadline = Instant::now() + PATIENCE;
+    for i in 0.. {
+        let path = format!("/after/{i}");
+        fetch(a.addr(), at(&path)).await;
+        redis.wait_stored(&path, 1).await;
+        let got = fetch(b.addr(), at(&path)).await;
+        assert_eq!(got.text(), format!("body of {path}"));
+        if status_of(&got).contains("detail=shared") {
+            assert_eq!(origin.count(&path), 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never shared again");
+    }
 }
 
 #[tokio::test]

@@ -137,7 +137,8 @@ impl Redis {
                 c.max_command_attempts = 1;
                 c.tcp.nodelay = Some(true);
             })
-            .with_performance_config(|p| p.default_command_timeout = timeout * 4)
+            // Only a backstop: every call has its own budget (`call`).
+            .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(10))
             .set_policy(ReconnectPolicy::new_constant(0, 250));
         let pool = builder.build_pool(2).map_err(|e| e.details().to_string())?;
         let subscriber = builder
