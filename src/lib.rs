@@ -7,6 +7,7 @@ pub(crate) mod access_log;
 pub(crate) mod admin;
 pub mod cache;
 pub mod config;
+pub(crate) mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -73,10 +73,18 @@ pub enum Mode {
     Reverse,
     Tunnel,
     Local,
+    /// Files served from a route's `root`.
+    File,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Forward, Mode::Reverse, Mode::Tunnel, Mode::Local];
+    pub const ALL: [Mode; 5] = [
+        Mode::Forward,
+        Mode::Reverse,
+        Mode::Tunnel,
+        Mode::Local,
+        Mode::File,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +92,7 @@ impl Mode {
             Mode::Reverse => "reverse",
             Mode::Tunnel => "tunnel",
             Mode::Local => "local",
+            Mode::File => "file",
         }
     }
 }

@@ -203,7 +203,24 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
     }
     for (i, route) in c.routes.iter().enumerate() {
         let at = ("route", Some(i));
-        let url = match &route.upstream {
+        let upstream = match (&route.upstream, &route.root) {
+            (Some(upstream), None) => upstream,
+            (None, Some(root)) => {
+                super::files::check_route(route, root).map_err(|(key, why)| (at, key, why))?;
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                return Err((at, "root", "a route has upstream or root, not both".into()))
+            }
+            (None, None) => {
+                return Err((
+                    at,
+                    "upstream",
+                    "name an upstream (http://host:port or a group) or a root directory".into(),
+                ))
+            }
+        };
+        let url = match upstream {
             crate::config::RouteUpstream::Url(url) => url,
             crate::config::RouteUpstream::Group(name) => {
                 if !names.contains(name.as_str()) {
@@ -370,6 +387,10 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             "access",
             "use \"stdout\", \"stderr\", \"off\" or a file path".into(),
         ));
+    }
+    for (i, redirect) in c.redirects.iter().enumerate() {
+        super::files::check_redirect(redirect)
+            .map_err(|(key, why)| (("redirect", Some(i)), key, why))?;
     }
     for (i, route) in c.routes.iter().enumerate() {
         if !route.path_prefix.starts_with('/') {

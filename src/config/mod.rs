@@ -3,6 +3,7 @@
 
 mod cache;
 mod cluster;
+mod files;
 mod group;
 mod load;
 mod shared;
@@ -46,6 +47,31 @@ pub struct Config {
     pub cluster: ClusterConfig,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[[redirect]]`: rules applied before routing.
+    #[serde(default, rename = "redirect")]
+    pub redirects: Vec<RedirectConfig>,
+}
+
+/// `[[redirect]] host = "...", from = "/old/*", to = "/new/*", status = 301`:
+/// a request for `from` (exact, or a prefix ending in `*` whose rest is
+/// appended to `to`) is answered with a redirect, before routing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    #[serde(default = "any_host")]
+    pub host: HostPattern,
+    pub from: String,
+    pub to: String,
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn any_host() -> HostPattern {
+    HostPattern::Any
+}
+
+fn default_redirect_status() -> u16 {
+    301
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,8 +385,32 @@ pub struct RouteConfig {
     #[serde(default = "default_prefix")]
     pub path_prefix: String,
     /// The origin: `http://host[:port]`, `https://host[:port]`, or the name of
-    /// an `[[upstream.group]]`.
-    pub upstream: RouteUpstream,
+    /// an `[[upstream.group]]`. A route has this or `root`.
+    #[serde(default)]
+    pub upstream: Option<RouteUpstream>,
+    /// Serve files from this directory instead of proxying: the route's
+    /// `path_prefix` is stripped from the path, the rest joined to it.
+    #[serde(default)]
+    pub root: Option<std::path::PathBuf>,
+    /// Files tried, in order, for a directory request (`root` routes).
+    #[serde(default = "default_index")]
+    pub index: Vec<String>,
+    /// A listing (HTML, or JSON by `Accept`) of a directory without an index.
+    #[serde(default)]
+    pub listing: bool,
+    /// `Cache-Control` sent with files.
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    /// Content types by file extension, over the built-in table.
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, String>,
+    /// Only clients in these networks (any when empty); others get 403.
+    #[serde(default)]
+    pub allow: Vec<Cidr>,
+    /// HTTP Basic authentication (401 with `WWW-Authenticate`), with
+    /// bcrypt hashes as in `[forward.auth]`.
+    #[serde(default)]
+    pub basic_auth: Option<AuthConfig>,
     /// Send the client's `Host` to the origin (true) or the upstream's (false).
     #[serde(default = "default_true")]
     pub preserve_host: bool,
@@ -415,6 +465,10 @@ pub enum UpstreamProtocol {
 
 fn default_prefix() -> String {
     "/".into()
+}
+
+fn default_index() -> Vec<String> {
+    vec!["index.html".into()]
 }
 
 fn default_true() -> bool {

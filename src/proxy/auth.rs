@@ -16,6 +16,9 @@ use super::error::ProxyError;
 use crate::config::AuthConfig;
 
 pub struct ProxyAuth {
+    /// `Proxy-Authorization` (forward) or `Authorization` (a route's
+    /// `basic_auth`, answered with 401 and `WWW-Authenticate`).
+    header: header::HeaderName,
     users: BTreeMap<String, String>,
     /// Checked when the user is unknown, so unknown and known users take the
     /// same time (no user enumeration by timing).
@@ -25,6 +28,28 @@ pub struct ProxyAuth {
 }
 
 impl ProxyAuth {
+    /// A route's own Basic authentication (RFC 7617): `Authorization`, 401.
+    pub fn for_origin(config: &AuthConfig) -> ProxyAuth {
+        ProxyAuth {
+            header: header::AUTHORIZATION,
+            ..ProxyAuth::new(config)
+        }
+    }
+
+    fn required(&self, why: &str) -> ProxyError {
+        if self.header == header::AUTHORIZATION {
+            ProxyError::Unauthorized {
+                challenge: self.challenge.clone(),
+                why: why.to_string(),
+            }
+        } else {
+            ProxyError::ProxyAuthRequired {
+                challenge: self.challenge.clone(),
+                why: why.to_string(),
+            }
+        }
+    }
+
     pub fn new(config: &AuthConfig) -> ProxyAuth {
         let realm = config.realm.replace(['"', '\\'], "");
         let challenge =
@@ -40,6 +65,7 @@ impl ProxyAuth {
         let dummy_hash =
             bcrypt::hash(format!("{:?}", std::time::Instant::now()), cost).unwrap_or_default();
         ProxyAuth {
+            header: header::PROXY_AUTHORIZATION,
             users: config.users.clone(),
             dummy_hash,
             challenge,
@@ -52,14 +78,8 @@ impl ProxyAuth {
 
     /// Ok when `Proxy-Authorization` carries a known user and the right password.
     pub async fn check(&self, headers: &HeaderMap, client: IpAddr) -> Result<(), ProxyError> {
-        let required = |why: &str| ProxyError::ProxyAuthRequired {
-            challenge: self.challenge.clone(),
-            why: why.to_string(),
-        };
-        let Some(value) = headers
-            .get(header::PROXY_AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let required = |why: &str| self.required(why);
+        let Some(value) = headers.get(&self.header).and_then(|v| v.to_str().ok()) else {
             return Err(required("proxy credentials required"));
         };
         if self.verified.contains_key(value) {
@@ -79,7 +99,7 @@ impl ProxyAuth {
             self.verified.insert(value.to_string(), ());
             return Ok(());
         }
-        tracing::warn!(%client, user = %user, "proxy authentication failed");
+        tracing::warn!(%client, user = %user, field = %self.header, "authentication failed");
         Err(required("wrong proxy credentials"))
     }
 }

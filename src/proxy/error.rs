@@ -26,6 +26,11 @@ pub enum ProxyError {
         challenge: http::HeaderValue,
         why: String,
     },
+    /// 401 with the `WWW-Authenticate` challenge of a route's `basic_auth`.
+    Unauthorized {
+        challenge: http::HeaderValue,
+        why: String,
+    },
     MethodNotAllowed(String),
     /// A stored response that must be revalidated could not be (§5.2.2.2).
     RevalidationFailed(UpstreamError),
@@ -48,6 +53,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::ProxyAuthRequired { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -66,6 +72,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream-error",
             ProxyError::NotCached => "only-if-cached",
             ProxyError::ProxyAuthRequired { .. } => "proxy-auth",
+            ProxyError::Unauthorized { .. } => "auth",
             ProxyError::MethodNotAllowed(_) => "method-not-allowed",
             ProxyError::RevalidationFailed(_) => "must-revalidate",
             ProxyError::Internal => "internal",
@@ -108,6 +115,7 @@ impl fmt::Display for ProxyError {
             ProxyError::ProxyAuthRequired { why, .. } => {
                 write!(f, "proxy authentication required: {why}")
             }
+            ProxyError::Unauthorized { why, .. } => write!(f, "authentication required: {why}"),
             ProxyError::MethodNotAllowed(why) => write!(f, "method not allowed: {why}"),
             ProxyError::Internal => write!(
                 f,

@@ -105,6 +105,8 @@ pub struct Handler {
 enum Prepared {
     Exchange(Exchange, Option<hyper::upgrade::OnUpgrade>),
     Local(Response<ProxyBody>),
+    /// A `root` route's file (or refusal), or a `[[redirect]]`.
+    Files(Response<ProxyBody>, &'static str),
 }
 
 /// What the pipeline learned about a request, for the log and the metrics.
@@ -389,6 +391,7 @@ impl Handler {
                     },
                 )
             }
+            Ok(Prepared::Files(resp, detail)) => return (Ok(resp), CacheStatus::Local { detail }),
             Err(e) => {
                 let detail = e.detail();
                 return (Err(e), CacheStatus::Local { detail });
@@ -486,6 +489,9 @@ fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
     match e {
         ProxyError::ProxyAuthRequired { challenge, .. } => {
             h.insert(header::PROXY_AUTHENTICATE, challenge.clone());
+        }
+        ProxyError::Unauthorized { challenge, .. } => {
+            h.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         ProxyError::MethodNotAllowed(_) => {
             h.insert(header::ALLOW, HeaderValue::from_static(local::ALLOW));

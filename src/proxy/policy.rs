@@ -40,6 +40,8 @@ pub(super) struct Policy {
     pub forward_target: crate::upstream::Target,
     /// `[cluster]`: the cache peers, when there are several.
     pub cluster: Option<Arc<Cluster>>,
+    /// `[[redirect]]` rules, applied before routing.
+    pub redirects: crate::files::redirect::Redirects,
 }
 
 impl Policy {
@@ -66,6 +68,7 @@ impl Policy {
             .filter_map(|g| groups.get(&g.name).cloned())
             .collect();
         Ok(Policy {
+            redirects: crate::files::redirect::Redirects::new(&config.redirects),
             classifier: Classifier {
                 forward: config.forward.clone(),
                 routes,

@@ -46,6 +46,13 @@ impl Handler {
         if client.activity.is_oversized(index) {
             return Err(ProxyError::PayloadTooLarge(max_body));
         }
+        // `[[redirect]]` rules come before routing (origin-form requests).
+        if !policy.redirects.is_empty() && req.uri().authority().is_none() {
+            if let Some(resp) = redirect(&policy.redirects, &req) {
+                trace.mode = Mode::File;
+                return Ok(Prepared::Files(resp, "redirect"));
+            }
+        }
         let target = policy.classifier.classify(&req, client.peer.ip())?;
         if self.via.is_loop(req.headers()) {
             return Err(ProxyError::Loop);
@@ -54,6 +61,30 @@ impl Handler {
             route, host, path, ..
         } = &target
         {
+            // Admission to the route: its client networks, then its users.
+            let ip = client.peer.ip().to_canonical();
+            if !route.allow.is_empty() && !route.allow.iter().any(|net| net.contains(ip)) {
+                return Err(ProxyError::Forbidden(format!(
+                    "client {ip} may not use route {}",
+                    route.name
+                )));
+            }
+            if let Some(auth) = &route.auth {
+                auth.check(req.headers(), ip).await?;
+            }
+            if let Some(files) = &route.files {
+                trace.mode = Mode::File;
+                trace.route = Some(route.name.clone());
+                trace.upstream = Some(route.upstream_label.clone());
+                let normal = path.as_ref().or(req.uri().path_and_query());
+                let full = normal.map_or("/", |p| p.path());
+                let query = req.uri().query();
+                let rel = full.strip_prefix(route.path_prefix.as_str()).unwrap_or("");
+                let answer = files
+                    .serve(req.method(), req.headers(), full, rel, query)
+                    .await;
+                return Ok(Prepared::Files(file_response(answer), "file"));
+            }
             if route.https_redirect && !client.tls {
                 let path = path.as_ref().or(req.uri().path_and_query());
                 return Ok(Prepared::Local(local::to_https(
@@ -286,4 +317,41 @@ impl Handler {
         });
         Some(local::pac(&policy.pac, &proxy))
     }
+}
+
+/// The answer of a `[[redirect]]` rule for `req`, if one matches.
+fn redirect<B>(
+    rules: &crate::files::redirect::Redirects,
+    req: &Request<B>,
+) -> Option<Response<ProxyBody>> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(crate::http::validate::host::normalize_host)
+        .unwrap_or_default();
+    let (status, location) = rules.find(&host, req.uri().path(), req.uri().query())?;
+    let text = format!("moved to {}\n", location.to_str().unwrap_or(""));
+    let mut resp = Response::new(ProxyBody::full(bytes::Bytes::from(text)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Some(resp)
+}
+
+/// A file answer as the pipeline sends it.
+fn file_response(answer: crate::files::FileResponse) -> Response<ProxyBody> {
+    use crate::files::FileBody;
+    let body = match answer.body {
+        FileBody::Empty => ProxyBody::empty(),
+        FileBody::Full(bytes) => ProxyBody::full(bytes),
+        FileBody::Stream { rx, len } => ProxyBody::channel(rx, len),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = answer.status;
+    *resp.headers_mut() = answer.headers;
+    resp
 }

@@ -37,7 +37,19 @@ pub struct Route {
     pub group: Option<Arc<Group>>,
     /// What the route asks of the cache.
     pub cache_rules: Arc<CacheRules>,
+    /// A `root` route: files are served from it, nothing is proxied (the
+    /// upstream fields above are then never used).
+    pub files: Option<Arc<crate::files::Docroot>>,
+    /// Client networks admitted (any when empty).
+    pub allow: Vec<crate::config::Cidr>,
+    /// `basic_auth`: `Authorization` checked, 401 otherwise.
+    pub auth: Option<Arc<super::auth::ProxyAuth>>,
 }
+
+/// The upstream of a `root` route, which no request is ever sent to
+/// (`prepare` answers file routes first); a real URL, so that the fields
+/// every route has stay plain values.
+const NO_UPSTREAM: &str = "http://files.invalid:80";
 
 /// The TLS client of an `https://` route: the public roots plus the CAs
 /// configured for all origins and for this route, and its ALPN choice.
@@ -45,9 +57,9 @@ fn origin_tls(
     c: &RouteConfig,
     upstream_ca: Option<&std::path::Path>,
 ) -> Result<Option<crate::upstream::OriginTls>, String> {
-    if !c.upstream.url().is_some_and(|u| u.tls) {
+    let Some(url) = c.upstream.as_ref().and_then(|u| u.url()).filter(|u| u.tls) else {
         return Ok(None);
-    }
+    };
     let cas: Vec<std::path::PathBuf> = upstream_ca
         .map(std::path::Path::to_path_buf)
         .into_iter()
@@ -60,7 +72,7 @@ fn origin_tls(
     };
     if !c.tls_verify {
         tracing::warn!(
-            upstream = %c.upstream,
+            upstream = %url,
             "tls_verify = false: the origin's certificate is not checked (encrypted, not authenticated)"
         );
     }
@@ -88,9 +100,11 @@ impl RouteTable {
         for c in configs {
             // A group route is labelled and first addressed by its first
             // server; the pool picks the server per request.
+            let files = crate::files::Docroot::of(c)?;
             let (upstream, group) = match &c.upstream {
-                RouteUpstream::Url(url) => (url.clone(), None),
-                RouteUpstream::Group(name) => {
+                None => (NO_UPSTREAM.parse::<UpstreamUrl>()?, None),
+                Some(RouteUpstream::Url(url)) => (url.clone(), None),
+                Some(RouteUpstream::Group(name)) => {
                     let group = groups
                         .get(name)
                         .ok_or_else(|| format!("no upstream group is named {name:?}"))?;
@@ -109,9 +123,10 @@ impl RouteTable {
             let route = Route {
                 namespace: Arc::from(crate::cache::key::route_namespace(&name)),
                 name,
-                upstream_label: match &group {
-                    Some(group) => Arc::from(format!("group {}", group.name)),
-                    None => Arc::from(upstream.authority.as_str()),
+                upstream_label: match (&group, &files) {
+                    (Some(group), _) => Arc::from(format!("group {}", group.name)),
+                    (None, Some(files)) => Arc::from(format!("files {}", files.root().display())),
+                    (None, None) => Arc::from(upstream.authority.as_str()),
                 },
                 path_prefix: c.path_prefix.clone(),
                 upstream,
@@ -123,6 +138,12 @@ impl RouteTable {
                 https_redirect: c.https_redirect,
                 tls: origin_tls(c, upstream_ca)?,
                 cache_rules: Arc::new(CacheRules::for_route(cache, c)),
+                files,
+                allow: c.allow.clone(),
+                auth: c
+                    .basic_auth
+                    .as_ref()
+                    .map(|a| Arc::new(super::auth::ProxyAuth::for_origin(a))),
             };
             match table.groups.iter_mut().find(|(p, _)| *p == c.host) {
                 Some((_, routes)) => routes.push(route),
