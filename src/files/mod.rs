@@ -8,6 +8,7 @@
 //!
 //! Every file-system call runs on the blocking pool, one hop per request.
 
+mod hot;
 mod listing;
 pub mod redirect;
 mod resolve;
@@ -35,6 +36,7 @@ pub struct Docroot {
     listing: bool,
     cache_control: Option<HeaderValue>,
     types: types::Types,
+    hot: hot::Hot,
 }
 
 /// A file-serving answer, for the pipeline to send.
@@ -115,6 +117,7 @@ impl Docroot {
                 .as_deref()
                 .and_then(|v| HeaderValue::from_str(v).ok()),
             types: types::Types::new(&route.types),
+            hot: hot::Hot::default(),
         })))
     }
 
@@ -141,11 +144,20 @@ impl Docroot {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
+        // The coding choice is part of the key: a kept file is one variant.
+        let key = format!(
+            "{rel}\0{}{}",
+            u8::from(accepts(request, "br")),
+            u8::from(accepts(request, "gzip"))
+        );
+        if let Some(file) = self.hot.get(&key) {
+            return hot::answer(&file, method, request);
+        }
         let me = self.clone();
         let (method, request) = (method.clone(), request.clone());
         let (path, rel, query) = (path.to_string(), rel.to_string(), query.map(str::to_string));
         tokio::task::spawn_blocking(move || {
-            me.answer(&method, &request, &path, &rel, query.as_deref())
+            me.answer(&method, &request, &path, &rel, query.as_deref(), key)
         })
         .await
         .unwrap_or_else(|_| {
@@ -161,6 +173,7 @@ impl Docroot {
         path: &str,
         rel: &str,
         query: Option<&str>,
+        key: String,
     ) -> FileResponse {
         match resolve::resolve(&self.root, rel, path.ends_with('/')) {
             Resolved::Refused(refusal) => FileResponse::refused(refusal),
@@ -183,7 +196,7 @@ impl Docroot {
             Resolved::Dir(dir) => {
                 for name in &self.index {
                     if let Some((file, meta)) = resolve::regular_in(&self.root, &dir, name) {
-                        return self.file(method, request, &file, meta);
+                        return self.file(method, request, &file, meta, key);
                     }
                 }
                 if !self.listing {
@@ -194,7 +207,7 @@ impl Docroot {
                 }
                 self.listing(method, request, path, &dir)
             }
-            Resolved::File(file, meta) => self.file(method, request, &file, meta),
+            Resolved::File(file, meta) => self.file(method, request, &file, meta, key),
         }
     }
 
@@ -236,6 +249,7 @@ impl Docroot {
         request: &HeaderMap,
         file: &Path,
         meta: std::fs::Metadata,
+        key: String,
     ) -> FileResponse {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, self.types.of(file));
@@ -248,32 +262,42 @@ impl Docroot {
         };
         let rep = Representation::of(&meta);
         respond::validators(&mut headers, &rep);
+        if rep.len <= hot::MAX_BYTES {
+            // Read whole and kept: the next requests skip the disk.
+            let mut body = Vec::with_capacity(rep.len as usize);
+            let read = resolve::open(&path, &meta).map(|mut f| {
+                use std::io::Read;
+                f.read_to_end(&mut body)
+            });
+            return match read {
+                Ok(Ok(n)) if n as u64 == rep.len => {
+                    let kept = Arc::new(hot::HotFile {
+                        headers,
+                        rep,
+                        body: Bytes::from(body),
+                    });
+                    self.hot.put(key, kept.clone());
+                    hot::answer(&kept, method, request)
+                }
+                Ok(_) => FileResponse::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the file changed while it was read\n",
+                ),
+                Err(refusal) => FileResponse::refused(refusal),
+            };
+        }
         match respond::evaluate(method, request, &rep) {
             Precondition::Proceed => {}
             Precondition::NotModified => {
                 headers.remove(header::CONTENT_TYPE);
                 return FileResponse::new(StatusCode::NOT_MODIFIED, headers, FileBody::Empty);
             }
-            Precondition::Failed => {
-                let mut r =
-                    FileResponse::error(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
-                respond::validators(&mut r.headers, &rep);
-                return r;
-            }
+            Precondition::Failed => return respond::failed(&rep),
         }
         let span = if method == Method::GET {
             match respond::range_of(request, &rep) {
                 Ok(span) => span,
-                Err(()) => {
-                    let mut r = FileResponse::error(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "range not satisfiable\n",
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", rep.len)) {
-                        r.headers.insert(header::CONTENT_RANGE, v);
-                    }
-                    return r;
-                }
+                Err(()) => return respond::unsatisfiable(&rep),
             }
         } else {
             None

@@ -20,6 +20,7 @@ use crate::cache::range::{self, RangeAnswer};
 pub const CHUNK: usize = 128 * 1024;
 
 /// What the representation is: for validators and the head.
+#[derive(Clone)]
 pub struct Representation {
     pub len: u64,
     pub modified: SystemTime,
@@ -132,6 +133,22 @@ pub fn range_of(request: &HeaderMap, rep: &Representation) -> Result<Option<(u64
     }
 }
 
+/// 412, with the validators.
+pub fn failed(rep: &Representation) -> FileResponse {
+    let mut r = FileResponse::error(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+    validators(&mut r.headers, rep);
+    r
+}
+
+/// 416, with the length.
+pub fn unsatisfiable(rep: &Representation) -> FileResponse {
+    let mut r = FileResponse::error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", rep.len)) {
+        r.headers.insert(header::CONTENT_RANGE, v);
+    }
+    r
+}
+
 /// The head every answer about this file carries.
 pub fn validators(headers: &mut HeaderMap, rep: &Representation) {
     headers.insert(header::ETAG, rep.etag.clone());
@@ -140,16 +157,30 @@ pub fn validators(headers: &mut HeaderMap, rep: &Representation) {
     }
 }
 
-/// 200 or 206 with the bytes `span` (inclusive) of `file`; HEAD without
-/// a body. Small spans are read here (this runs on the blocking pool);
-/// larger ones stream from a task of their own.
-pub fn send(
-    mut file: File,
+/// 200 or 206 with the bytes `span` (inclusive) of `body`, the whole file
+/// held in memory (`hot.rs`); HEAD without a body.
+pub fn send_bytes(
+    body: &Bytes,
     method: &Method,
     mut head: HeaderMap,
     rep: &Representation,
     span: Option<(u64, u64)>,
 ) -> FileResponse {
+    let (status, start, len) = span_head(&mut head, rep, span);
+    if method == Method::HEAD || len == 0 {
+        return FileResponse::new(status, head, FileBody::Empty);
+    }
+    let part = body.slice(start as usize..(start + len) as usize);
+    FileResponse::new(status, head, FileBody::Full(part))
+}
+
+/// Status, Content-Range, Accept-Ranges and Content-Length for `span`;
+/// (status, first byte, length).
+fn span_head(
+    head: &mut HeaderMap,
+    rep: &Representation,
+    span: Option<(u64, u64)>,
+) -> (StatusCode, u64, u64) {
     let (status, start, len) = match span {
         Some((start, end)) => {
             let range = format!("bytes {start}-{end}/{}", rep.len);
@@ -162,6 +193,20 @@ pub fn send(
     };
     head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    (status, start, len)
+}
+
+/// 200 or 206 with the bytes `span` (inclusive) of `file`; HEAD without
+/// a body. Small spans are read here (this runs on the blocking pool);
+/// larger ones stream from a task of their own.
+pub fn send(
+    mut file: File,
+    method: &Method,
+    mut head: HeaderMap,
+    rep: &Representation,
+    span: Option<(u64, u64)>,
+) -> FileResponse {
+    let (status, start, len) = span_head(&mut head, rep, span);
     if method == Method::HEAD || len == 0 {
         return FileResponse::new(status, head, FileBody::Empty);
     }

@@ -1,0 +1,75 @@
+//! Small files kept in memory for a second (nginx's `open_file_cache`,
+//! with the content too): a hot 1 KiB file is then answered without a trip
+//! to the blocking pool, while a changed or removed file is seen within
+//! `FRESH_FOR`. Preconditions and ranges are still evaluated per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+
+use super::respond::{self, Precondition, Representation};
+use super::{FileBody, FileResponse};
+
+/// Files up to this size are kept.
+pub const MAX_BYTES: u64 = 64 * 1024;
+/// How long a kept file is served before the disk is looked at again.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+/// Memory for kept files, per route.
+const CAPACITY: u64 = 64 << 20;
+
+pub struct HotFile {
+    /// Content-Type, Cache-Control, Vary, Content-Encoding, validators.
+    pub headers: HeaderMap,
+    pub rep: Representation,
+    pub body: Bytes,
+}
+
+pub struct Hot {
+    files: moka::sync::Cache<String, Arc<HotFile>>,
+}
+
+impl Default for Hot {
+    fn default() -> Self {
+        Hot {
+            files: moka::sync::Cache::builder()
+                .max_capacity(CAPACITY)
+                .weigher(|k: &String, f: &Arc<HotFile>| (k.len() + f.body.len() + 256) as u32)
+                .time_to_live(FRESH_FOR)
+                .build(),
+        }
+    }
+}
+
+impl Hot {
+    pub fn get(&self, key: &str) -> Option<Arc<HotFile>> {
+        self.files.get(key)
+    }
+
+    pub fn put(&self, key: String, file: Arc<HotFile>) {
+        self.files.insert(key, file);
+    }
+}
+
+/// The answer from a kept file.
+pub fn answer(file: &HotFile, method: &Method, request: &HeaderMap) -> FileResponse {
+    let mut headers = file.headers.clone();
+    match respond::evaluate(method, request, &file.rep) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            headers.remove(http::header::CONTENT_TYPE);
+            return FileResponse::new(http::StatusCode::NOT_MODIFIED, headers, FileBody::Empty);
+        }
+        Precondition::Failed => return respond::failed(&file.rep),
+    }
+    let span = if method == Method::GET {
+        match respond::range_of(request, &file.rep) {
+            Ok(span) => span,
+            Err(()) => return respond::unsatisfiable(&file.rep),
+        }
+    } else {
+        None
+    };
+    respond::send_bytes(&file.body, method, headers, &file.rep, span)
+}
