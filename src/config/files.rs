@@ -65,7 +65,8 @@ pub fn check_redirect(r: &RedirectConfig) -> Result<(), (&'static str, String)> 
             format!("{}: use 301, 302, 303, 307 or 308", r.status),
         ));
     }
-    if !r.from.starts_with('/') || r.from[..r.from.len() - 1].contains('*') {
+    let from_body = r.from.strip_suffix('*').unwrap_or(&r.from);
+    if !r.from.starts_with('/') || from_body.contains('*') {
         return Err((
             "from",
             format!(

@@ -59,6 +59,12 @@ impl Redirects {
         if rule.prefix && rule.to_rest {
             location.push_str(&path[rule.from.len()..]);
         }
+        // `//host` or `/\host` would send the client to another host: a
+        // path stays a path (`/blog//evil.example` with `to = "/*"`).
+        if location.starts_with('/') {
+            let rest = location.trim_start_matches(['/', '\\']);
+            location = format!("/{rest}");
+        }
         if let Some(query) = query {
             location.push('?');
             location.push_str(query);
@@ -99,5 +105,18 @@ mod tests {
             (302, "https://b.test/there")
         );
         assert!(r.find("c.test", "/exact/more", None).is_none());
+        let open = Redirects::new(&[rule("*", "/blog/*", "/*", 301)]);
+        for evil in [
+            "/blog//evil.test/x",
+            "/blog/\\evil.test/x",
+            "/blog/\\/evil.test",
+        ] {
+            let (_, to) = open.find("a", evil, None).unwrap();
+            let to = to.to_str().unwrap();
+            assert!(
+                to.starts_with('/') && !to.starts_with("//") && !to.starts_with("/\\"),
+                "{to}"
+            );
+        }
     }
 }

@@ -102,6 +102,11 @@ pub fn resolve(root: &Path, rel: &str, slashed: bool) -> Resolved {
     if !meta.is_file() {
         return Resolved::Refused(Refusal::Forbidden("not a regular file"));
     }
+    if slashed {
+        // `page.html/` is not the page (its relative links would resolve
+        // elsewhere): not found, as nginx and Apache answer.
+        return Resolved::Refused(Refusal::NotFound);
+    }
     Resolved::File(real, meta)
 }
 

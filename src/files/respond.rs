@@ -8,16 +8,18 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::{FileBody, FileResponse};
 use crate::cache::range::{self, RangeAnswer};
 
-/// Files up to this size are read whole in one blocking call; larger ones
-/// stream in chunks of this size.
-pub const CHUNK: usize = 128 * 1024;
+/// Spans up to this size are read in the one blocking call that opened the
+/// file (a bounded buffer, freed once sent): no streaming task, no channel.
+pub const CHUNK: usize = 1024 * 1024;
+/// Larger ones stream in chunks of this size, two chunks ahead at most.
+const STREAM_CHUNK: usize = 512 * 1024;
 
 /// What the representation is: for validators and the head.
 #[derive(Clone)]
@@ -220,18 +222,20 @@ pub fn send(
         }
     }
     if len <= CHUNK as u64 {
-        let mut buf = BytesMut::zeroed(len as usize);
-        return match file.read_exact(&mut buf) {
-            Ok(()) => FileResponse::new(status, head, FileBody::Full(buf.freeze())),
+        let mut buf = Vec::with_capacity(len as usize);
+        return match (&mut file).take(len).read_to_end(&mut buf) {
+            Ok(n) if n as u64 == len => {
+                FileResponse::new(status, head, FileBody::Full(Bytes::from(buf)))
+            }
             // Truncated since it was looked at: say nothing rather than
             // send a short body under this Content-Length.
-            Err(_) => FileResponse::error(
+            Ok(_) | Err(_) => FileResponse::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the file changed while it was read\n",
             ),
         };
     }
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::task::spawn_blocking(move || stream(file, len, tx));
     FileResponse::new(status, head, FileBody::Stream { rx, len })
 }
@@ -245,14 +249,15 @@ fn stream(
     tx: tokio::sync::mpsc::Sender<Result<Bytes, crate::http::body::BoxError>>,
 ) {
     while left > 0 {
-        let want = left.min(CHUNK as u64) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        let chunk = match file.read(&mut buf) {
+        let want = left.min(STREAM_CHUNK as u64);
+        // `take` + `read_to_end` reads into the spare capacity without
+        // zeroing it first.
+        let mut buf = Vec::with_capacity(want as usize);
+        let chunk = match (&mut file).take(want).read_to_end(&mut buf) {
             Ok(0) => Err("the file is shorter than when it was opened".into()),
             Ok(n) => {
-                buf.truncate(n);
                 left -= n as u64;
-                Ok(buf.freeze())
+                Ok(Bytes::from(buf))
             }
             Err(e) => Err(e.into()),
         };
