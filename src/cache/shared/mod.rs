@@ -260,32 +260,42 @@ impl SharedTier {
     /// Queues `entry` for writing under `key` for `ttl` seconds, freeing
     /// `lock` once written. Never waits: a full queue drops the write.
     pub fn offer(&self, key: &str, entry: Arc<Entry>, ttl: u64, lock: Option<FetchLock>) {
-        let token = lock.and_then(|mut l| l.token.take());
-        if entry.body.len() as u64 > self.max_object_size {
-            self.stats.write("too-large");
-            if let Some(token) = token {
-                self.enqueue(Job::Unlock {
-                    key: key.to_string(),
-                    token,
-                });
-            }
-            return;
-        }
-        if ttl == 0 {
-            self.stats.write("expired");
-            return;
-        }
-        self.enqueue(Job::Write {
-            key: key.to_string(),
-            entry,
-            ttl,
-            token,
-        });
+        let outcome = if entry.body.len() as u64 > self.max_object_size {
+            "too-large"
+        } else if ttl == 0 {
+            "expired"
+        } else {
+            let token = lock.and_then(|mut l| l.token.take());
+            return self.enqueue(Job::Write {
+                key: key.to_string(),
+                entry,
+                ttl,
+                token,
+            });
+        };
+        // Not written: the lock (if held) is freed when `lock` drops here,
+        // so the nodes waiting for this key fetch at once.
+        self.stats.write(outcome);
     }
 
     fn enqueue(&self, job: Job) {
-        if self.writes.try_send(job).is_err() {
-            self.stats.write("dropped");
+        let Err(full) = self.writes.try_send(job) else {
+            return;
+        };
+        self.stats.write("dropped");
+        // A dropped write must not keep its key locked for the others.
+        let (key, token) = match full.into_inner() {
+            Job::Write {
+                key,
+                token: Some(token),
+                ..
+            } => (key, token),
+            Job::Unlock { key, token } => (key, token),
+            Job::Write { .. } => return,
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let redis = self.redis.clone();
+            runtime.spawn(async move { redis.unlock(&key, &token).await });
         }
     }
 
