@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-use super::respond::{self, Precondition, Representation};
-use super::{FileBody, FileResponse};
+use super::respond::{self, Representation};
+use super::FileResponse;
 
 /// Files up to this size are kept.
 pub const MAX_BYTES: u64 = 1024 * 1024;
@@ -57,22 +57,8 @@ impl Hot {
 
 /// The answer from a kept file.
 pub fn answer(file: &HotFile, method: &Method, request: &HeaderMap) -> FileResponse {
-    let mut headers = file.headers.clone();
-    match respond::evaluate(method, request, &file.rep) {
-        Precondition::Proceed => {}
-        Precondition::NotModified => {
-            headers.remove(http::header::CONTENT_TYPE);
-            return FileResponse::new(http::StatusCode::NOT_MODIFIED, headers, FileBody::Empty);
-        }
-        Precondition::Failed => return respond::failed(&file.rep),
+    match respond::decide(method, request, file.headers.clone(), &file.rep) {
+        Ok((headers, span)) => respond::send_bytes(&file.body, method, headers, &file.rep, span),
+        Err(answer) => answer,
     }
-    let span = if method == Method::GET {
-        match respond::range_of(request, &file.rep) {
-            Ok(span) => span,
-            Err(()) => return respond::unsatisfiable(&file.rep),
-        }
-    } else {
-        None
-    };
-    respond::send_bytes(&file.body, method, headers, &file.rep, span)
 }

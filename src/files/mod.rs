@@ -26,7 +26,7 @@ use http::{Method, StatusCode};
 use crate::config::RouteConfig;
 use crate::http::body::BoxError;
 use resolve::{Refusal, Resolved};
-use respond::{Precondition, Representation};
+use respond::Representation;
 
 /// A route's document root and how it is served.
 pub struct Docroot {
@@ -67,16 +67,7 @@ impl FileResponse {
 
     /// A short text answer (errors, refusals).
     fn error(status: StatusCode, text: &'static str) -> FileResponse {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        FileResponse::new(
-            status,
-            headers,
-            FileBody::Full(Bytes::from_static(text.as_bytes())),
-        )
+        FileResponse::text(status, Bytes::from_static(text.as_bytes()))
     }
 
     fn refused(refusal: Refusal) -> FileResponse {
@@ -91,10 +82,13 @@ impl FileResponse {
         }
     }
 
-    fn text(status: StatusCode, text: String) -> FileResponse {
-        let mut r = FileResponse::error(status, "");
-        r.body = FileBody::Full(Bytes::from(text));
-        r
+    fn text(status: StatusCode, text: impl Into<Bytes>) -> FileResponse {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        FileResponse::new(status, headers, FileBody::Full(text.into()))
     }
 }
 
@@ -264,43 +258,20 @@ impl Docroot {
         respond::validators(&mut headers, &rep);
         if rep.len <= hot::MAX_BYTES {
             // Read whole and kept: the next requests skip the disk.
-            let mut body = Vec::with_capacity(rep.len as usize);
-            let read = resolve::open(&path, &meta).map(|mut f| {
-                use std::io::Read;
-                f.read_to_end(&mut body)
-            });
-            return match read {
-                Ok(Ok(n)) if n as u64 == rep.len => {
-                    let kept = Arc::new(hot::HotFile {
-                        headers,
-                        rep,
-                        body: Bytes::from(body),
-                    });
-                    self.hot.put(key, kept.clone());
-                    hot::answer(&kept, method, request)
-                }
-                Ok(_) => FileResponse::error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the file changed while it was read\n",
-                ),
-                Err(refusal) => FileResponse::refused(refusal),
+            let mut handle = match resolve::open(&path, &meta) {
+                Ok(handle) => handle,
+                Err(refusal) => return FileResponse::refused(refusal),
             };
+            let Some(body) = respond::read_whole(&mut handle, rep.len) else {
+                return respond::changed();
+            };
+            let kept = Arc::new(hot::HotFile { headers, rep, body });
+            self.hot.put(key, kept.clone());
+            return hot::answer(&kept, method, request);
         }
-        match respond::evaluate(method, request, &rep) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => {
-                headers.remove(header::CONTENT_TYPE);
-                return FileResponse::new(StatusCode::NOT_MODIFIED, headers, FileBody::Empty);
-            }
-            Precondition::Failed => return respond::failed(&rep),
-        }
-        let span = if method == Method::GET {
-            match respond::range_of(request, &rep) {
-                Ok(span) => span,
-                Err(()) => return respond::unsatisfiable(&rep),
-            }
-        } else {
-            None
+        let (headers, span) = match respond::decide(method, request, headers, &rep) {
+            Ok(decided) => decided,
+            Err(answer) => return answer,
         };
         match resolve::open(&path, &meta) {
             Ok(handle) => respond::send(handle, method, headers, &rep, span),

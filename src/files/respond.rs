@@ -135,15 +135,63 @@ pub fn range_of(request: &HeaderMap, rep: &Representation) -> Result<Option<(u64
     }
 }
 
+/// The next `len` bytes of `file`, read without zeroing a buffer first;
+/// `None` when the file has fewer (truncated since it was looked at).
+pub fn read_whole(file: &mut File, len: u64) -> Option<Bytes> {
+    let mut buf = Vec::with_capacity(len as usize);
+    match file.take(len).read_to_end(&mut buf) {
+        Ok(n) if n as u64 == len => Some(Bytes::from(buf)),
+        _ => None,
+    }
+}
+
+/// 500 for a file that changed under us: nothing rather than a short body
+/// under a Content-Length.
+pub fn changed() -> FileResponse {
+    FileResponse::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the file changed while it was read\n",
+    )
+}
+
+/// What the request's preconditions and range make of `rep`: `Err` is the
+/// whole answer (304, 412, 416); `Ok` the head and the span to send.
+pub fn decide(
+    method: &Method,
+    request: &HeaderMap,
+    mut headers: HeaderMap,
+    rep: &Representation,
+) -> Result<(HeaderMap, Option<(u64, u64)>), FileResponse> {
+    match evaluate(method, request, rep) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            headers.remove(header::CONTENT_TYPE);
+            return Err(FileResponse::new(
+                StatusCode::NOT_MODIFIED,
+                headers,
+                FileBody::Empty,
+            ));
+        }
+        Precondition::Failed => return Err(failed(rep)),
+    }
+    if method != Method::GET {
+        return Ok((headers, None));
+    }
+    match range_of(request, rep) {
+        Ok(span) => Ok((headers, span)),
+        Err(()) => Err(unsatisfiable(rep)),
+    }
+}
+
 /// 412, with the validators.
-pub fn failed(rep: &Representation) -> FileResponse {
+fn failed(rep: &Representation) -> FileResponse {
     let mut r = FileResponse::error(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
     validators(&mut r.headers, rep);
     r
 }
 
 /// 416, with the length.
-pub fn unsatisfiable(rep: &Representation) -> FileResponse {
+fn unsatisfiable(rep: &Representation) -> FileResponse {
     let mut r = FileResponse::error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", rep.len)) {
         r.headers.insert(header::CONTENT_RANGE, v);
@@ -222,17 +270,9 @@ pub fn send(
         }
     }
     if len <= CHUNK as u64 {
-        let mut buf = Vec::with_capacity(len as usize);
-        return match (&mut file).take(len).read_to_end(&mut buf) {
-            Ok(n) if n as u64 == len => {
-                FileResponse::new(status, head, FileBody::Full(Bytes::from(buf)))
-            }
-            // Truncated since it was looked at: say nothing rather than
-            // send a short body under this Content-Length.
-            Ok(_) | Err(_) => FileResponse::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the file changed while it was read\n",
-            ),
+        return match read_whole(&mut file, len) {
+            Some(body) => FileResponse::new(status, head, FileBody::Full(body)),
+            None => changed(),
         };
     }
     let (tx, rx) = tokio::sync::mpsc::channel(2);
