@@ -59,6 +59,6 @@ impl Hot {
 pub fn answer(file: &HotFile, method: &Method, request: &HeaderMap) -> FileResponse {
     match respond::decide(method, request, file.headers.clone(), &file.rep) {
         Ok((headers, span)) => respond::send_bytes(&file.body, method, headers, &file.rep, span),
-        Err(answer) => answer,
+        Err(answer) => *answer,
     }
 }

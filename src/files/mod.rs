@@ -271,7 +271,7 @@ impl Docroot {
         }
         let (headers, span) = match respond::decide(method, request, headers, &rep) {
             Ok(decided) => decided,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         };
         match resolve::open(&path, &meta) {
             Ok(handle) => respond::send(handle, method, headers, &rep, span),

@@ -154,6 +154,9 @@ pub fn changed() -> FileResponse {
     )
 }
 
+/// Bytes `start..=end` to send, or `None` for the whole representation.
+pub type Span = Option<(u64, u64)>;
+
 /// What the request's preconditions and range make of `rep`: `Err` is the
 /// whole answer (304, 412, 416); `Ok` the head and the span to send.
 pub fn decide(
@@ -161,25 +164,25 @@ pub fn decide(
     request: &HeaderMap,
     mut headers: HeaderMap,
     rep: &Representation,
-) -> Result<(HeaderMap, Option<(u64, u64)>), FileResponse> {
+) -> Result<(HeaderMap, Span), Box<FileResponse>> {
     match evaluate(method, request, rep) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
             headers.remove(header::CONTENT_TYPE);
-            return Err(FileResponse::new(
+            return Err(Box::new(FileResponse::new(
                 StatusCode::NOT_MODIFIED,
                 headers,
                 FileBody::Empty,
-            ));
+            )));
         }
-        Precondition::Failed => return Err(failed(rep)),
+        Precondition::Failed => return Err(Box::new(failed(rep))),
     }
     if method != Method::GET {
         return Ok((headers, None));
     }
     match range_of(request, rep) {
         Ok(span) => Ok((headers, span)),
-        Err(()) => Err(unsatisfiable(rep)),
+        Err(()) => Err(Box::new(unsatisfiable(rep))),
     }
 }
 
