@@ -1,6 +1,30 @@
-//! Checks of the file-serving settings: `root` routes and `[[redirect]]`.
+//! The file-serving settings: checks of `root` routes, and `[[redirect]]`.
 
-use super::{RedirectConfig, RouteConfig};
+use serde::Deserialize;
+
+use super::{HostPattern, RouteConfig};
+
+/// `[[redirect]] host = "...", from = "/old/*", to = "/new/*", status = 301`:
+/// a request for `from` (exact, or a prefix ending in `*` whose rest is
+/// appended to `to`) is answered with a redirect, before routing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    #[serde(default = "any_host")]
+    pub host: HostPattern,
+    pub from: String,
+    pub to: String,
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn any_host() -> HostPattern {
+    HostPattern::Any
+}
+
+fn default_redirect_status() -> u16 {
+    301
+}
 
 /// What is wrong with a `root` route, as (key, reason).
 pub fn check_route(

@@ -18,6 +18,7 @@ pub use cache::{
     CacheConfig, CacheKeyConfig, CookieName, FieldName, QueryGlob, SetCookie, StatusTtl,
 };
 pub use cluster::{ClusterConfig, PeerAddr, PeerCheckConfig};
+pub use files::RedirectConfig;
 pub use group::{Balance, GroupConfig, HealthCheckConfig, RouteUpstream, ServerSpec};
 pub use load::ConfigError;
 pub use shared::{redacted as redacted_redis_url, RedisUrls, SharedConfig, SharedMode};
@@ -50,28 +51,6 @@ pub struct Config {
     /// `[[redirect]]`: rules applied before routing.
     #[serde(default, rename = "redirect")]
     pub redirects: Vec<RedirectConfig>,
-}
-
-/// `[[redirect]] host = "...", from = "/old/*", to = "/new/*", status = 301`:
-/// a request for `from` (exact, or a prefix ending in `*` whose rest is
-/// appended to `to`) is answered with a redirect, before routing.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedirectConfig {
-    #[serde(default = "any_host")]
-    pub host: HostPattern,
-    pub from: String,
-    pub to: String,
-    #[serde(default = "default_redirect_status")]
-    pub status: u16,
-}
-
-fn any_host() -> HostPattern {
-    HostPattern::Any
-}
-
-fn default_redirect_status() -> u16 {
-    301
 }
 
 #[derive(Debug, Clone, Deserialize)]

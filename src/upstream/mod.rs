@@ -24,6 +24,7 @@ mod peer_checks;
 pub mod peers;
 mod pool;
 mod socket;
+mod streak;
 
 use failover::Unsent;
 use std::sync::Arc;

@@ -17,8 +17,7 @@ use super::peers::Cluster;
 use crate::config::PeerCheckConfig;
 
 pub async fn run(cluster: Weak<Cluster>, index: usize, check: PeerCheckConfig) {
-    let mut passes = 0u32;
-    let mut failures = 0u32;
+    let mut streak = super::streak::Streak::default();
     let mut tick = tokio::time::interval(check.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -34,20 +33,16 @@ pub async fn run(cluster: Weak<Cluster>, index: usize, check: PeerCheckConfig) {
         };
         let peer = cluster.peer(index);
         let down = peer.checked_down.load(Ordering::Relaxed);
-        if ok {
-            passes += 1;
-            failures = 0;
-            if down && passes >= check.rise {
+        match streak.record(ok, down, check.rise, check.fall) {
+            Some(true) => {
                 peer.checked_down.store(false, Ordering::Relaxed);
                 tracing::info!(peer = %addr, "cache peer passed its health checks: up");
             }
-        } else {
-            failures += 1;
-            passes = 0;
-            if !down && failures >= check.fall {
+            Some(false) => {
                 peer.checked_down.store(true, Ordering::Relaxed);
                 tracing::warn!(peer = %addr, "cache peer failed its health checks: down, its keys move");
             }
+            None => {}
         }
     }
 }

@@ -13,8 +13,7 @@ use hyper_util::rt::TokioIo;
 use super::{Group, HealthCheckConfig};
 
 pub async fn run(group: Weak<Group>, index: usize, check: HealthCheckConfig) {
-    let mut passes = 0u32;
-    let mut failures = 0u32;
+    let mut streak = crate::upstream::streak::Streak::default();
     let mut tick = tokio::time::interval(check.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -25,22 +24,18 @@ pub async fn run(group: Weak<Group>, index: usize, check: HealthCheckConfig) {
             .await
             .is_ok_and(|status| status == Some(check.expect));
         let unhealthy = server.unhealthy.load(Ordering::Relaxed);
-        if ok {
-            passes += 1;
-            failures = 0;
-            if unhealthy && passes >= check.rise {
+        match streak.record(ok, unhealthy, check.rise, check.fall) {
+            Some(true) => {
                 server.unhealthy.store(false, Ordering::Relaxed);
                 group.show_state(index);
                 tracing::info!(group = %group.name, server = %server.label, "upstream server passed its health checks: up");
             }
-        } else {
-            failures += 1;
-            passes = 0;
-            if !unhealthy && failures >= check.fall {
+            Some(false) => {
                 server.unhealthy.store(true, Ordering::Relaxed);
                 group.show_state(index);
                 tracing::warn!(group = %group.name, server = %server.label, "upstream server failed its health checks: down");
             }
+            None => {}
         }
     }
 }
