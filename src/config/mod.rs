@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// Keep `%2F`, `%5C` (and `\\`) in reverse-proxied paths instead of
     /// answering 400; a `.` or `..` between them is refused either way.
     pub allow_encoded_slash: bool,
+    /// Send file bodies with `sendfile(2)` on plain HTTP/1.x connections
+    /// (nginx's `sendfile`); off for file systems where it misbehaves.
+    pub sendfile: bool,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             http2: true,
             trace: true,
             allow_encoded_slash: false,
+            sendfile: true,
             workers: 0,
         }
     }

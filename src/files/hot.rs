@@ -2,9 +2,11 @@
 //! `open_file_cache`, with the content too): a hot file is then answered
 //! without a trip to the blocking pool or a copy out of the page cache,
 //! while a changed or removed file is seen within `FRESH_FOR`. Preconditions
-//! and ranges are still evaluated per request. (1 MiB: docs/benchmarks.md,
-//! issue 18: a 1 MiB file streamed from disk ran at 0.72x nginx, kept here
-//! at 0.83x.)
+//! and ranges are still evaluated per request. The open handle is kept
+//! too: plain HTTP/1.x connections send kept files of 64 KiB and more from
+//! it by `sendfile` (`server/zero_copy.rs`), the others from the copy in
+//! memory. (docs/benchmarks.md, issue 18: a 1 MiB file streamed from disk
+//! ran at 0.72x nginx, kept in memory at 0.83x, by sendfile at 1.24x.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,9 @@ pub struct HotFile {
     pub headers: HeaderMap,
     pub rep: Representation,
     pub body: Bytes,
+    /// The file it was read from, for `sendfile` (what nginx's
+    /// `open_file_cache` keeps).
+    pub handle: Arc<std::fs::File>,
 }
 
 pub struct Hot {
@@ -56,9 +61,22 @@ impl Hot {
 }
 
 /// The answer from a kept file.
-pub fn answer(file: &HotFile, method: &Method, request: &HeaderMap) -> FileResponse {
+pub fn answer(
+    file: &HotFile,
+    method: &Method,
+    request: &HeaderMap,
+    zero_copy: bool,
+) -> FileResponse {
     match respond::decide(method, request, file.headers.clone(), &file.rep) {
-        Ok((headers, span)) => respond::send_bytes(&file.body, method, headers, &file.rep, span),
+        Ok((headers, span)) => respond::send_bytes(
+            &file.body,
+            &file.handle,
+            method,
+            headers,
+            &file.rep,
+            span,
+            zero_copy,
+        ),
         Err(answer) => *answer,
     }
 }

@@ -49,6 +49,13 @@ pub struct FileResponse {
 pub enum FileBody {
     Empty,
     Full(Bytes),
+    /// `len` bytes of `file` from `offset`, for the kernel to send
+    /// (`sendfile`, plain HTTP/1.x connections only).
+    File {
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    },
     /// Exactly `len` bytes, or an error that cuts the response.
     Stream {
         rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
@@ -120,7 +127,8 @@ impl Docroot {
     }
 
     /// Answers `method` for `path` (normalised, without the query), whose
-    /// part after the route's prefix is `rel`.
+    /// part after the route's prefix is `rel`. `zero_copy`: the body may
+    /// be [`FileBody::File`], for the kernel to send.
     pub async fn serve(
         self: &Arc<Self>,
         method: &Method,
@@ -128,6 +136,7 @@ impl Docroot {
         path: &str,
         rel: &str,
         query: Option<&str>,
+        zero_copy: bool,
     ) -> FileResponse {
         if method != Method::GET && method != Method::HEAD {
             let mut r = FileResponse::text(
@@ -138,20 +147,14 @@ impl Docroot {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        // The coding choice is part of the key: a kept file is one variant.
-        let key = format!(
-            "{rel}\0{}{}",
-            u8::from(accepts(request, "br")),
-            u8::from(accepts(request, "gzip"))
-        );
-        if let Some(file) = self.hot.get(&key) {
-            return hot::answer(&file, method, request);
+        if let Some(file) = self.hot.get(&hot_key(rel, request)) {
+            return hot::answer(&file, method, request, zero_copy);
         }
         let me = self.clone();
         let (method, request) = (method.clone(), request.clone());
         let (path, rel, query) = (path.to_string(), rel.to_string(), query.map(str::to_string));
         tokio::task::spawn_blocking(move || {
-            me.answer(&method, &request, &path, &rel, query.as_deref(), key)
+            me.answer(&method, &request, &path, &rel, query.as_deref(), zero_copy)
         })
         .await
         .unwrap_or_else(|_| {
@@ -167,8 +170,9 @@ impl Docroot {
         path: &str,
         rel: &str,
         query: Option<&str>,
-        key: String,
+        zero_copy: bool,
     ) -> FileResponse {
+        let key = hot_key(rel, request);
         match resolve::resolve(&self.root, rel, path.ends_with('/')) {
             Resolved::Refused(refusal) => FileResponse::refused(refusal),
             Resolved::AddSlash => {
@@ -190,7 +194,7 @@ impl Docroot {
             Resolved::Dir(dir) => {
                 for name in &self.index {
                     if let Some((file, meta)) = resolve::regular_in(&self.root, &dir, name) {
-                        return self.file(method, request, &file, meta, key);
+                        return self.file(method, request, &file, meta, key, zero_copy);
                     }
                 }
                 if !self.listing {
@@ -201,7 +205,7 @@ impl Docroot {
                 }
                 self.listing(method, request, path, &dir)
             }
-            Resolved::File(file, meta) => self.file(method, request, &file, meta, key),
+            Resolved::File(file, meta) => self.file(method, request, &file, meta, key, zero_copy),
         }
     }
 
@@ -244,6 +248,7 @@ impl Docroot {
         file: &Path,
         meta: std::fs::Metadata,
         key: String,
+        zero_copy: bool,
     ) -> FileResponse {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, self.types.of(file));
@@ -265,16 +270,21 @@ impl Docroot {
             let Some(body) = respond::read_whole(&mut handle, rep.len) else {
                 return respond::changed();
             };
-            let kept = Arc::new(hot::HotFile { headers, rep, body });
+            let kept = Arc::new(hot::HotFile {
+                headers,
+                rep,
+                body,
+                handle: Arc::new(handle),
+            });
             self.hot.put(key, kept.clone());
-            return hot::answer(&kept, method, request);
+            return hot::answer(&kept, method, request, zero_copy);
         }
         let (headers, span) = match respond::decide(method, request, headers, &rep) {
             Ok(decided) => decided,
             Err(answer) => return *answer,
         };
         match resolve::open(&path, &meta) {
-            Ok(handle) => respond::send(handle, method, headers, &rep, span),
+            Ok(handle) => respond::send(handle, method, headers, &rep, span, zero_copy),
             Err(refusal) => FileResponse::refused(refusal),
         }
     }
@@ -310,6 +320,16 @@ impl Docroot {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
         Some(found)
     }
+}
+
+/// A kept file's key: the coding choice is part of it (a kept file is one
+/// variant).
+fn hot_key(rel: &str, request: &HeaderMap) -> String {
+    format!(
+        "{rel}\0{}{}",
+        u8::from(accepts(request, "br")),
+        u8::from(accepts(request, "gzip"))
+    )
 }
 
 /// Whether `Accept-Encoding` accepts `coding` (named, or `*`, with q > 0).

@@ -6,6 +6,7 @@
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,6 +21,9 @@ use crate::cache::range::{self, RangeAnswer};
 pub const CHUNK: usize = 1024 * 1024;
 /// Larger ones stream in chunks of this size, two chunks ahead at most.
 const STREAM_CHUNK: usize = 512 * 1024;
+/// Kept files from this size on are sent by the kernel where it can
+/// (`sendfile`); below it one write with the head costs less.
+pub const ZERO_COPY_MIN: u64 = 64 * 1024;
 
 /// What the representation is: for validators and the head.
 #[derive(Clone)]
@@ -210,18 +214,30 @@ pub fn validators(headers: &mut HeaderMap, rep: &Representation) {
     }
 }
 
-/// 200 or 206 with the bytes `span` (inclusive) of `body`, the whole file
-/// held in memory (`hot.rs`); HEAD without a body.
+/// 200 or 206 with the bytes `span` (inclusive) of a file held in memory
+/// (`hot.rs`) and open as `handle`; HEAD without a body. Spans of
+/// [`ZERO_COPY_MIN`] and more go by the kernel from `handle` when
+/// `zero_copy`; smaller ones are one write with the head.
 pub fn send_bytes(
     body: &Bytes,
+    handle: &Arc<File>,
     method: &Method,
     mut head: HeaderMap,
     rep: &Representation,
     span: Option<(u64, u64)>,
+    zero_copy: bool,
 ) -> FileResponse {
     let (status, start, len) = span_head(&mut head, rep, span);
     if method == Method::HEAD || len == 0 {
         return FileResponse::new(status, head, FileBody::Empty);
+    }
+    if zero_copy && len >= ZERO_COPY_MIN {
+        let body = FileBody::File {
+            file: handle.clone(),
+            offset: start,
+            len,
+        };
+        return FileResponse::new(status, head, body);
     }
     let part = body.slice(start as usize..(start + len) as usize);
     FileResponse::new(status, head, FileBody::Full(part))
@@ -250,18 +266,29 @@ fn span_head(
 }
 
 /// 200 or 206 with the bytes `span` (inclusive) of `file`; HEAD without
-/// a body. Small spans are read here (this runs on the blocking pool);
-/// larger ones stream from a task of their own.
+/// a body. With `zero_copy` (a plain HTTP/1.x connection) the kernel sends
+/// the bytes from the page cache; otherwise small spans are read here (this
+/// runs on the blocking pool) and larger ones stream from a task of their
+/// own.
 pub fn send(
     mut file: File,
     method: &Method,
     mut head: HeaderMap,
     rep: &Representation,
     span: Option<(u64, u64)>,
+    zero_copy: bool,
 ) -> FileResponse {
     let (status, start, len) = span_head(&mut head, rep, span);
     if method == Method::HEAD || len == 0 {
         return FileResponse::new(status, head, FileBody::Empty);
+    }
+    if zero_copy {
+        let body = FileBody::File {
+            file: Arc::new(file),
+            offset: start,
+            len,
+        };
+        return FileResponse::new(status, head, body);
     }
     if start > 0 {
         use std::io::Seek;

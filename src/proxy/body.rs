@@ -3,6 +3,7 @@
 //! the client (counting bytes for the access log and marking the request done).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use super::fill_task::FlightBody;
 use crate::access_log::Completion;
 use crate::cache::fill::Fill;
 use crate::http::body::BoxError;
-use crate::server::InFlight;
+use crate::server::{InFlight, SendQueue};
 
 /// The response body sent to the client.
 pub struct ProxyBody {
@@ -38,6 +39,15 @@ enum Kind {
     /// client never takes a short body for a whole one.
     Channel {
         rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+        left: u64,
+    },
+    /// `left` bytes of `file` from `offset`, sent by the kernel: each part
+    /// is registered on the connection's queue and hyper gets a placeholder
+    /// for it (`server/zero_copy.rs`). Never copied into the cache.
+    File {
+        queue: Arc<SendQueue>,
+        file: Arc<std::fs::File>,
+        offset: u64,
         left: u64,
     },
 }
@@ -87,6 +97,27 @@ impl ProxyBody {
         }
     }
 
+    /// `length` bytes of `file` from `offset`, for `sendfile` on the
+    /// connection that owns `queue`.
+    pub fn file(
+        queue: Arc<SendQueue>,
+        file: Arc<std::fs::File>,
+        offset: u64,
+        length: u64,
+    ) -> ProxyBody {
+        ProxyBody {
+            kind: Kind::File {
+                queue,
+                file,
+                offset,
+                left: length,
+            },
+            done: None,
+            in_flight: None,
+            fill: None,
+        }
+    }
+
     /// Tees the body into the cache.
     pub fn with_fill(mut self, fill: Fill) -> ProxyBody {
         if self.kind_is_end_stream() {
@@ -123,7 +154,7 @@ impl ProxyBody {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Flight(body) => body.is_end_stream(),
-            Kind::Channel { left, .. } => *left == 0,
+            Kind::Channel { left, .. } | Kind::File { left, .. } => *left == 0,
         }
     }
 }
@@ -152,6 +183,24 @@ impl Body for ProxyBody {
                 None if *left > 0 => Some(Err("the object's slices ended early".into())),
                 None => None,
             },
+            Kind::File {
+                queue,
+                file,
+                offset,
+                left,
+            } => {
+                // Placeholders are not the bytes: nothing may keep them.
+                this.fill = None;
+                if *left == 0 {
+                    None
+                } else {
+                    let part = (*left).min(crate::server::ZERO_COPY_PART as u64);
+                    let data = queue.push(file.clone(), *offset, part as usize);
+                    *offset += part;
+                    *left -= part;
+                    Some(Ok(Frame::data(data)))
+                }
+            }
         };
         match &frame {
             Some(Ok(f)) => {
@@ -198,7 +247,7 @@ impl Body for ProxyBody {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.size_hint(),
             Kind::Flight(body) => body.size_hint(),
-            Kind::Channel { left, .. } => SizeHint::with_exact(*left),
+            Kind::Channel { left, .. } | Kind::File { left, .. } => SizeHint::with_exact(*left),
         }
     }
 }

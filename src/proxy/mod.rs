@@ -57,6 +57,9 @@ pub struct ClientConn {
     /// The connection's place under `max_connections`: a tunnel or an
     /// upgraded connection keeps it until it ends.
     pub slot: Arc<crate::server::ConnectionSlot>,
+    /// Where file bodies register for `sendfile` (plain connections only;
+    /// used for HTTP/1.x requests).
+    pub zero_copy: Option<Arc<crate::server::SendQueue>>,
 }
 
 /// The proxy's own listeners, as a reload leaves them.

@@ -80,10 +80,23 @@ impl Handler {
                 let full = normal.map_or("/", |p| p.path());
                 let query = req.uri().query();
                 let rel = full.strip_prefix(route.path_prefix.as_str()).unwrap_or("");
+                // sendfile needs the body's bytes as they are on the wire:
+                // HTTP/1.x on a plain connection.
+                let zero_copy = client
+                    .zero_copy
+                    .as_ref()
+                    .filter(|_| req.version() <= http::Version::HTTP_11);
                 let answer = files
-                    .serve(req.method(), req.headers(), full, rel, query)
+                    .serve(
+                        req.method(),
+                        req.headers(),
+                        full,
+                        rel,
+                        query,
+                        zero_copy.is_some(),
+                    )
                     .await;
-                return Ok(Prepared::Files(file_response(answer), "file"));
+                return Ok(Prepared::Files(file_response(answer, zero_copy), "file"));
             }
             if route.https_redirect && !client.tls {
                 let path = path.as_ref().or(req.uri().path_and_query());
@@ -343,12 +356,20 @@ fn redirect<B>(
 }
 
 /// A file answer as the pipeline sends it.
-fn file_response(answer: crate::files::FileResponse) -> Response<ProxyBody> {
+fn file_response(
+    answer: crate::files::FileResponse,
+    zero_copy: Option<&std::sync::Arc<crate::server::SendQueue>>,
+) -> Response<ProxyBody> {
     use crate::files::FileBody;
     let body = match answer.body {
         FileBody::Empty => ProxyBody::empty(),
         FileBody::Full(bytes) => ProxyBody::full(bytes),
         FileBody::Stream { rx, len } => ProxyBody::channel(rx, len),
+        FileBody::File { file, offset, len } => match zero_copy {
+            Some(queue) => ProxyBody::file(queue.clone(), file, offset, len),
+            // Only asked for with a queue; never reached.
+            None => ProxyBody::empty(),
+        },
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = answer.status;

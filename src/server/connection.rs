@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::activity::{Activity, Verdict};
 use super::head_guard::HeadGuard;
 use super::slot::ConnectionSlot;
+use super::zero_copy::{Sendfile, ZeroCopyIo};
 use super::Phase;
 use crate::config::ServerConfig;
 use crate::proxy::{ClientConn, Handler};
@@ -28,6 +29,7 @@ pub struct ConnectionSettings {
     idle_timeout_ms: u64,
     max_head: usize,
     max_body: u64,
+    sendfile: bool,
 }
 
 impl ConnectionSettings {
@@ -58,6 +60,7 @@ impl ConnectionSettings {
             idle_timeout_ms: server.keepalive_timeout.get().as_millis() as u64,
             max_head,
             max_body: server.max_request_body.bytes(),
+            sendfile: server.sendfile,
         }
     }
 }
@@ -79,7 +82,7 @@ pub async fn serve<S>(
     settings: Arc<ConnectionSettings>,
     mut phase: watch::Receiver<Phase>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Sendfile + Unpin + Send + 'static,
 {
     let Accepted {
         peer,
@@ -94,6 +97,7 @@ pub async fn serve<S>(
         phase.clone(),
     ));
     let activity = Activity::new();
+    let stream = ZeroCopyIo::new(stream, settings.sendfile);
     let client = Arc::new(ClientConn {
         peer,
         local,
@@ -101,6 +105,7 @@ pub async fn serve<S>(
         address: crate::http::headers::ClientAddress::new(peer.ip()),
         activity: activity.clone(),
         slot,
+        zero_copy: stream.queue(),
     });
     let io = TokioIo::new(HeadGuard::new(
         stream,

@@ -7,6 +7,7 @@ mod connection;
 mod head_guard;
 mod listeners;
 mod slot;
+mod zero_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub(crate) use connection::{serve as serve_connection, Accepted};
 pub(crate) use head_guard::observe_in_reads;
 pub use listeners::{Listeners, Shared};
 pub use slot::ConnectionSlot;
+pub use zero_copy::{SendQueue, PART as ZERO_COPY_PART};
 
 use crate::tls::TlsServer;
 
