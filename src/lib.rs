@@ -247,6 +247,11 @@ impl Running {
             let _ = self.phase.send(Phase::Stop);
             self.listeners.broadcast(Phase::Stop);
         }
+        // Responses queued for the disk tier are written before we go, so a
+        // graceful restart keeps them.
+        if let Some(disk) = &self.handler.cache().disk {
+            disk.flush(std::time::Duration::from_secs(5)).await;
+        }
         // The lines of finished requests may still sit in per-thread batches.
         if !self.handler.flush_access_log().await {
             tracing::warn!("the access log writer did not finish writing in time");

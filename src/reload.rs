@@ -176,6 +176,8 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         "[cache] hit_for_miss" => cache.hit_for_miss;
         // The Redis connections and their writer are set up at start.
         "[cache.shared]" => cache.shared;
+        // The disk tier's index and writers are set up at start.
+        "[cache.disk]" => cache.disk;
         // The default connection pools keep their settings and their
         // connections (groups with their own settings get new pools).
         "[upstream] connect_timeout" => upstream.connect_timeout;

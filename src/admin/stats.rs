@@ -176,6 +176,7 @@ pub(super) fn snapshot(admin: &Admin) -> Value {
         },
         "upstream_groups": groups(admin),
         "shared": shared_tier(cache),
+        "disk": disk_tier(cache),
         "peers": peers.iter().map(|(addr, up, me)| json!({"peer": addr.to_string(), "up": up, "self": me})).collect::<Vec<_>>(),
         "parents": parents.iter().map(|(addr, up)| json!({"parent": addr, "up": up})).collect::<Vec<_>>(),
         "config": {
@@ -272,6 +273,33 @@ pub(super) fn inspect(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
         "stored": !variants.is_empty(),
         "variants": variants,
     }))
+}
+
+/// `[cache.disk]` at a glance: null when there is no disk tier.
+fn disk_tier(cache: &crate::cache::Cache) -> Value {
+    let Some(tier) = &cache.disk else {
+        return Value::Null;
+    };
+    let s = &tier.stats;
+    let (entries, bytes) = tier.sizes();
+    let errors: Map<String, Value> = crate::cache::disk::stats::KINDS
+        .iter()
+        .map(|kind| (kind.to_string(), json!(s.error_count(kind))))
+        .collect();
+    json!({
+        "entries": entries,
+        "bytes": bytes,
+        "capacity": s.capacity.get(),
+        "recovering": tier.is_walking(),
+        "hits": s.hits.get(),
+        "misses": s.misses.get(),
+        "promotions": s.promotions.get(),
+        "writes": s.write_count("stored"),
+        "writes_dropped": s.write_count("dropped"),
+        "writes_failed": s.write_count("failed"),
+        "evictions": s.evictions.get(),
+        "errors": errors,
+    })
 }
 
 /// `[cache.shared]` at a glance: null when there is no shared tier.

@@ -292,6 +292,9 @@ pub fn finish_origin_head(headers: &mut HeaderMap, received: SystemTime) {
 pub fn forget_replaced(cache: &Cache, key: &str, status: StatusCode) {
     if !status.is_server_error() {
         cache.store.remove(key);
+        if let Some(disk) = &cache.disk {
+            disk.remove(key);
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod purge;
 pub mod range;
 pub mod record;
 pub mod rules;
+pub mod disk;
 pub mod shared;
 pub mod slice_flights;
 pub mod slices;
@@ -49,6 +50,8 @@ pub struct Cache {
     pub slice_flights: std::sync::Arc<slice_flights::SliceFlights>,
     /// `[cache.shared]`: the tier below memory, on Redis.
     pub shared: Option<std::sync::Arc<shared::SharedTier>>,
+    /// `[cache.disk]`: the tier below memory on this node's disk.
+    pub disk: Option<std::sync::Arc<disk::DiskTier>>,
 }
 
 /// Cache counters; `/metrics` exports these very counters.
@@ -112,6 +115,7 @@ impl Cache {
             sliced_any: std::sync::atomic::AtomicBool::new(false),
             slice_flights: Default::default(),
             shared: None,
+            disk: None,
         }
     }
 
@@ -121,6 +125,12 @@ impl Cache {
     pub fn start(config: &CacheConfig) -> std::sync::Arc<Cache> {
         std::sync::Arc::new_cyclic(|me| {
             let mut cache = Cache::new(config);
+            if let Some(disk) = &config.disk {
+                match disk::DiskTier::start(disk, config.max_variants) {
+                    Ok(tier) => cache.disk = Some(tier),
+                    Err(e) => tracing::error!(error = %e, "disk cache tier not started"),
+                }
+            }
             if let Some(shared) = &config.shared {
                 match shared::SharedTier::start(shared, config.max_variants, me.clone()) {
                     Ok(tier) => cache.shared = Some(tier),
@@ -131,8 +141,9 @@ impl Cache {
         })
     }
 
-    /// Stores `entry` under `key` in memory and offers it to the shared
-    /// tier (written in the background), freeing `lock` once written.
+    /// Stores `entry` under `key` in memory and offers it to the disk and
+    /// shared tiers (written in the background), freeing `lock` once
+    /// written.
     pub fn keep(
         &self,
         key: &str,
@@ -140,16 +151,23 @@ impl Cache {
         lock: Option<shared::FetchLock>,
     ) {
         self.store.insert(key, entry.clone());
+        if self.disk.is_none() && self.shared.is_none() {
+            return;
+        }
+        let ttl = self.tier_ttl(&entry.head);
+        if let Some(tier) = &self.disk {
+            let until = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl);
+            tier.offer(key, entry.clone(), until);
+        }
         if let Some(tier) = &self.shared {
-            let ttl = self.shared_ttl(&entry.head);
             tier.offer(key, entry, ttl, lock);
         }
     }
 
-    /// How long the shared tier keeps a response: its freshness left plus
-    /// the longest window in which it may still be served stale or used
-    /// to revalidate (RFC 5861, `stale_if_unreachable`).
-    fn shared_ttl(&self, head: &StoredResponse) -> u64 {
+    /// How long the tiers below memory keep a response: its freshness left
+    /// plus the longest window in which it may still be served stale or
+    /// used to revalidate (RFC 5861, `stale_if_unreachable`).
+    fn tier_ttl(&self, head: &StoredResponse) -> u64 {
         let now = std::time::SystemTime::now();
         let fresh = fill::freshness_left(head, &self.heuristics(), now).max(0) as u64;
         let stale = self

@@ -39,6 +39,14 @@ impl Cache {
     /// Purges what `selector` names in this node's memory only; how many
     /// URLs (a URL selector counts each key).
     pub fn purge_here(&self, selector: &Selector, soft: bool) -> usize {
+        // The disk copy goes even for a soft purge: it would otherwise be
+        // served fresh once memory lost the softened one.
+        let on_disk = self.disk.as_ref().map_or(0, |disk| disk.purge(selector));
+        let in_memory = self.purge_memory(selector, soft);
+        in_memory.max(on_disk)
+    }
+
+    fn purge_memory(&self, selector: &Selector, soft: bool) -> usize {
         match selector {
             Selector::Url { keys } => keys.iter().filter(|k| self.purge_url(k, soft)).count(),
             Selector::Prefix { namespaces, prefix } => {
@@ -56,7 +64,8 @@ impl Cache {
     /// the shared tier and on the other nodes in the background (a request
     /// is never held for it). True when something was stored here.
     pub fn invalidate(self: &std::sync::Arc<Self>, key: &str) -> bool {
-        let here = self.remove_url(key);
+        let on_disk = self.disk.as_ref().is_some_and(|disk| disk.remove(key));
+        let here = self.remove_url(key) || on_disk;
         if let Some(tier) = self.shared.clone() {
             let selector = Selector::Url {
                 keys: vec![key.to_string()],

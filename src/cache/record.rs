@@ -49,9 +49,19 @@ impl std::fmt::Display for Bad {
 
 /// The record of `entry`.
 pub fn encode(entry: &Entry) -> Bytes {
+    encode_with(entry, &entry.body)
+}
+
+/// The record of `entry` without its body (the disk tier keeps the body
+/// after it, checked block by block: `disk/format.rs`).
+pub fn encode_head(entry: &Entry) -> Bytes {
+    encode_with(entry, &[])
+}
+
+fn encode_with(entry: &Entry, body: &[u8]) -> Bytes {
     let head = &entry.head;
     let fields = head.headers.bytes() + head.headers.len() * 8;
-    let mut out = BytesMut::with_capacity(128 + fields + entry.body.len());
+    let mut out = BytesMut::with_capacity(128 + fields + body.len());
     out.put_slice(MAGIC);
     out.put_u32(0); // the checksum, written last
     out.put_u16(head.status.as_u16());
@@ -82,7 +92,7 @@ pub fn encode(entry: &Entry) -> Bytes {
     for tag in entry.tags() {
         put_str(&mut out, tag.as_bytes());
     }
-    put_long(&mut out, &entry.body);
+    put_long(&mut out, body);
     let crc = crc32fast::hash(&out[8..]);
     out[4..8].copy_from_slice(&crc.to_be_bytes());
     out.freeze()

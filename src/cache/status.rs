@@ -73,12 +73,15 @@ pub enum CacheStatus {
 pub enum Tier {
     /// `[cache.shared]`: Redis, shared by every node.
     Shared,
+    /// `[cache.disk]`: this node's disk.
+    Disk,
 }
 
 impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Shared => "shared",
+            Tier::Disk => "disk",
         }
     }
 }

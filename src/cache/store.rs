@@ -85,6 +85,17 @@ impl Entry {
         self
     }
 
+    /// The same response with `body` (a head read from disk, and the body
+    /// read after it), charged for it.
+    pub fn with_body(self, body: Bytes) -> Entry {
+        let tags = self.tags;
+        let mut entry = Entry::new(self.head, body, self.secondary.into_vec());
+        if let Some(tags) = tags {
+            entry = entry.with_tags(*tags);
+        }
+        entry
+    }
+
     pub fn tags(&self) -> &[Arc<str>] {
         self.tags.as_deref().map_or(&[], |t| &t[..])
     }

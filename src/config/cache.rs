@@ -55,6 +55,8 @@ pub struct CacheConfig {
     pub max_tags_per_object: usize,
     /// `[cache.shared]`: a tier on Redis shared by every node.
     pub shared: Option<super::SharedConfig>,
+    /// `[cache.disk]`: a tier on the local disk, kept across restarts.
+    pub disk: Option<super::DiskConfig>,
 }
 
 /// `[cache] set_cookie`: RFC 9111 §3.1 lets a cache store every field, but
@@ -103,6 +105,7 @@ impl Default for CacheConfig {
             strip_tag_fields: true,
             max_tags_per_object: 64,
             shared: None,
+            disk: None,
         }
     }
 }

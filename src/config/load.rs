@@ -290,6 +290,16 @@ fn validate(c: &Config) -> Result<(), (Table, &'static str, String)> {
             ),
         ));
     }
+    if let Some(disk) = &c.cache.disk {
+        if let Err(message) = disk.check() {
+            let key = if message.contains("capacity must") {
+                "capacity"
+            } else {
+                "max_object_size"
+            };
+            return Err((("cache.disk", None), key, message));
+        }
+    }
     if !(0.0..=1.0).contains(&c.cache.heuristic_fraction) {
         return Err((
             ("cache", None),

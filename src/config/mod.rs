@@ -3,6 +3,7 @@
 
 mod cache;
 mod cluster;
+mod disk;
 mod files;
 mod group;
 mod load;
@@ -18,6 +19,7 @@ pub use cache::{
     CacheConfig, CacheKeyConfig, CookieName, FieldName, QueryGlob, SetCookie, StatusTtl,
 };
 pub use cluster::{ClusterConfig, PeerAddr, PeerCheckConfig};
+pub use disk::DiskConfig;
 pub use files::RedirectConfig;
 pub use group::{Balance, GroupConfig, HealthCheckConfig, RouteUpstream, ServerSpec};
 pub use load::ConfigError;

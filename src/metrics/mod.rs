@@ -318,6 +318,9 @@ impl Metrics {
     fn refresh(&self, cache: &Cache) {
         self.cache_entries.set(cache.store.entry_count() as i64);
         self.cache_bytes.set(cache.store.weighted_size() as i64);
+        if let Some(disk) = &cache.disk {
+            disk.sizes();
+        }
     }
 }
 

@@ -91,6 +91,9 @@ pub(super) fn all(
     if let Some(tier) = &cache.shared {
         tier.stats.register(r);
     }
+    if let Some(tier) = &cache.disk {
+        tier.stats.register(r);
+    }
     r.register(
         "upstream_requests",
         "Requests sent to origins (retries included)",

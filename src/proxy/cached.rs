@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 
 use super::body::ProxyBody;
 use super::collapse::Refill;
+use super::disk_hit::FromDisk;
 use super::error::ProxyError;
 use super::fill_task::Flights;
 use crate::cache::fill::Fill;
@@ -92,8 +93,18 @@ impl CacheStep {
             // RFC 9111 §5.2.1.5: neither served from nor stored in the cache.
             return self.pass(ex, Fwd::Request, "request-no-store").await;
         }
+        let mut lookup = self.cache.store.lookup(&ex.key, &ex.parts.headers);
+        if self.cache.disk.is_some() && !matches!(lookup, Lookup::Found { .. }) {
+            match self.from_disk(&ex, &req_cc).await {
+                Some(FromDisk::Served(answer)) => return answer,
+                Some(FromDisk::InMemory) => {
+                    lookup = self.cache.store.lookup(&ex.key, &ex.parts.headers);
+                }
+                None => {}
+            }
+        }
         let now = SystemTime::now();
-        let (entry, index, all) = match self.cache.store.lookup(&ex.key, &ex.parts.headers) {
+        let (entry, index, all) = match lookup {
             Lookup::Found { entry, index, all } => (entry, index, all),
             // §5.2.1.7: only-if-cached never goes to the origin.
             _ if req_cc.only_if_cached => return not_cached(),

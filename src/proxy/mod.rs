@@ -6,6 +6,7 @@ mod body;
 mod cached;
 mod classify;
 mod collapse;
+mod disk_hit;
 mod error;
 mod fill_task;
 mod inspect;

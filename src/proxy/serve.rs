@@ -117,6 +117,34 @@ pub fn stored_response(
     unvalidated: bool,
     via: HeaderValue,
 ) -> Response<ProxyBody> {
+    let body = Body {
+        len: entry.body.len() as u64,
+        part: |span: Option<(u64, u64)>| match span {
+            None => ProxyBody::full(entry.body.clone()),
+            Some((start, end)) => ProxyBody::full(entry.body.slice(start as usize..=end as usize)),
+        },
+    };
+    response_with(entry, body, method, request, now, unvalidated, via)
+}
+
+/// Where a stored body comes from: its length, and the bytes of a span
+/// (inclusive; `None` for all of it) as a body to send.
+pub(super) struct Body<F: FnOnce(Option<(u64, u64)>) -> ProxyBody> {
+    pub len: u64,
+    pub part: F,
+}
+
+/// The answer built from `entry`'s head with the body from `body` (in
+/// memory, or streamed from the disk tier).
+pub(super) fn response_with<F: FnOnce(Option<(u64, u64)>) -> ProxyBody>(
+    entry: &Entry,
+    body: Body<F>,
+    method: &Method,
+    request: &HeaderMap,
+    now: SystemTime,
+    unvalidated: bool,
+    via: HeaderValue,
+) -> Response<ProxyBody> {
     let stored = &entry.head;
 
     let (status, mut headers, body) = if validation::client_not_modified(method, request, stored) {
@@ -126,7 +154,7 @@ pub fn stored_response(
             ProxyBody::empty(),
         )
     } else {
-        representation(entry, method, request)
+        representation(entry, body, method, request)
     };
     if unvalidated {
         for name in policy::fields_to_strip_on_reuse(stored) {
@@ -150,41 +178,42 @@ pub fn stored_response(
 }
 
 /// The stored response, or the part a single byte range asks for.
-fn representation(
+fn representation<F: FnOnce(Option<(u64, u64)>) -> ProxyBody>(
     entry: &Entry,
+    body: Body<F>,
     method: &Method,
     request: &HeaderMap,
 ) -> (StatusCode, HeaderMap, ProxyBody) {
     let stored = &entry.head;
+    let Body { len, part } = body;
     // Room for Accept-Ranges, Age, Via, Cache-Status (and X-Cache).
     let mut headers = stored.headers.to_map(5);
-    let whole = |headers| {
-        let body = if method == Method::HEAD {
+    let whole = |headers, part: F| {
+        let body = if method == Method::HEAD || len == 0 {
             ProxyBody::empty()
         } else {
-            ProxyBody::full(entry.body.clone())
+            part(None)
         };
         (stored.status, headers, body)
     };
     if stored.status != StatusCode::OK || *method != Method::GET {
-        return whole(headers);
+        return whole(headers, part);
     }
     headers
         .entry(header::ACCEPT_RANGES)
         .or_insert(HeaderValue::from_static("bytes"));
     let Some(requested) = request.get(header::RANGE) else {
-        return whole(headers);
+        return whole(headers, part);
     };
     // §13.1.5: a changed representation gets the whole body.
     if request
         .get(header::IF_RANGE)
         .is_some_and(|v| !range::if_range_holds(v, stored))
     {
-        return whole(headers);
+        return whole(headers, part);
     }
-    let len = entry.body.len() as u64;
     match range::evaluate(requested, len) {
-        RangeAnswer::Full => whole(headers),
+        RangeAnswer::Full => whole(headers, part),
         RangeAnswer::Partial { start, end } => {
             let value = format!("bytes {start}-{end}/{len}");
             headers.insert(
@@ -192,8 +221,7 @@ fn representation(
                 HeaderValue::from_str(&value).expect("ascii"),
             );
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
-            let part = entry.body.slice(start as usize..=end as usize);
-            (StatusCode::PARTIAL_CONTENT, headers, ProxyBody::full(part))
+            (StatusCode::PARTIAL_CONTENT, headers, part(Some((start, end))))
         }
         RangeAnswer::Unsatisfiable => {
             let value = format!("bytes */{len}");

@@ -13,7 +13,8 @@ pub(super) fn forget_suspects(cache: Arc<Cache>) -> crate::upstream::Suspects {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
     tokio::spawn(async move {
         while let Some(keys) = rx.recv().await {
-            let removed = keys.iter().filter(|k| cache.store.remove(k)).count();
+            // Every tier: memory, disk and the shared one.
+            let removed = keys.iter().filter(|k| cache.invalidate(k)).count();
             tracing::warn!(
                 removed,
                 "an origin sent an unsolicited response; entries filled over that connection were removed"
@@ -25,7 +26,7 @@ pub(super) fn forget_suspects(cache: Arc<Cache>) -> crate::upstream::Suspects {
                 for wait in [50, 500] {
                     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                     for key in &keys {
-                        cache.store.remove(key);
+                        cache.invalidate(key);
                     }
                 }
             });

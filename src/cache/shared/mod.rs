@@ -26,7 +26,7 @@ use crate::config::SharedConfig;
 
 pub use orders::Selector;
 pub use redis::Failure;
-pub use stats::{OutcomeLabel, SharedStats};
+pub use stats::{KindLabel, OutcomeLabel, SharedStats};
 
 /// Writes waiting for Redis; past this, new ones are dropped (and counted)
 /// rather than holding memory or delaying anything. (A queued write holds

@@ -1,0 +1,215 @@
+//! One stored variant as one file. The head (the shared record format,
+//! `cache/record.rs`, with its own CRC) comes first, then the body, checked
+//! in blocks of 1 MiB, each with its CRC-32 in the header: a reader streams
+//! a large body block by block and never sends a block that fails its
+//! check, and a range reads only the blocks it needs.
+//!
+//! Layout (integers big-endian):
+//! `"VDF1"`, header crc u32 (of everything after it up to the body), header
+//! length u32, key (u16 length + bytes), keep-until (seconds since the
+//! epoch, u64), head record (u32 length + bytes), body length u64, block
+//! count u32, one crc u32 per block, then the body.
+//!
+//! A file is written under a temporary name and renamed into place, so a
+//! record torn by a crash is never under its final name; a damaged one
+//! fails its checks and is dropped.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::cache::record::{self, Bad};
+use crate::cache::store::Entry;
+
+const MAGIC: &[u8; 4] = b"VDF1";
+/// Body bytes per checked block.
+pub const BLOCK: u64 = 1 << 20;
+/// Headers larger than this are not ours (a head is at most a few hundred
+/// KiB; the block table of a 4 GiB body is 16 KiB).
+const MAX_HEADER: u32 = 8 << 20;
+
+/// What the header of a record file says.
+pub struct Header {
+    pub key: String,
+    /// After this it can neither be served nor revalidated.
+    pub keep_until: SystemTime,
+    /// The response without its body.
+    pub entry: Entry,
+    pub body_len: u64,
+    /// Where the body starts in the file.
+    pub body_at: u64,
+    pub crcs: Box<[u32]>,
+}
+
+impl Header {
+    /// Reads and checks the header of `file`.
+    pub fn read(file: &File) -> Result<Header, Bad> {
+        let mut fixed = [0u8; 12];
+        read_exact_at(file, &mut fixed, 0)?;
+        if &fixed[..4] != MAGIC {
+            return Err(Bad::Version);
+        }
+        let crc = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        let len = u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
+        if len > MAX_HEADER {
+            return Err(Bad::Malformed);
+        }
+        let mut rest = vec![0u8; len as usize];
+        read_exact_at(file, &mut rest, 12)?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&fixed[8..12]);
+        hasher.update(&rest);
+        if hasher.finalize() != crc {
+            return Err(Bad::Checksum);
+        }
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8], Bad> {
+            let part = rest.get(at..at + n).ok_or(Bad::Malformed)?;
+            at += n;
+            Ok(part)
+        };
+        let key_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| Bad::Malformed)?);
+        let key = String::from_utf8(take(key_len as usize)?.to_vec()).map_err(|_| Bad::Malformed)?;
+        let keep = u64::from_be_bytes(take(8)?.try_into().map_err(|_| Bad::Malformed)?);
+        let head_len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| Bad::Malformed)?);
+        let head = Bytes::copy_from_slice(take(head_len as usize)?);
+        let body_len = u64::from_be_bytes(take(8)?.try_into().map_err(|_| Bad::Malformed)?);
+        let blocks = u32::from_be_bytes(take(4)?.try_into().map_err(|_| Bad::Malformed)?);
+        if u64::from(blocks) != body_len.div_ceil(BLOCK) {
+            return Err(Bad::Malformed);
+        }
+        let table = take(blocks as usize * 4)?;
+        let crcs = table
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let entry = record::decode(head)?;
+        Ok(Header {
+            key,
+            keep_until: UNIX_EPOCH + Duration::from_secs(keep),
+            entry,
+            body_len,
+            body_at: 12 + u64::from(len),
+            crcs,
+        })
+    }
+
+    /// Block `i` of the body, checked.
+    pub fn block(&self, file: &File, i: u64) -> Result<Bytes, Bad> {
+        let start = i * BLOCK;
+        let len = BLOCK.min(self.body_len.saturating_sub(start)) as usize;
+        let want = *self.crcs.get(i as usize).ok_or(Bad::Malformed)?;
+        let mut buf = BytesMut::zeroed(len);
+        read_exact_at(file, &mut buf, self.body_at + start)?;
+        if crc32fast::hash(&buf) != want {
+            return Err(Bad::Checksum);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// The whole body, every block checked.
+    pub fn body(&self, file: &File) -> Result<Bytes, Bad> {
+        if self.body_len <= BLOCK {
+            return if self.body_len == 0 {
+                Ok(Bytes::new())
+            } else {
+                self.block(file, 0)
+            };
+        }
+        let mut all = BytesMut::with_capacity(self.body_len as usize);
+        for i in 0..self.crcs.len() as u64 {
+            all.extend_from_slice(&self.block(file, i)?);
+        }
+        Ok(all.freeze())
+    }
+}
+
+/// A short read is a record cut short: a checksum failure, not an I/O one.
+fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> Result<(), Bad> {
+    file.read_exact_at(buf, at).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Bad::Checksum
+        } else {
+            Bad::Malformed
+        }
+    })
+}
+
+/// Writes the record of `entry` under `key` to `tmp`, then renames it to
+/// `path`; the bytes written.
+pub fn write(
+    tmp: &Path,
+    path: &Path,
+    key: &str,
+    entry: &Entry,
+    keep_until: SystemTime,
+) -> io::Result<u64> {
+    let head = record::encode_head(entry);
+    let body = &entry.body;
+    let blocks = (body.len() as u64).div_ceil(BLOCK);
+    let mut header = BytesMut::with_capacity(64 + key.len() + head.len() + blocks as usize * 4);
+    header.put_slice(MAGIC);
+    header.put_u32(0); // crc, below
+    header.put_u32(0); // length, below
+    header.put_u16(key.len() as u16);
+    header.put_slice(key.as_bytes());
+    let keep = keep_until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    header.put_u64(keep);
+    header.put_u32(head.len() as u32);
+    header.put_slice(&head);
+    header.put_u64(body.len() as u64);
+    header.put_u32(blocks as u32);
+    for block in body.chunks(BLOCK as usize) {
+        header.put_u32(crc32fast::hash(block));
+    }
+    let len = (header.len() - 12) as u32;
+    header[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32fast::hash(&header[8..]);
+    header[4..8].copy_from_slice(&crc.to_be_bytes());
+    let written = (|| {
+        let mut file = File::create(tmp)?;
+        file.write_all(&header)?;
+        file.write_all(body)?;
+        std::fs::rename(tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    Ok(header.len() as u64 + body.len() as u64)
+}
+
+/// A key's file name part: FNV-1a 64, stable across builds and restarts.
+pub fn hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The hash of a variant's secondary key; 0 for a response without Vary,
+/// so that its file can be found from the URL alone.
+pub fn secondary_hash(secondary: &[(http::HeaderName, Option<String>)]) -> u64 {
+    if secondary.is_empty() {
+        return 0;
+    }
+    let mut text = Vec::new();
+    for (name, value) in secondary {
+        text.extend_from_slice(name.as_str().as_bytes());
+        match value {
+            Some(v) => {
+                text.push(1);
+                text.extend_from_slice(v.as_bytes());
+            }
+            None => text.push(0),
+        }
+        text.push(b'\n');
+    }
+    hash(&text).max(1)
+}

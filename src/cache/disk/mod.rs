@@ -1,0 +1,586 @@
+//! The disk tier (`[cache.disk]`): under memory, above the shared tier and
+//! the origin, and kept across restarts.
+//!
+//! - **Writes** (`Cache::keep`, every fill and refresh): queued for two
+//!   writer threads (a bounded queue: when it is full the write is dropped
+//!   and counted; a client never waits for the disk). One file per variant
+//!   (`format.rs`), written under a temporary name and renamed.
+//! - **Reads**, on a memory miss: the index (`index.rs`, in memory) says
+//!   whether the variant is on disk; the file is opened and checked on the
+//!   blocking pool. Bodies up to 1 MiB are read whole (and copied into
+//!   memory from their second hit on); larger ones stream block by block,
+//!   each block checked before it is sent.
+//! - **Restart**: the files are the truth. At start a background walk
+//!   reads every file's header and indexes it (a damaged or foreign record
+//!   is removed). Until it is done, a URL not yet indexed is looked for
+//!   directly: the file of a response without Vary is named by the URL's
+//!   hash alone. Prefix and tag purges made during the walk are kept and
+//!   applied to what it finds.
+//! - **Faults** (disk full, read-only, I/O errors, damaged records) are
+//!   counted in `viaduct_disk_errors_total{kind}`; the request goes on
+//!   from memory or the origin, and a damaged record is never served.
+
+mod format;
+mod index;
+pub mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::record::Bad;
+use super::shared::Selector;
+use super::store::Entry;
+use crate::config::DiskConfig;
+use crate::http::body::BoxError;
+use index::{Index, Meta};
+pub use stats::DiskStats;
+
+/// Bodies up to this size are read whole (and may be promoted to memory);
+/// larger ones stream.
+pub const WHOLE: u64 = format::BLOCK;
+/// Writes waiting for the writers; past it they are dropped.
+const QUEUE: usize = 1024;
+const WRITERS: usize = 2;
+/// Disk hits after which a variant is copied into memory.
+const PROMOTE_AFTER: u32 = 2;
+
+struct Write {
+    key: String,
+    entry: Arc<Entry>,
+    keep_until: SystemTime,
+}
+
+pub struct DiskTier {
+    /// `<path>/v1`: the format's directory.
+    root: PathBuf,
+    index: Index,
+    max_object_size: u64,
+    jobs: std::sync::mpsc::SyncSender<Write>,
+    /// Writes queued or being written (for `flush`).
+    pending: Arc<AtomicUsize>,
+    pub stats: Arc<DiskStats>,
+    /// While the start-up walk runs.
+    walking: AtomicBool,
+    /// Prefix and tag purges made while the walk runs: applied to what it
+    /// finds (records written before this start).
+    purged_while_walking: Mutex<Vec<Selector>>,
+    /// Temporary file names.
+    serial: AtomicU64,
+}
+
+/// What a read found.
+pub enum Hit {
+    /// The whole response, checked; `hot`: hit often enough to be copied
+    /// into memory.
+    Whole { entry: Arc<Entry>, hot: bool },
+    /// The head, and the file to stream the body from.
+    Stream(Arc<Streamed>),
+}
+
+/// A large variant on disk: its header and open file.
+pub struct Streamed {
+    header: format::Header,
+    file: std::fs::File,
+    key: String,
+    tier: Arc<DiskTier>,
+}
+
+impl Streamed {
+    /// The response without its body.
+    pub fn entry(&self) -> &Entry {
+        &self.header.entry
+    }
+
+    pub fn body_len(&self) -> u64 {
+        self.header.body_len
+    }
+
+    /// Bytes `start..=end` of the body, read and checked one block at a
+    /// time (at most two blocks ahead of the client); a block that fails
+    /// its check ends the body with an error, and the record is removed.
+    pub fn stream(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+    ) -> tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in start / format::BLOCK..=end / format::BLOCK {
+                let block = match me.header.block(&me.file, i) {
+                    Ok(block) => block,
+                    Err(bad) => {
+                        me.tier.damaged(&me.key, &me.header, bad);
+                        let _ = tx.blocking_send(Err(bad.to_string().into()));
+                        return;
+                    }
+                };
+                let at = i * format::BLOCK;
+                let from = start.saturating_sub(at) as usize;
+                let to = ((end + 1 - at) as usize).min(block.len());
+                if tx.blocking_send(Ok(block.slice(from..to))).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}
+
+impl DiskTier {
+    /// Opens (creating) the directory, starts the writers and the walk
+    /// that indexes what is already there. A directory that cannot be
+    /// written is still read (the writes fail and are counted).
+    pub fn start(config: &DiskConfig, max_variants: usize) -> Result<Arc<DiskTier>, String> {
+        let root = config.path.join("v1");
+        let stats = Arc::new(DiskStats::default());
+        stats.capacity.set(config.capacity.bytes() as i64);
+        let made = std::fs::create_dir_all(root.join("tmp")).and_then(|()| {
+            for hh in 0..=255u8 {
+                std::fs::create_dir_all(root.join(format!("{hh:02x}")))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = made {
+            if !root.is_dir() {
+                return Err(format!("{}: {e}", root.display()));
+            }
+            tracing::warn!(path = %root.display(), error = %e, "disk tier directory is not writable: serving what is there, writing nothing");
+            stats.error(kind_of(&e));
+        }
+        let evictions = stats.clone();
+        let index = Index::new(
+            root.clone(),
+            config.capacity.bytes(),
+            max_variants,
+            move |n| {
+                evictions.evictions.inc_by(n);
+            },
+        );
+        let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE);
+        let tier = Arc::new(DiskTier {
+            root,
+            index,
+            max_object_size: config.max_object_size.bytes(),
+            jobs,
+            pending: Arc::new(AtomicUsize::new(0)),
+            stats,
+            walking: AtomicBool::new(true),
+            purged_while_walking: Mutex::new(Vec::new()),
+            serial: AtomicU64::new(0),
+        });
+        tier.stats.recovering.set(1);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..WRITERS {
+            let (me, queue) = (Arc::downgrade(&tier), queue.clone());
+            std::thread::Builder::new()
+                .name(format!("viaduct-disk-{n}"))
+                .spawn(move || writer(me, queue))
+                .map_err(|e| format!("disk writer: {e}"))?;
+        }
+        let me = Arc::downgrade(&tier);
+        std::thread::Builder::new()
+            .name("viaduct-disk-walk".into())
+            .spawn(move || walk(me))
+            .map_err(|e| format!("disk walk: {e}"))?;
+        Ok(tier)
+    }
+
+    /// Queues `entry` for writing; it may be used until `keep_until`.
+    pub fn offer(&self, key: &str, entry: Arc<Entry>, keep_until: SystemTime) {
+        if entry.body.len() as u64 > self.max_object_size {
+            self.stats.write("too-large");
+            return;
+        }
+        if keep_until <= SystemTime::now() {
+            self.stats.write("expired");
+            return;
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let job = Write {
+            key: key.to_string(),
+            entry,
+            keep_until,
+        };
+        if self.jobs.try_send(job).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.stats.write("dropped");
+        }
+    }
+
+    /// Waits (at most `limit`) until the queued writes are on disk: for a
+    /// graceful stop.
+    pub async fn flush(&self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The variant of `key` for `request` on disk, checked (the caller
+    /// counts the hit or miss once it knows whether it could serve it):
+    /// `None` when
+    /// there is none, or it is damaged (removed and counted), or the disk
+    /// failed (counted).
+    pub async fn read(self: &Arc<Self>, key: &str, request: &HeaderMap) -> Option<Hit> {
+        let name = match self.index.find(key, request) {
+            Some(meta) => {
+                if meta.keep_until <= SystemTime::now() {
+                    self.index.forget(&self.root, key, meta.name);
+                    return None;
+                }
+                Some(meta)
+            }
+            // Not indexed yet: a response without Vary is found by name.
+            None if self.walking.load(Ordering::Acquire) => None,
+            None => return None,
+        };
+        let me = self.clone();
+        let key = key.to_string();
+        let request = request.clone();
+        let read = tokio::task::spawn_blocking(move || me.read_blocking(&key, name, &request));
+        read.await.ok().flatten()
+    }
+
+    fn read_blocking(
+        self: &Arc<Self>,
+        key: &str,
+        meta: Option<Arc<Meta>>,
+        request: &HeaderMap,
+    ) -> Option<Hit> {
+        let name = meta
+            .as_ref()
+            .map_or((format::hash(key.as_bytes()), 0), |m| m.name);
+        let path = index::path_of(&self.root, name);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    self.stats.error(kind_of(&e));
+                }
+                if meta.is_some() {
+                    self.index.forget(&self.root, key, name);
+                }
+                return None;
+            }
+        };
+        let header = match format::Header::read(&file) {
+            Ok(header) => header,
+            Err(bad) => {
+                self.count_bad(bad);
+                let _ = std::fs::remove_file(&path);
+                self.index.forget(&self.root, key, name);
+                return None;
+            }
+        };
+        // Another URL with the same hash, or a variant for other fields.
+        if header.key != key || !super::key::matches(&header.entry.secondary, request) {
+            return None;
+        }
+        if header.keep_until <= SystemTime::now() {
+            let _ = std::fs::remove_file(&path);
+            self.index.forget(&self.root, key, name);
+            return None;
+        }
+        let meta = match meta {
+            Some(meta) => meta,
+            None => {
+                // Found by name during the walk: indexed now, unless a purge
+                // made since the start names it.
+                if self.purged_by_walk_orders(key, &header.entry) {
+                    let _ = std::fs::remove_file(&path);
+                    return None;
+                }
+                let meta = self.meta_of(&header, name, &file)?;
+                self.index.insert(&self.root, key, meta.clone(), true);
+                meta
+            }
+        };
+        let hits = meta.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if header.body_len <= WHOLE {
+            let body = match header.body(&file) {
+                Ok(body) => body,
+                Err(bad) => {
+                    self.damaged(key, &header, bad);
+                    return None;
+                }
+            };
+            let entry = Arc::new(header.entry.with_body(body));
+            let hot = hits >= PROMOTE_AFTER;
+            return Some(Hit::Whole { entry, hot });
+        }
+        Some(Hit::Stream(Arc::new(Streamed {
+            header,
+            file,
+            key: key.to_string(),
+            tier: self.clone(),
+        })))
+    }
+
+    fn meta_of(&self, header: &format::Header, name: (u64, u64), file: &std::fs::File) -> Option<Arc<Meta>> {
+        use std::os::unix::fs::MetadataExt;
+        let fs = file.metadata().ok()?;
+        Some(Arc::new(Meta {
+            name,
+            secondary: header.entry.secondary.clone(),
+            size: fs.len(),
+            keep_until: header.keep_until,
+            tags: header.entry.tags().into(),
+            inode: fs.ino(),
+            hits: Default::default(),
+        }))
+    }
+
+    /// A record that failed a check while it was read: removed, counted.
+    fn damaged(&self, key: &str, header: &format::Header, bad: Bad) {
+        self.count_bad(bad);
+        let name = (
+            format::hash(key.as_bytes()),
+            format::secondary_hash(&header.entry.secondary),
+        );
+        self.index.forget(&self.root, key, name);
+        tracing::warn!(key, error = %bad, "damaged record removed from the disk tier");
+    }
+
+    fn count_bad(&self, bad: Bad) {
+        self.stats.error(match bad {
+            Bad::Version => "version",
+            Bad::Checksum | Bad::Malformed => "damaged",
+        });
+    }
+
+    /// Removes every variant of `key`; true when one was indexed. The
+    /// files of a URL not indexed yet are found by name.
+    pub fn remove(&self, key: &str) -> bool {
+        let indexed = self.index.remove(key);
+        if self.walking.load(Ordering::Acquire) {
+            let prefix = format!("{:016x}-", format::hash(key.as_bytes()));
+            let dir = index::path_of(&self.root, (format::hash(key.as_bytes()), 0));
+            if let Some(dir) = dir.parent() {
+                remove_named(dir, &prefix);
+            }
+        }
+        indexed
+    }
+
+    /// Applies a purge (URL, prefix or tags); how many URLs went.
+    pub fn purge(&self, selector: &Selector) -> usize {
+        if self.walking.load(Ordering::Acquire) && !matches!(selector, Selector::Url { .. }) {
+            self.purged_while_walking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(selector.clone());
+        }
+        match selector {
+            Selector::Url { keys } => keys.iter().filter(|k| self.remove(k)).count(),
+            Selector::Prefix { namespaces, prefix } => {
+                let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+                self.index.remove_prefix(&namespaces, prefix)
+            }
+            Selector::Tags { namespaces, tags } => {
+                let mut gone = 0;
+                for tag in tags {
+                    for key in self.index.tagged(tag) {
+                        let (namespace, _) = super::key::split(&key);
+                        if namespaces.iter().any(|n| n == namespace) && self.index.remove(&key) {
+                            gone += 1;
+                        }
+                    }
+                }
+                gone
+            }
+        }
+    }
+
+    /// Whether a purge made during the walk names this record.
+    fn purged_by_walk_orders(&self, key: &str, entry: &Entry) -> bool {
+        let orders = self
+            .purged_while_walking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (namespace, url) = super::key::split(key);
+        orders.iter().any(|order| match order {
+            Selector::Url { keys } => keys.iter().any(|k| k == key),
+            Selector::Prefix { namespaces, prefix } => {
+                url.starts_with(prefix.as_str()) && namespaces.iter().any(|n| n == namespace)
+            }
+            Selector::Tags { namespaces, tags } => {
+                namespaces.iter().any(|n| n == namespace)
+                    && entry.tags().iter().any(|t| tags.iter().any(|x| x.as_str() == &**t))
+            }
+        })
+    }
+
+    /// Refreshes the size gauges (for a scrape or `/stats`).
+    pub fn sizes(&self) -> (u64, u64) {
+        let (entries, bytes) = self.index.size();
+        self.stats.entries.set(entries as i64);
+        self.stats.bytes.set(bytes as i64);
+        (entries, bytes)
+    }
+
+    pub fn is_walking(&self) -> bool {
+        self.walking.load(Ordering::Acquire)
+    }
+
+    fn write_one(&self, job: &Write) {
+        let key_hash = format::hash(job.key.as_bytes());
+        let name = (key_hash, format::secondary_hash(&job.entry.secondary));
+        let path = index::path_of(&self.root, name);
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{serial}.tmp", std::process::id()));
+        match format::write(&tmp, &path, &job.key, &job.entry, job.keep_until) {
+            Ok(size) => {
+                use std::os::unix::fs::MetadataExt;
+                let inode = std::fs::metadata(&path).map_or(0, |m| m.ino());
+                let meta = Arc::new(Meta {
+                    name,
+                    secondary: job.entry.secondary.clone(),
+                    size,
+                    keep_until: job.keep_until,
+                    tags: job.entry.tags().into(),
+                    inode,
+                    hits: Default::default(),
+                });
+                self.index.insert(&self.root, &job.key, meta, false);
+                self.stats.write("stored");
+            }
+            Err(e) => {
+                self.stats.error(kind_of(&e));
+                self.stats.write("failed");
+                tracing::debug!(error = %e, "disk tier write failed");
+            }
+        }
+    }
+}
+
+/// The error kind an I/O error is counted under.
+fn kind_of(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => "full",
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => "readonly",
+        _ => "io",
+    }
+}
+
+/// Removes the files in `dir` whose names start with `prefix`.
+fn remove_named(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A writer thread: takes queued writes until the tier is dropped.
+fn writer(tier: std::sync::Weak<DiskTier>, queue: Arc<Mutex<std::sync::mpsc::Receiver<Write>>>) {
+    loop {
+        let job = {
+            let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.recv_timeout(Duration::from_millis(500))
+        };
+        let Some(tier) = tier.upgrade() else { return };
+        match job {
+            Ok(job) => {
+                tier.write_one(&job);
+                tier.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// The start-up walk: indexes every record on disk, removes damaged ones,
+/// temporary files left by a crash, and records a purge made meanwhile
+/// names.
+fn walk(tier: std::sync::Weak<DiskTier>) {
+    let Some(root) = tier.upgrade().map(|t| t.root.clone()) else {
+        return;
+    };
+    if let Ok(tmp) = std::fs::read_dir(root.join("tmp")) {
+        for entry in tmp.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    for hh in 0..=255u8 {
+        let Ok(files) = std::fs::read_dir(root.join(format!("{hh:02x}"))) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let Some(tier) = tier.upgrade() else { return };
+            tier.index_found(&file.path());
+        }
+    }
+    if let Some(tier) = tier.upgrade() {
+        tier.walking.store(false, Ordering::Release);
+        tier.purged_while_walking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        tier.stats.recovering.set(0);
+        let (entries, bytes) = tier.sizes();
+        tracing::info!(entries, bytes, "disk tier indexed");
+    }
+}
+
+impl DiskTier {
+    /// Indexes the record at `path` (found by the walk).
+    fn index_found(&self, path: &Path) {
+        let Some(name) = parse_name(path) else {
+            let _ = std::fs::remove_file(path);
+            return;
+        };
+        let Ok(file) = std::fs::File::open(path) else {
+            return;
+        };
+        let header = match format::Header::read(&file) {
+            Ok(header) => header,
+            Err(bad) => {
+                self.count_bad(bad);
+                let _ = std::fs::remove_file(path);
+                return;
+            }
+        };
+        let key = header.key.clone();
+        if self.index.holds(&key, name) {
+            return;
+        }
+        let expected = (
+            format::hash(key.as_bytes()),
+            format::secondary_hash(&header.entry.secondary),
+        );
+        if expected != name || self.purged_by_walk_orders(&key, &header.entry) {
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        if let Some(meta) = self.meta_of(&header, name, &file) {
+            self.index.insert(&self.root, &key, meta, true);
+            self.stats.recovered.inc();
+        }
+    }
+}
+
+/// `<url hash>-<secondary hash>` as two numbers.
+fn parse_name(path: &Path) -> Option<(u64, u64)> {
+    let name = path.file_name()?.to_str()?;
+    let (url, secondary) = name.split_once('-')?;
+    if url.len() != 16 || secondary.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(url, 16).ok()?,
+        u64::from_str_radix(secondary, 16).ok()?,
+    ))
+}

@@ -1,0 +1,95 @@
+//! A memory miss answered by the disk tier (`[cache.disk]`): the stored
+//! response is served from its file when the policy lets it be reused as
+//! it is, with `Cache-Status: ...; detail=disk`. A small hot one is copied
+//! into memory; a stale small one is put in memory so that the ordinary
+//! revalidation finds it with its validators; a large stale one is left to
+//! the origin fetch that replaces it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::body::ProxyBody;
+use super::cached::{Answer, CacheStep, Exchange};
+use super::serve::{response_with, Body};
+use crate::cache::control::RequestControl;
+use crate::cache::disk::Hit;
+use crate::cache::policy::{self, Reuse};
+use crate::cache::{CacheStats, CacheStatus, Tier};
+
+/// What the disk made of a memory miss.
+pub(super) enum FromDisk {
+    /// Answered.
+    Served(Answer),
+    /// Now in memory (stale): look there again.
+    InMemory,
+}
+
+impl CacheStep {
+    pub(super) async fn from_disk(&self, ex: &Exchange, req_cc: &RequestControl) -> Option<FromDisk> {
+        let disk = self.cache.disk.as_ref()?;
+        let answer = self.read_disk(ex, req_cc).await;
+        match &answer {
+            Some(FromDisk::Served(_)) => disk.stats.hits.inc(),
+            _ => disk.stats.misses.inc(),
+        };
+        answer
+    }
+
+    async fn read_disk(&self, ex: &Exchange, req_cc: &RequestControl) -> Option<FromDisk> {
+        let disk = self.cache.disk.as_ref()?;
+        let hit = disk.read(&ex.key, &ex.parts.headers).await?;
+        let now = SystemTime::now();
+        let heuristics = self.cache.heuristics();
+        let (method, request) = (&ex.parts.method, &ex.parts.headers);
+        match hit {
+            Hit::Whole { entry, hot } => match policy::decide(req_cc, &entry.head, &heuristics, now) {
+                Reuse::Serve { ttl } => {
+                    if hot && entry.body.len() as u64 <= self.cache.max_object_size() {
+                        self.cache.store.insert(&ex.key, entry.clone());
+                        disk.stats.promotions.inc();
+                    }
+                    if ttl <= 0 {
+                        CacheStats::count(&self.cache.stats.stale_served);
+                    }
+                    let resp = self.serve_stored(&entry, method, request, now, true);
+                    let status = CacheStatus::TierHit {
+                        ttl,
+                        tier: Tier::Disk,
+                    };
+                    Some(FromDisk::Served((Ok(resp), status)))
+                }
+                Reuse::Validate(_) if entry.body.len() as u64 <= self.cache.max_object_size() => {
+                    self.cache.store.insert(&ex.key, entry);
+                    Some(FromDisk::InMemory)
+                }
+                Reuse::Validate(_) => None,
+            },
+            Hit::Stream(streamed) => {
+                let Reuse::Serve { ttl } =
+                    policy::decide(req_cc, &streamed.entry().head, &heuristics, now)
+                else {
+                    return None;
+                };
+                if ttl <= 0 {
+                    CacheStats::count(&self.cache.stats.stale_served);
+                }
+                let len = streamed.body_len();
+                let from = Arc::clone(&streamed);
+                let body = Body {
+                    len,
+                    part: move |span: Option<(u64, u64)>| {
+                        let (start, end) = span.unwrap_or((0, len - 1));
+                        ProxyBody::channel(from.stream(start, end), end - start + 1)
+                    },
+                };
+                let via = self.via.entry(http::Version::HTTP_11);
+                let resp = response_with(streamed.entry(), body, method, request, now, true, via);
+                let status = CacheStatus::TierHit {
+                    ttl,
+                    tier: Tier::Disk,
+                };
+                Some(FromDisk::Served((Ok(resp), status)))
+            }
+        }
+    }
+}
