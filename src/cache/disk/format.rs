@@ -32,6 +32,32 @@ pub const BLOCK: u64 = 1 << 20;
 /// KiB; the block table of a 4 GiB body is 16 KiB).
 const MAX_HEADER: u32 = 8 << 20;
 
+/// Why a read did not give checked bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fail {
+    /// The record is damaged, cut short or not ours.
+    Bad(Bad),
+    /// A read without waiting found the bytes not in the page cache: try
+    /// again where blocking is allowed.
+    Blocked,
+}
+
+impl From<Bad> for Fail {
+    fn from(bad: Bad) -> Fail {
+        Fail::Bad(bad)
+    }
+}
+
+/// How reads may wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// On the blocking pool: wait for the disk.
+    Yes,
+    /// On a request's thread: only what the page cache holds
+    /// (`preadv2(RWF_NOWAIT)`), else [`Fail::Blocked`].
+    No,
+}
+
 /// What the header of a record file says.
 pub struct Header {
     pub key: String,
@@ -47,25 +73,30 @@ pub struct Header {
 
 impl Header {
     /// Reads and checks the header of `file`.
-    pub fn read(file: &File) -> Result<Header, Bad> {
+    pub fn read(file: &File, wait: Wait) -> Result<Header, Fail> {
         let mut fixed = [0u8; 12];
-        read_exact_at(file, &mut fixed, 0)?;
+        read_exact_at(file, &mut fixed, 0, wait)?;
         if &fixed[..4] != MAGIC {
-            return Err(Bad::Version);
+            return Err(Bad::Version.into());
         }
         let crc = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
         let len = u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
         if len > MAX_HEADER {
-            return Err(Bad::Malformed);
+            return Err(Bad::Malformed.into());
         }
         let mut rest = vec![0u8; len as usize];
-        read_exact_at(file, &mut rest, 12)?;
+        read_exact_at(file, &mut rest, 12, wait)?;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&fixed[8..12]);
         hasher.update(&rest);
         if hasher.finalize() != crc {
-            return Err(Bad::Checksum);
+            return Err(Bad::Checksum.into());
         }
+        Ok(Header::parse(&rest, len)?)
+    }
+
+    /// The checked header bytes after the fixed part.
+    fn parse(rest: &[u8], len: u32) -> Result<Header, Bad> {
         let mut at = 0usize;
         let mut take = |n: usize| -> Result<&[u8], Bad> {
             let part = rest.get(at..at + n).ok_or(Bad::Malformed)?;
@@ -99,44 +130,81 @@ impl Header {
     }
 
     /// Block `i` of the body, checked.
-    pub fn block(&self, file: &File, i: u64) -> Result<Bytes, Bad> {
+    pub fn block(&self, file: &File, i: u64, wait: Wait) -> Result<Bytes, Fail> {
         let start = i * BLOCK;
         let len = BLOCK.min(self.body_len.saturating_sub(start)) as usize;
         let want = *self.crcs.get(i as usize).ok_or(Bad::Malformed)?;
         let mut buf = BytesMut::zeroed(len);
-        read_exact_at(file, &mut buf, self.body_at + start)?;
+        read_exact_at(file, &mut buf, self.body_at + start, wait)?;
         if crc32fast::hash(&buf) != want {
-            return Err(Bad::Checksum);
+            return Err(Bad::Checksum.into());
         }
         Ok(buf.freeze())
     }
 
     /// The whole body, every block checked.
-    pub fn body(&self, file: &File) -> Result<Bytes, Bad> {
+    pub fn body(&self, file: &File, wait: Wait) -> Result<Bytes, Fail> {
         if self.body_len <= BLOCK {
             return if self.body_len == 0 {
                 Ok(Bytes::new())
             } else {
-                self.block(file, 0)
+                self.block(file, 0, wait)
             };
         }
         let mut all = BytesMut::with_capacity(self.body_len as usize);
         for i in 0..self.crcs.len() as u64 {
-            all.extend_from_slice(&self.block(file, i)?);
+            all.extend_from_slice(&self.block(file, i, wait)?);
         }
         Ok(all.freeze())
     }
 }
 
-/// A short read is a record cut short: a checksum failure, not an I/O one.
-fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> Result<(), Bad> {
-    file.read_exact_at(buf, at).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            Bad::Checksum
-        } else {
-            Bad::Malformed
-        }
+/// Fills `buf` from `at`. A short read is a record cut short: a checksum
+/// failure, not an I/O one.
+fn read_exact_at(file: &File, buf: &mut [u8], at: u64, wait: Wait) -> Result<(), Fail> {
+    let done = match wait {
+        Wait::Yes => file.read_exact_at(buf, at),
+        Wait::No => read_cached(file, buf, at),
+    };
+    done.map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => Fail::Blocked,
+        io::ErrorKind::UnexpectedEof => Fail::Bad(Bad::Checksum),
+        _ => Fail::Bad(Bad::Malformed),
     })
+}
+
+/// `read_exact_at` from the page cache only: `WouldBlock` as soon as a
+/// byte would have to come from the disk.
+fn read_cached(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: `iov` describes `buf`, writable and alive for the call.
+        let n = unsafe {
+            libc::preadv2(file.as_raw_fd(), &iov, 1, at as libc::off_t, libc::RWF_NOWAIT)
+        };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                // Kernels or file systems without RWF_NOWAIT say so.
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => {
+                buf = &mut buf[n as usize..];
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes the record of `entry` under `key` to `tmp`, then renames it to
@@ -212,4 +280,85 @@ pub fn secondary_hash(secondary: &[(http::HeaderName, Option<String>)]) -> u64 {
         text.push(b'\n');
     }
     hash(&text).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::tests_support::stored;
+    use std::time::Duration;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("viaduct-format-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn entry(body: Vec<u8>) -> Entry {
+        let head = stored(200, &[("cache-control", "max-age=60"), ("etag", "\"v\"")]);
+        Entry::new(head, Bytes::from(body), Vec::new())
+            .with_tags(vec![Arc::<str>::from("t1")].into_boxed_slice())
+    }
+
+    use std::sync::Arc;
+
+    #[test]
+    fn a_record_reads_back_block_by_block_and_whole() {
+        let d = dir("roundtrip");
+        let body: Vec<u8> = (0..(2 * BLOCK as usize + 1234)).map(|i| (i * 7 % 251) as u8).collect();
+        let until = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let path = d.join("r");
+        let size = write(&d.join("t"), &path, "k", &entry(body.clone()), until).unwrap();
+        assert_eq!(size, std::fs::metadata(&path).unwrap().len());
+        assert!(!d.join("t").exists(), "the temporary name is gone");
+        let file = File::open(&path).unwrap();
+        let header = Header::read(&file, Wait::Yes).unwrap();
+        assert_eq!((header.key.as_str(), header.body_len), ("k", body.len() as u64));
+        assert_eq!(header.keep_until, until);
+        assert_eq!(header.crcs.len(), 3);
+        assert_eq!(header.entry.tags().len(), 1);
+        assert_eq!(&header.block(&file, 1, Wait::No).unwrap()[..], &body[BLOCK as usize..2 * BLOCK as usize]);
+        assert_eq!(&header.body(&file, Wait::No).unwrap()[..], &body[..]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_or_a_cut_is_caught() {
+        let d = dir("damage");
+        let body = vec![b'x'; BLOCK as usize + 10];
+        let path = d.join("r");
+        let until = SystemTime::now() + Duration::from_secs(60);
+        let size = write(&d.join("t"), &path, "k", &entry(body), until).unwrap() as usize;
+        let good = std::fs::read(&path).unwrap();
+        for at in [0, 5, 20, 60, size - BLOCK as usize - 5, size - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let file = File::open(&path).unwrap();
+            let caught = match Header::read(&file, Wait::Yes) {
+                Err(_) => true,
+                Ok(h) => (0..h.crcs.len() as u64).any(|i| h.block(&file, i, Wait::Yes).is_err()),
+            };
+            assert!(caught, "a flip at {at} of {size} went unseen");
+        }
+        std::fs::write(&path, &good[..size - 3]).unwrap();
+        let file = File::open(&path).unwrap();
+        let header = Header::read(&file, Wait::Yes).unwrap();
+        assert_eq!(header.block(&file, 1, Wait::Yes), Err(Fail::Bad(Bad::Checksum)), "a cut body");
+        std::fs::write(&path, &good[..40]).unwrap();
+        assert!(Header::read(&File::open(&path).unwrap(), Wait::Yes).is_err(), "a cut header");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn names_depend_on_the_url_and_the_vary_fields_only() {
+        assert_eq!(secondary_hash(&[]), 0);
+        let a = [(http::header::ACCEPT_ENCODING, Some("gzip".to_string()))];
+        let b = [(http::header::ACCEPT_ENCODING, None)];
+        assert_ne!(secondary_hash(&a), secondary_hash(&b));
+        assert_ne!(secondary_hash(&a), 0);
+        assert_eq!(hash(b"x"), hash(b"x"));
+        assert_ne!(hash(b"x"), hash(b"y"));
+    }
 }

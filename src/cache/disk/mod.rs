@@ -37,7 +37,11 @@ use super::shared::Selector;
 use super::store::Entry;
 use crate::config::DiskConfig;
 use crate::http::body::BoxError;
+use format::{Fail, Wait};
 use index::{Index, Meta};
+
+/// A read from the page cache only found a byte on the disk.
+struct Blocked;
 pub use stats::DiskStats;
 
 /// Bodies up to this size are read whole (and may be promoted to memory);
@@ -112,9 +116,14 @@ impl Streamed {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             for i in start / format::BLOCK..=end / format::BLOCK {
-                let block = match me.header.block(&me.file, i) {
+                let block = match me.header.block(&me.file, i, Wait::Yes) {
                     Ok(block) => block,
-                    Err(bad) => {
+                    // Not with Wait::Yes; ends the body rather than panic.
+                    Err(Fail::Blocked) => {
+                        let _ = tx.blocking_send(Err("disk read refused".into()));
+                        return;
+                    }
+                    Err(Fail::Bad(bad)) => {
                         me.tier.damaged(&me.key, &me.header, bad);
                         let _ = tx.blocking_send(Err(bad.to_string().into()));
                         return;
@@ -240,19 +249,28 @@ impl DiskTier {
             None if self.walking.load(Ordering::Acquire) => None,
             None => return None,
         };
+        // From the page cache on this thread when it holds the record (no
+        // hop to the blocking pool: a hit on a warm disk costs what a
+        // memory hit does plus a few system calls), else on the pool.
+        if let Ok(hit) = self.read_file(key, name.clone(), request, Wait::No) {
+            return hit;
+        }
         let me = self.clone();
         let key = key.to_string();
         let request = request.clone();
-        let read = tokio::task::spawn_blocking(move || me.read_blocking(&key, name, &request));
-        read.await.ok().flatten()
+        let read = tokio::task::spawn_blocking(move || me.read_file(&key, name, &request, Wait::Yes));
+        read.await.ok().and_then(Result::ok).flatten()
     }
 
-    fn read_blocking(
+    /// The record's checked contents; `Err` when `wait` is `No` and a byte
+    /// is not in the page cache.
+    fn read_file(
         self: &Arc<Self>,
         key: &str,
         meta: Option<Arc<Meta>>,
         request: &HeaderMap,
-    ) -> Option<Hit> {
+        wait: Wait,
+    ) -> Result<Option<Hit>, Blocked> {
         let name = meta
             .as_ref()
             .map_or((format::hash(key.as_bytes()), 0), |m| m.name);
@@ -266,26 +284,27 @@ impl DiskTier {
                 if meta.is_some() {
                     self.index.forget(&self.root, key, name);
                 }
-                return None;
+                return Ok(None);
             }
         };
-        let header = match format::Header::read(&file) {
+        let header = match format::Header::read(&file, wait) {
             Ok(header) => header,
-            Err(bad) => {
+            Err(Fail::Blocked) => return Err(Blocked),
+            Err(Fail::Bad(bad)) => {
                 self.count_bad(bad);
                 let _ = std::fs::remove_file(&path);
                 self.index.forget(&self.root, key, name);
-                return None;
+                return Ok(None);
             }
         };
         // Another URL with the same hash, or a variant for other fields.
         if header.key != key || !super::key::matches(&header.entry.secondary, request) {
-            return None;
+            return Ok(None);
         }
         if header.keep_until <= SystemTime::now() {
             let _ = std::fs::remove_file(&path);
             self.index.forget(&self.root, key, name);
-            return None;
+            return Ok(None);
         }
         let meta = match meta {
             Some(meta) => meta,
@@ -294,32 +313,37 @@ impl DiskTier {
                 // made since the start names it.
                 if self.purged_by_walk_orders(key, &header.entry) {
                     let _ = std::fs::remove_file(&path);
-                    return None;
+                    return Ok(None);
                 }
-                let meta = self.meta_of(&header, name, &file)?;
+                let Some(meta) = self.meta_of(&header, name, &file) else {
+                    return Ok(None);
+                };
                 self.index.insert(&self.root, key, meta.clone(), true);
                 meta
             }
         };
-        let hits = meta.hits.fetch_add(1, Ordering::Relaxed) + 1;
-        if header.body_len <= WHOLE {
-            let body = match header.body(&file) {
-                Ok(body) => body,
-                Err(bad) => {
-                    self.damaged(key, &header, bad);
-                    return None;
-                }
-            };
-            let entry = Arc::new(header.entry.with_body(body));
-            let hot = hits >= PROMOTE_AFTER;
-            return Some(Hit::Whole { entry, hot });
+        if header.body_len > WHOLE {
+            return Ok(Some(Hit::Stream(Arc::new(Streamed {
+                header,
+                file,
+                key: key.to_string(),
+                tier: self.clone(),
+            }))));
         }
-        Some(Hit::Stream(Arc::new(Streamed {
-            header,
-            file,
-            key: key.to_string(),
-            tier: self.clone(),
-        })))
+        let body = match header.body(&file, wait) {
+            Ok(body) => body,
+            Err(Fail::Blocked) => return Err(Blocked),
+            Err(Fail::Bad(bad)) => {
+                self.damaged(key, &header, bad);
+                return Ok(None);
+            }
+        };
+        let hits = meta.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Arc::new(header.entry.with_body(body));
+        Ok(Some(Hit::Whole {
+            entry,
+            hot: hits >= PROMOTE_AFTER,
+        }))
     }
 
     fn meta_of(&self, header: &format::Header, name: (u64, u64), file: &std::fs::File) -> Option<Arc<Meta>> {
@@ -545,13 +569,14 @@ impl DiskTier {
         let Ok(file) = std::fs::File::open(path) else {
             return;
         };
-        let header = match format::Header::read(&file) {
+        let header = match format::Header::read(&file, Wait::Yes) {
             Ok(header) => header,
-            Err(bad) => {
+            Err(Fail::Bad(bad)) => {
                 self.count_bad(bad);
                 let _ = std::fs::remove_file(path);
                 return;
             }
+            Err(Fail::Blocked) => return,
         };
         let key = header.key.clone();
         if self.index.holds(&key, name) {
