@@ -98,13 +98,19 @@ request = function()
     return wrk.format(nil, "/" .. prefix .. "/" .. math.random(0, n - 1))
 end
 LUA
-# A wrk script asking for /$1/<i> once each, in order, over all threads.
+# A wrk script asking for /$PREFIX/<i> once each: thread t of T asks for t, t+T, ...
 cat >"$OUT/fill.lua" <<'LUA'
-local prefix = os.getenv("PREFIX")
-local i = 0
+local threads = 0
+function setup(thread)
+    thread:set("first", threads)
+    threads = threads + 1
+end
+function init(args)
+    i = first - 2
+end
 request = function()
-    i = i + 1
-    return wrk.format(nil, "/" .. prefix .. "/" .. i)
+    i = i + 2
+    return wrk.format(nil, "/" .. os.getenv("PREFIX") .. "/" .. i)
 end
 LUA
 
