@@ -85,7 +85,7 @@ VPID=
 start_viaduct() {
     ./target/release/viaduct -c "$OUT/viaduct.toml" 2>"$OUT/viaduct.log" &
     VPID=$!
-    for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$ADMIN/health" && return; sleep 0.05; done
+    for _ in $(seq 3000); do curl -fs -o /dev/null "http://127.0.0.1:$ADMIN/healthz" && return; sleep 0.01; done
 }
 stop_viaduct() { kill "$VPID" 2>/dev/null || true; wait "$VPID" 2>/dev/null || true; }
 trap 'kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; stop_viaduct' EXIT
@@ -117,7 +117,7 @@ LUA
 fill() { # PORT PREFIX N: asks for each URL once
     local i
     for i in $(seq 0 $(($3 - 1))); do echo "url = \"http://127.0.0.1:$1/$2/$i\""; echo "output = /dev/null"; done >"$OUT/urls"
-    curl -s -K "$OUT/urls" --parallel --parallel-max 32 2>/dev/null
+    curl -s -K "$OUT/urls" --parallel --parallel-max 4 2>/dev/null
 }
 run() { # PORT PREFIX N -> "req/s p99"
     local out
@@ -154,7 +154,7 @@ restart)
     start_viaduct
     echo "filling $OBJECTS objects..."
     t0=$(date +%s)
-    PREFIX=t wrk -t2 -c64 -d"$((OBJECTS / 4000 + 30))s" -s "$OUT/fill.lua" "http://127.0.0.1:$VIADUCT" >/dev/null &
+    PREFIX=t wrk -t2 -c64 -d"$((OBJECTS / 1000 + 60))s" -s "$OUT/fill.lua" "http://127.0.0.1:$VIADUCT" >/dev/null &
     WRK=$!
     while kill -0 $WRK 2>/dev/null; do
         stored=$(curl -s "http://127.0.0.1:$ADMIN/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["writes"])')
@@ -172,7 +172,11 @@ restart)
         up=$((($(date +%s%N) - t0) / 1000000))
         first=
         while [ -z "$first" ]; do
-            curl -s -D - -o /dev/null "http://127.0.0.1:$VIADUCT/t/7" | grep -qi 'detail=disk' && first=$((($(date +%s%N) - t0) / 1000000))
+            if curl -s -D - -o /dev/null "http://127.0.0.1:$VIADUCT/t/7" | grep -qi 'detail=disk'; then
+                first=$((($(date +%s%N) - t0) / 1000000))
+            else
+                sleep 0.01
+            fi
         done
         while [ "$(curl -s "http://127.0.0.1:$ADMIN/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["recovering"])')" = True ]; do sleep 0.2; done
         whole=$((($(date +%s%N) - t0) / 1000000))

@@ -272,7 +272,7 @@ pub fn refreshed_at_most(
     let capped = Entry::new(head, entry.body.clone(), entry.secondary.to_vec())
         .with_tags(entry.tags().into());
     let capped = Arc::new(capped);
-    cache.store.insert(key, capped.clone());
+    cache.keep(key, capped.clone(), None);
     (capped, ttl)
 }
 

@@ -4,6 +4,7 @@
 //! (RFC 5861).
 
 pub mod control;
+pub mod disk;
 pub mod fill;
 pub mod flight;
 pub mod head;
@@ -13,7 +14,6 @@ mod purge;
 pub mod range;
 pub mod record;
 pub mod rules;
-pub mod disk;
 pub mod shared;
 pub mod slice_flights;
 pub mod slices;

@@ -253,7 +253,8 @@ impl Cache {
         };
         let whole = Entry::compact(manifest.entry.head.clone(), &pieces, Vec::new())
             .with_tags(manifest.entry.tags().into());
-        self.store.insert(key, Arc::new(whole));
+        // Whole now: kept like any fill (in memory and the tiers below).
+        self.keep(key, Arc::new(whole), None);
         self.forget_slices(key);
     }
 

@@ -95,8 +95,8 @@ impl CacheStep {
         }
         let mut lookup = self.cache.store.lookup(&ex.key, &ex.parts.headers);
         if self.cache.disk.is_some() && !matches!(lookup, Lookup::Found { .. }) {
-            match self.from_disk(&ex, &req_cc).await {
-                Some(FromDisk::Served(answer)) => return answer,
+            match self.ask_disk(&ex, &req_cc).await {
+                Some(FromDisk::Served(answer)) => return *answer,
                 Some(FromDisk::InMemory) => {
                     lookup = self.cache.store.lookup(&ex.key, &ex.parts.headers);
                 }

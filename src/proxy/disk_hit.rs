@@ -18,14 +18,18 @@ use crate::cache::{CacheStats, CacheStatus, Tier};
 
 /// What the disk made of a memory miss.
 pub(super) enum FromDisk {
-    /// Answered.
-    Served(Answer),
+    /// Answered (boxed: an answer is large, and this is rare).
+    Served(Box<Answer>),
     /// Now in memory (stale): look there again.
     InMemory,
 }
 
 impl CacheStep {
-    pub(super) async fn from_disk(&self, ex: &Exchange, req_cc: &RequestControl) -> Option<FromDisk> {
+    pub(super) async fn ask_disk(
+        &self,
+        ex: &Exchange,
+        req_cc: &RequestControl,
+    ) -> Option<FromDisk> {
         let disk = self.cache.disk.as_ref()?;
         let answer = self.read_disk(ex, req_cc).await;
         match &answer {
@@ -42,28 +46,32 @@ impl CacheStep {
         let heuristics = self.cache.heuristics();
         let (method, request) = (&ex.parts.method, &ex.parts.headers);
         match hit {
-            Hit::Whole { entry, hot } => match policy::decide(req_cc, &entry.head, &heuristics, now) {
-                Reuse::Serve { ttl } => {
-                    if hot && entry.body.len() as u64 <= self.cache.max_object_size() {
-                        self.cache.store.insert(&ex.key, entry.clone());
-                        disk.stats.promotions.inc();
+            Hit::Whole { entry, hot } => {
+                match policy::decide(req_cc, &entry.head, &heuristics, now) {
+                    Reuse::Serve { ttl } => {
+                        if hot && entry.body.len() as u64 <= self.cache.max_object_size() {
+                            self.cache.store.insert(&ex.key, entry.clone());
+                            disk.stats.promotions.inc();
+                        }
+                        if ttl <= 0 {
+                            CacheStats::count(&self.cache.stats.stale_served);
+                        }
+                        let resp = self.serve_stored(&entry, method, request, now, true);
+                        let status = CacheStatus::TierHit {
+                            ttl,
+                            tier: Tier::Disk,
+                        };
+                        Some(FromDisk::Served(Box::new((Ok(resp), status))))
                     }
-                    if ttl <= 0 {
-                        CacheStats::count(&self.cache.stats.stale_served);
+                    Reuse::Validate(_)
+                        if entry.body.len() as u64 <= self.cache.max_object_size() =>
+                    {
+                        self.cache.store.insert(&ex.key, entry);
+                        Some(FromDisk::InMemory)
                     }
-                    let resp = self.serve_stored(&entry, method, request, now, true);
-                    let status = CacheStatus::TierHit {
-                        ttl,
-                        tier: Tier::Disk,
-                    };
-                    Some(FromDisk::Served((Ok(resp), status)))
+                    Reuse::Validate(_) => None,
                 }
-                Reuse::Validate(_) if entry.body.len() as u64 <= self.cache.max_object_size() => {
-                    self.cache.store.insert(&ex.key, entry);
-                    Some(FromDisk::InMemory)
-                }
-                Reuse::Validate(_) => None,
-            },
+            }
             Hit::Stream(streamed) => {
                 let Reuse::Serve { ttl } =
                     policy::decide(req_cc, &streamed.entry().head, &heuristics, now)
@@ -88,7 +96,7 @@ impl CacheStep {
                     ttl,
                     tier: Tier::Disk,
                 };
-                Some(FromDisk::Served((Ok(resp), status)))
+                Some(FromDisk::Served(Box::new((Ok(resp), status))))
             }
         }
     }

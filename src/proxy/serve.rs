@@ -221,7 +221,11 @@ fn representation<F: FnOnce(Option<(u64, u64)>) -> ProxyBody>(
                 HeaderValue::from_str(&value).expect("ascii"),
             );
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
-            (StatusCode::PARTIAL_CONTENT, headers, part(Some((start, end))))
+            (
+                StatusCode::PARTIAL_CONTENT,
+                headers,
+                part(Some((start, end))),
+            )
         }
         RangeAnswer::Unsatisfiable => {
             let value = format!("bytes */{len}");

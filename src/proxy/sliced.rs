@@ -107,7 +107,7 @@ impl CacheStep {
                     // The whole object came in one piece: keep it whole.
                     let entry = Entry::new(plan.head, body, plan.secondary).with_tags(plan.tags);
                     let entry = Arc::new(entry);
-                    self.cache.store.insert(&ex.key, entry.clone());
+                    self.cache.keep(&ex.key, entry.clone(), None);
                     let resp = self.serve_stored(
                         &entry,
                         &ex.parts.method,

@@ -104,7 +104,8 @@ impl Header {
             Ok(part)
         };
         let key_len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| Bad::Malformed)?);
-        let key = String::from_utf8(take(key_len as usize)?.to_vec()).map_err(|_| Bad::Malformed)?;
+        let key =
+            String::from_utf8(take(key_len as usize)?.to_vec()).map_err(|_| Bad::Malformed)?;
         let keep = u64::from_be_bytes(take(8)?.try_into().map_err(|_| Bad::Malformed)?);
         let head_len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| Bad::Malformed)?);
         let head = Bytes::copy_from_slice(take(head_len as usize)?);
@@ -184,7 +185,13 @@ fn read_cached(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
         };
         // SAFETY: `iov` describes `buf`, writable and alive for the call.
         let n = unsafe {
-            libc::preadv2(file.as_raw_fd(), &iov, 1, at as libc::off_t, libc::RWF_NOWAIT)
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                at as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
         };
         match n {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -225,7 +232,9 @@ pub fn write(
     header.put_u32(0); // length, below
     header.put_u16(key.len() as u16);
     header.put_slice(key.as_bytes());
-    let keep = keep_until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let keep = keep_until
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     header.put_u64(keep);
     header.put_u32(head.len() as u32);
     header.put_slice(&head);
@@ -306,7 +315,9 @@ mod tests {
     #[test]
     fn a_record_reads_back_block_by_block_and_whole() {
         let d = dir("roundtrip");
-        let body: Vec<u8> = (0..(2 * BLOCK as usize + 1234)).map(|i| (i * 7 % 251) as u8).collect();
+        let body: Vec<u8> = (0..(2 * BLOCK as usize + 1234))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let until = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let path = d.join("r");
         let size = write(&d.join("t"), &path, "k", &entry(body.clone()), until).unwrap();
@@ -314,11 +325,17 @@ mod tests {
         assert!(!d.join("t").exists(), "the temporary name is gone");
         let file = File::open(&path).unwrap();
         let header = Header::read(&file, Wait::Yes).unwrap();
-        assert_eq!((header.key.as_str(), header.body_len), ("k", body.len() as u64));
+        assert_eq!(
+            (header.key.as_str(), header.body_len),
+            ("k", body.len() as u64)
+        );
         assert_eq!(header.keep_until, until);
         assert_eq!(header.crcs.len(), 3);
         assert_eq!(header.entry.tags().len(), 1);
-        assert_eq!(&header.block(&file, 1, Wait::No).unwrap()[..], &body[BLOCK as usize..2 * BLOCK as usize]);
+        assert_eq!(
+            &header.block(&file, 1, Wait::No).unwrap()[..],
+            &body[BLOCK as usize..2 * BLOCK as usize]
+        );
         assert_eq!(&header.body(&file, Wait::No).unwrap()[..], &body[..]);
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -345,9 +362,16 @@ mod tests {
         std::fs::write(&path, &good[..size - 3]).unwrap();
         let file = File::open(&path).unwrap();
         let header = Header::read(&file, Wait::Yes).unwrap();
-        assert_eq!(header.block(&file, 1, Wait::Yes), Err(Fail::Bad(Bad::Checksum)), "a cut body");
+        assert_eq!(
+            header.block(&file, 1, Wait::Yes),
+            Err(Fail::Bad(Bad::Checksum)),
+            "a cut body"
+        );
         std::fs::write(&path, &good[..40]).unwrap();
-        assert!(Header::read(&File::open(&path).unwrap(), Wait::Yes).is_err(), "a cut header");
+        assert!(
+            Header::read(&File::open(&path).unwrap(), Wait::Yes).is_err(),
+            "a cut header"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -150,8 +150,11 @@ impl Index {
             let Some(current) = current else {
                 return Op::Nop;
             };
-            let (gone, kept): (Vec<_>, Vec<_>) =
-                current.value().iter().cloned().partition(|m| m.name == name);
+            let (gone, kept): (Vec<_>, Vec<_>) = current
+                .value()
+                .iter()
+                .cloned()
+                .partition(|m| m.name == name);
             for meta in &gone {
                 remove_file(root, meta);
             }

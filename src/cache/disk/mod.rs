@@ -258,7 +258,8 @@ impl DiskTier {
         let me = self.clone();
         let key = key.to_string();
         let request = request.clone();
-        let read = tokio::task::spawn_blocking(move || me.read_file(&key, name, &request, Wait::Yes));
+        let read =
+            tokio::task::spawn_blocking(move || me.read_file(&key, name, &request, Wait::Yes));
         read.await.ok().and_then(Result::ok).flatten()
     }
 
@@ -346,7 +347,12 @@ impl DiskTier {
         }))
     }
 
-    fn meta_of(&self, header: &format::Header, name: (u64, u64), file: &std::fs::File) -> Option<Arc<Meta>> {
+    fn meta_of(
+        &self,
+        header: &format::Header,
+        name: (u64, u64),
+        file: &std::fs::File,
+    ) -> Option<Arc<Meta>> {
         use std::os::unix::fs::MetadataExt;
         let fs = file.metadata().ok()?;
         Some(Arc::new(Meta {
@@ -435,7 +441,10 @@ impl DiskTier {
             }
             Selector::Tags { namespaces, tags } => {
                 namespaces.iter().any(|n| n == namespace)
-                    && entry.tags().iter().any(|t| tags.iter().any(|x| x.as_str() == &**t))
+                    && entry
+                        .tags()
+                        .iter()
+                        .any(|t| tags.iter().any(|x| x.as_str() == &**t))
             }
         })
     }

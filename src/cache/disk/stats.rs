@@ -80,11 +80,7 @@ impl DiskStats {
             "Variants removed from disk to stay under the capacity",
             self.evictions.clone(),
         );
-        r.register(
-            "disk_entries",
-            "URLs on disk",
-            self.entries.clone(),
-        );
+        r.register("disk_entries", "URLs on disk", self.entries.clone());
         r.register("disk_bytes", "Bytes of records on disk", self.bytes.clone());
         r.register(
             "disk_capacity_bytes",
