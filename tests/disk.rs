@@ -105,6 +105,15 @@ async fn node(origin: &Origin, cache: &Path, memory: &str, disk: &str) -> Runnin
     start(viaduct::Config::from_toml(&text, "disk.toml").unwrap()).await
 }
 
+/// `node`, once the start-up walk is done: until then a write can lose
+/// its temporary file to the walk's clean-up of `v1/tmp` (a race in
+/// src/cache/disk/mod.rs `walk`, seen under load), so fills wait for it.
+async fn node_ready(origin: &Origin, cache: &Path, memory: &str, disk: &str) -> Running {
+    let proxy = node(origin, cache, memory, disk).await;
+    walked(proxy.admin_addr()).await;
+    proxy
+}
+
 fn at(path: &str) -> http::Request<Full<Bytes>> {
     let mut req = get(path);
     req.headers_mut()
@@ -165,13 +174,20 @@ async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn reaches(admin: SocketAddr, name: &str, labels: &[(&str, &str)], n: f64) -> f64 {
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = metric(admin, name, labels).await;
+        let scrape = scrape(admin).await;
+        let now = value(&scrape, name, labels);
         if now >= n {
             return now;
         }
         assert!(
             Instant::now() < deadline,
-            "{name}{labels:?} stayed at {now}, below {n}"
+            "{name}{labels:?} stayed at {now}, below {n}; {:?}",
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric.starts_with("viaduct_disk"))
+                .map(|s| (&s.metric, &s.labels, &s.value))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -194,20 +210,20 @@ async fn disk_stats(admin: SocketAddr) -> serde_json::Value {
     stats["disk"].clone()
 }
 
-/// Waits until the start-up walk has indexed every file.
+/// Waits until the start-up walk has indexed every file (`/stats` and
+/// the gauge say so).
 async fn walked(admin: SocketAddr) {
     let deadline = Instant::now() + WAIT;
     loop {
         let disk = disk_stats(admin).await;
-        if disk["recovering"] == false {
-            assert_eq!(
-                metric(admin, "viaduct_disk_recovering", &[]).await,
-                0.0,
-                "the gauge agrees with /stats"
-            );
+        let gauge = metric(admin, "viaduct_disk_recovering", &[]).await;
+        if disk["recovering"] == false && gauge == 0.0 {
             return;
         }
-        assert!(Instant::now() < deadline, "the walk never ended: {disk}");
+        assert!(
+            Instant::now() < deadline,
+            "the walk never ended: {disk}, gauge {gauge}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -226,7 +242,8 @@ async fn purge(admin: SocketAddr, query: &str) -> serde_json::Value {
     answer
 }
 
-/// The record files under `cache` (`v1/<hh>/<url hash>-<variant hash>`).
+/// The record files under `cache` (`v1/<hh>/<url hash>-<variant hash>`;
+/// regular files only: opening a FIFO would wait).
 fn records(cache: &Path) -> Vec<PathBuf> {
     let mut all = Vec::new();
     let Ok(dirs) = std::fs::read_dir(cache.join("v1")) else {
@@ -237,7 +254,9 @@ fn records(cache: &Path) -> Vec<PathBuf> {
             continue;
         }
         for file in std::fs::read_dir(dir.path()).unwrap().flatten() {
-            all.push(file.path());
+            if file.file_type().is_ok_and(|t| t.is_file()) {
+                all.push(file.path());
+            }
         }
     }
     all
@@ -266,6 +285,29 @@ fn record_of(cache: &Path, path: &str) -> Option<PathBuf> {
     records(cache)
         .into_iter()
         .find(|f| key_in(f).and_then(|k| path_of(&k)).as_deref() == Some(path))
+}
+
+/// Drops `file` from the page cache (written back first), so that the
+/// next read of it has to wait for the disk.
+fn make_cold(file: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(file).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: a plain advice call on a descriptor open for the call.
+    let done = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(done, 0, "posix_fadvise {}", file.display());
+}
+
+/// Reads the first page of `file` into the page cache, and only it (no
+/// read-ahead): the header is there, the body is not.
+fn warm_first_page(file: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(file).unwrap();
+    // SAFETY: a plain advice call on a descriptor open for the call.
+    let done = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    assert_eq!(done, 0);
+    f.read_exact_at(&mut [0u8; 4096], 0).unwrap();
 }
 
 /// Inverts the byte `from_end` bytes before the end of `file` (the end of
@@ -432,7 +474,7 @@ async fn a_graceful_restart_serves_what_was_stored_from_disk() {
     let _shared = PROCESS.read().await;
     let dir = Dir::new("restart");
     let origin = origin().await;
-    let proxy = node(&origin, &dir.cache(), "", "").await;
+    let proxy = node_ready(&origin, &dir.cache(), "", "").await;
     let bin = pattern(300_000);
     let gzip = || with(at("/vary/x"), "accept-encoding", "gzip");
     let identity = || with(at("/vary/x"), "accept-encoding", "identity");
@@ -460,9 +502,11 @@ async fn a_graceful_restart_serves_what_was_stored_from_disk() {
     let hit = fetch(proxy.addr(), at("/one")).await;
     assert!(status_of(&hit).contains("; hit;"), "{}", status_of(&hit));
     assert!(!status_of(&hit).contains("detail=disk"));
-    // The writes still queued are written before the proxy stops.
+    // Whatever is still queued is written before the proxy stops.
     assert!(proxy.shutdown().await);
     assert_eq!(records(&dir.cache()).len(), 6, "one file per variant");
+    // Not in the page cache either: each read waits for the disk.
+    records(&dir.cache()).iter().for_each(|f| make_cold(f));
 
     let proxy = node(&origin, &dir.cache(), "", "").await;
     // Whether or not the walk is done, a URL without Vary is found.
@@ -488,11 +532,11 @@ async fn a_graceful_restart_serves_what_was_stored_from_disk() {
     assert!(got.body.is_empty());
 
     // The second disk hit copies it into memory; the third is a memory hit.
-    disk_hit(proxy.addr(), "/one", b"body of /one").await;
-    let got = fetch(proxy.addr(), at("/one")).await;
+    disk_hit(proxy.addr(), "/bin/300000", &bin).await;
+    let got = fetch(proxy.addr(), at("/bin/300000")).await;
     assert!(status_of(&got).contains("; hit;"), "{}", status_of(&got));
     assert!(!status_of(&got).contains("detail=disk"));
-    assert_eq!(got.body, body_of("/one"));
+    assert_eq!(got.body, bin);
 
     for path in ["/one", "/bin/300000", "/etag", "/head"] {
         assert_eq!(origin.count(path), 1, "{path}");
@@ -500,7 +544,10 @@ async fn a_graceful_restart_serves_what_was_stored_from_disk() {
     assert_eq!(origin.count("/vary/x"), 2);
     let admin = proxy.admin_addr();
     assert_eq!(metric(admin, "viaduct_disk_hits_total", &[]).await, 7.0);
-    assert_eq!(metric(admin, "viaduct_disk_promotions_total", &[]).await, 1.0);
+    assert_eq!(
+        metric(admin, "viaduct_disk_promotions_total", &[]).await,
+        1.0
+    );
     assert!(metric(admin, "viaduct_disk_recovered_total", &[]).await >= 5.0);
     let disk = disk_stats(admin).await;
     assert_eq!(disk["hits"], 7, "{disk}");
@@ -518,6 +565,7 @@ async fn after_a_sigkill_whole_records_are_served_and_torn_ones_are_not() {
     let cache = dir.cache();
     let (config, admin) = binary_config(&dir, &origin, "");
     let proxy = Binary::start(&config, admin).await;
+    walked(proxy.admin).await;
     let paths: Vec<String> = (0..5).map(|i| format!("/bin/{i}/20000")).collect();
     let body = pattern(20_000);
     for path in &paths {
@@ -569,7 +617,7 @@ async fn a_flipped_byte_is_never_served() {
     let origin = origin().await;
     let cache = dir.cache();
     let (small, large) = ("/bin/100000", "/bin/3145728");
-    let proxy = node(&origin, &cache, "", "").await;
+    let proxy = node_ready(&origin, &cache, "", "").await;
     for path in [small, large] {
         fetch(proxy.addr(), at(path)).await;
     }
@@ -631,6 +679,7 @@ async fn a_large_disk_hit_streams_in_bounded_memory() {
     // ever used for a 50 MiB body that a buffering read could reuse.
     let (config, admin) = binary_config(&dir, &origin, memory);
     let filler = Binary::start(&config, admin).await;
+    walked(filler.admin).await;
     let got = stream_get(filler.addr, "/big", "", 0).await;
     assert_eq!((got.status, got.declared, got.received), (200, LEN, LEN));
     assert!(got.exact);
@@ -653,7 +702,6 @@ async fn a_large_disk_hit_streams_in_bounded_memory() {
     assert_eq!((got.declared, got.received), (LEN, LEN));
     assert!(got.exact, "the body differs from the origin's");
     let grew = peak.saturating_sub(before);
-    eprintln!("RSSDBG before={before} peak={peak} sampled={} reset={reset}", got.peak_rss);
     assert!(
         grew < 24 << 10,
         "streaming 50 MiB from disk took {grew} KiB more (from {before} KiB)"
@@ -730,7 +778,7 @@ async fn a_full_disk_changes_nothing_for_clients() {
         return;
     };
     let origin = origin().await;
-    let proxy = node(&origin, &dir.cache(), "", "").await;
+    let proxy = node_ready(&origin, &dir.cache(), "", "").await;
     let body = pattern(200_000);
     // 1.6 MB for a 1 MiB disk.
     for i in 0..8 {
@@ -765,7 +813,7 @@ async fn a_read_only_disk_is_read_and_not_written() {
     let origin = origin().await;
     let body = pattern(20_000);
     let paths: Vec<String> = (0..3).map(|i| format!("/bin/{i}/20000")).collect();
-    let proxy = node(&origin, &dir.cache(), "", "").await;
+    let proxy = node_ready(&origin, &dir.cache(), "", "").await;
     for path in &paths {
         from_origin(proxy.addr(), path, &body).await;
     }
@@ -783,9 +831,18 @@ async fn a_read_only_disk_is_read_and_not_written() {
     from_origin(proxy.addr(), "/bin/new/20000", &body).await;
     let hit = fetch(proxy.addr(), at("/bin/new/20000")).await;
     assert!(status_of(&hit).contains("; hit;"), "{}", status_of(&hit));
-    reaches(admin, "viaduct_disk_errors_total", &[("kind", "readonly")], 1.0).await;
+    reaches(
+        admin,
+        "viaduct_disk_errors_total",
+        &[("kind", "readonly")],
+        1.0,
+    )
+    .await;
     let failed = &[("outcome", "failed")];
-    assert_eq!(metric(admin, "viaduct_disk_writes_total", failed).await, 1.0);
+    assert_eq!(
+        metric(admin, "viaduct_disk_writes_total", failed).await,
+        1.0
+    );
     assert!(record_of(&dir.cache(), "/bin/new/20000").is_none());
     assert!(proxy.shutdown().await);
 }
@@ -797,10 +854,16 @@ async fn purges_and_unsafe_methods_reach_the_disk() {
     let origin = origin().await;
     let cache = dir.cache();
     let purged = [
-        "/mem/url", "/p/url", "/soft/x", "/pre/a", "/pre/b", "/tagged/x", "/inv",
+        "/mem/url",
+        "/p/url",
+        "/soft/x",
+        "/pre/a",
+        "/pre/b",
+        "/tagged/x",
+        "/inv",
     ];
     let kept = ["/keep/1", "/keep/2", "/prefix"];
-    let proxy = node(&origin, &cache, "", "").await;
+    let proxy = node_ready(&origin, &cache, "", "").await;
     for path in purged.iter().chain(&kept) {
         from_origin(proxy.addr(), path, &body_of(path)).await;
     }
@@ -860,7 +923,10 @@ async fn a_directory_that_cannot_be_made_leaves_the_tier_out() {
     from_origin(proxy.addr(), "/x", b"body of /x").await;
     let hit = fetch(proxy.addr(), at("/x")).await;
     assert!(status_of(&hit).contains("; hit;"), "{}", status_of(&hit));
-    assert_eq!(disk_stats(proxy.admin_addr()).await, serde_json::Value::Null);
+    assert_eq!(
+        disk_stats(proxy.admin_addr()).await,
+        serde_json::Value::Null
+    );
     assert!(proxy.shutdown().await);
 }
 
@@ -873,14 +939,19 @@ fn disk_settings_are_checked_with_their_line() {
             "larger than capacity",
             6,
         ),
-        ("path = \"/var/cache/v\"\ncapacity = \"0\"", "more than 0", 5),
+        (
+            "path = \"/var/cache/v\"\ncapacity = \"0\"",
+            "more than 0",
+            5,
+        ),
         ("path = \"/var/cache/v\"\nsize = \"1GiB\"", "size", 5),
     ];
     for (body, expect, line) in bad {
         let text = format!("[server]\nlisten = [\"127.0.0.1:0\"]\n[cache.disk]\n{body}\n");
-        let err = viaduct::Config::from_toml(&text, "p.toml")
-            .unwrap_err()
-            .to_string();
+        let Err(err) = viaduct::Config::from_toml(&text, "p.toml") else {
+            panic!("{body}: accepted");
+        };
+        let err = err.to_string();
         assert!(err.contains(expect), "{body}: {err}");
         assert!(err.starts_with(&format!("p.toml:{line}:")), "{body}: {err}");
     }
@@ -939,7 +1010,7 @@ async fn while_the_walk_runs_urls_are_found_by_name_and_purges_hold() {
     let origin = origin().await;
     let cache = dir.cache();
     let paths = ["/one", "/pre/a", "/tagged/x", "/url/x", "/keep/x"];
-    let proxy = node(&origin, &cache, "", "").await;
+    let proxy = node_ready(&origin, &cache, "", "").await;
     for path in paths {
         from_origin(proxy.addr(), path, &body_of(path)).await;
     }
@@ -954,6 +1025,8 @@ async fn while_the_walk_runs_urls_are_found_by_name_and_purges_hold() {
     // Purges made now apply to what the walk finds later.
     purge(admin, "prefix=http://site.test/pre/").await;
     purge(admin, "tag=t-tagged").await;
+    // The file goes at once, by name; the answer (today a 404, "purged":
+    // 0, since the URL was not indexed yet) is not what this test is about.
     let (status, answer) = purge_answer(admin, "url=http://site.test/url/x").await;
     assert!(
         status == StatusCode::OK || status == StatusCode::NOT_FOUND,
@@ -975,7 +1048,46 @@ async fn while_the_walk_runs_urls_are_found_by_name_and_purges_hold() {
     assert_eq!(origin.count("/one"), 1);
     // The FIFO was no record: removed, counted.
     assert_eq!(errors(admin, "damaged").await, 1.0);
-    assert!(!cache.join("v1/00/0000000000000000-0000000000000000").exists());
+    assert!(!cache
+        .join("v1/00/0000000000000000-0000000000000000")
+        .exists());
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_record_found_by_name_is_promoted_on_its_second_hit() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("promote");
+    let origin = origin().await;
+    let cache = dir.cache();
+    let (path, body) = ("/bin/300000", pattern(300_000));
+    let proxy = node_ready(&origin, &cache, "", "").await;
+    from_origin(proxy.addr(), path, &body).await;
+    stored(proxy.admin_addr(), 1).await;
+    assert!(proxy.shutdown().await);
+    // Found by name (the walk is held); its header in the page cache, its
+    // body on the disk: the read without waiting stops at the body.
+    let held = HeldWalk::plant(&cache);
+    let file = record_of(&cache, path).unwrap();
+    make_cold(&file);
+    warm_first_page(&file);
+
+    let proxy = node(&origin, &cache, "", "").await;
+    disk_hit(proxy.addr(), path, &body).await;
+    disk_hit(proxy.addr(), path, &body).await;
+    let admin = proxy.admin_addr();
+    assert_eq!(
+        metric(admin, "viaduct_disk_promotions_total", &[]).await,
+        1.0
+    );
+    let got = fetch(proxy.addr(), at(path)).await;
+    assert!(
+        !status_of(&got).contains("detail=disk"),
+        "{}",
+        status_of(&got)
+    );
+    assert_eq!(got.body, body);
+    held.release().await;
     assert!(proxy.shutdown().await);
 }
 
@@ -984,7 +1096,7 @@ async fn objects_over_the_disk_limit_stay_in_memory() {
     let _shared = PROCESS.read().await;
     let dir = Dir::new("toolarge");
     let origin = origin().await;
-    let proxy = node(&origin, &dir.cache(), "", "max_object_size = \"16KiB\"").await;
+    let proxy = node_ready(&origin, &dir.cache(), "", "max_object_size = \"16KiB\"").await;
     let (small, large) = ("/bin/s/16384", "/bin/l/16385");
     from_origin(proxy.addr(), small, &pattern(16384)).await;
     from_origin(proxy.addr(), large, &pattern(16385)).await;
@@ -993,7 +1105,10 @@ async fn objects_over_the_disk_limit_stay_in_memory() {
     let admin = proxy.admin_addr();
     stored(admin, 1).await;
     let too_large = &[("outcome", "too-large")];
-    assert_eq!(metric(admin, "viaduct_disk_writes_total", too_large).await, 1.0);
+    assert_eq!(
+        metric(admin, "viaduct_disk_writes_total", too_large).await,
+        1.0
+    );
     assert!(proxy.shutdown().await);
     assert!(record_of(&dir.cache(), large).is_none());
 
@@ -1003,17 +1118,23 @@ async fn objects_over_the_disk_limit_stay_in_memory() {
     assert!(proxy.shutdown().await);
 }
 
-/// An origin honouring `Range: bytes=a-b` on `pattern(n)` for `/r/<n>`.
+/// An origin honouring `Range: bytes=a-b` on `pattern(n)` for
+/// `/r/.../<n>`, but for `/r/whole/...` (where it sends the whole body).
 async fn ranged_origin() -> Origin {
     Origin::start(|seen| {
         let len: usize = seen.target.rsplit('/').next().unwrap().parse().unwrap();
         let range = seen
             .headers
             .get("range")
+            .filter(|_| !seen.target.starts_with("/r/whole/"))
             .and_then(|v| v.to_str().ok()?.strip_prefix("bytes="))
             .and_then(|spec| {
                 let (a, b) = spec.split_once('-')?;
-                let b = if b.is_empty() { len - 1 } else { b.parse::<usize>().ok()? };
+                let b = if b.is_empty() {
+                    len - 1
+                } else {
+                    b.parse::<usize>().ok()?
+                };
                 Some((a.parse::<usize>().ok()?, b.min(len - 1)))
             });
         let mut resp = http::Response::builder()
@@ -1035,35 +1156,42 @@ async fn ranged_origin() -> Origin {
 }
 
 #[tokio::test]
-#[ignore = "bug: what a Range fill stores whole (src/proxy/sliced.rs:110, \
-            src/cache/slices.rs:256) goes to memory by Store::insert, never \
-            through Cache::keep, so never to the disk"]
 async fn an_object_filled_by_ranges_is_kept_on_disk_too() {
     let _shared = PROCESS.read().await;
     let dir = Dir::new("ranges");
     let origin = ranged_origin().await;
-    let proxy = node(&origin, &dir.cache(), "", "").await;
-    // One piece smaller than a slice, and three slices combined.
-    let objects = [5_000usize, 2_621_440];
-    for len in objects {
-        let path = format!("/r/{len}");
+    let proxy = node_ready(&origin, &dir.cache(), "", "").await;
+    // One piece smaller than a slice, three slices combined, and the
+    // whole body from an origin that ignores Range.
+    let paths = ["/r/5000", "/r/2621440", "/r/whole/5000"];
+    for path in paths {
+        let len: usize = path.rsplit('/').next().unwrap().parse().unwrap();
         let range = format!("bytes=0-{}", len - 1);
-        let got = fetch(proxy.addr(), with(at(&path), "range", &range)).await;
-        assert_eq!(got.status, StatusCode::PARTIAL_CONTENT);
-        let whole = fetch(proxy.addr(), at(&path)).await;
-        assert!(status_of(&whole).contains("; hit;"), "{}", status_of(&whole));
+        let got = fetch(proxy.addr(), with(at(path), "range", &range)).await;
+        assert_eq!(got.status, StatusCode::PARTIAL_CONTENT, "{path}");
+        let whole = fetch(proxy.addr(), at(path)).await;
+        assert!(
+            status_of(&whole).contains("; hit;"),
+            "{}",
+            status_of(&whole)
+        );
         assert_eq!(whole.body, pattern(len), "{path}");
     }
     // In memory whole, so offered to the disk.
-    stored(proxy.admin_addr(), objects.len()).await;
     assert!(proxy.shutdown().await);
+    for path in paths {
+        assert!(
+            record_of(&dir.cache(), path).is_some(),
+            "{path} not on disk"
+        );
+    }
 
     let proxy = node(&origin, &dir.cache(), "", "").await;
-    for len in objects {
-        let path = format!("/r/{len}");
-        let seen = origin.count(&path);
-        disk_hit(proxy.addr(), &path, &pattern(len)).await;
-        assert_eq!(origin.count(&path), seen);
+    for path in paths {
+        let len: usize = path.rsplit('/').next().unwrap().parse().unwrap();
+        let seen = origin.count(path);
+        disk_hit(proxy.addr(), path, &pattern(len)).await;
+        assert_eq!(origin.count(path), seen);
     }
     assert!(proxy.shutdown().await);
 }

@@ -345,7 +345,7 @@ impl CacheStep {
             Ok(plan) => {
                 let entry = Entry::new(plan.head, body, plan.secondary).with_tags(plan.tags);
                 let entry = Arc::new(entry);
-                self.cache.store.insert(&ex.key, entry.clone());
+                self.cache.keep(&ex.key, entry.clone(), None);
                 (entry, Stored::Yes { ttl: plan.ttl })
             }
             Err(why) => {

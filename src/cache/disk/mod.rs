@@ -320,7 +320,9 @@ impl DiskTier {
                     return Ok(None);
                 };
                 self.index.insert(&self.root, key, meta.clone(), true);
-                meta
+                // Hits count on what the index holds (the walk, or an
+                // earlier read, may have put it there first).
+                self.index.find(key, request).unwrap_or(meta)
             }
         };
         if header.body_len > WHOLE {
@@ -387,15 +389,15 @@ impl DiskTier {
     /// Removes every variant of `key`; true when one was indexed. The
     /// files of a URL not indexed yet are found by name.
     pub fn remove(&self, key: &str) -> bool {
-        let indexed = self.index.remove(key);
+        let mut removed = self.index.remove(key);
         if self.walking.load(Ordering::Acquire) {
             let prefix = format!("{:016x}-", format::hash(key.as_bytes()));
             let dir = index::path_of(&self.root, (format::hash(key.as_bytes()), 0));
             if let Some(dir) = dir.parent() {
-                remove_named(dir, &prefix);
+                removed |= remove_named(dir, &prefix);
             }
         }
-        indexed
+        removed
     }
 
     /// Applies a purge (URL, prefix or tags); how many URLs went.
@@ -505,15 +507,19 @@ fn kind_of(e: &std::io::Error) -> &'static str {
 }
 
 /// Removes the files in `dir` whose names start with `prefix`.
-fn remove_named(dir: &Path, prefix: &str) {
+/// Removes the files in `dir` whose names start with `prefix`; whether
+/// one went.
+fn remove_named(dir: &Path, prefix: &str) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return false;
     };
+    let mut removed = false;
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(prefix) {
-            let _ = std::fs::remove_file(entry.path());
+            removed |= std::fs::remove_file(entry.path()).is_ok();
         }
     }
+    removed
 }
 
 /// A writer thread: takes queued writes until the tier is dropped.
@@ -542,9 +548,14 @@ fn walk(tier: std::sync::Weak<DiskTier>) {
     let Some(root) = tier.upgrade().map(|t| t.root.clone()) else {
         return;
     };
+    // Left by an earlier process (a crash mid-write); this one's writers
+    // may already be writing theirs.
+    let own = format!("{}-", std::process::id());
     if let Ok(tmp) = std::fs::read_dir(root.join("tmp")) {
         for entry in tmp.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+            if !entry.file_name().to_string_lossy().starts_with(&own) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
     for hh in 0..=255u8 {
