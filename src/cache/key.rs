@@ -72,6 +72,13 @@ pub fn split(key: &str) -> (&str, &str) {
     key.split_once(' ').unwrap_or(("", key))
 }
 
+/// Whether `key` is in one of `namespaces` and its URL part starts with
+/// `prefix`: what a prefix purge removes, in every tier.
+pub fn under_prefix(key: &str, namespaces: &[&str], prefix: &str) -> bool {
+    let (namespace, url) = split(key);
+    url.starts_with(prefix) && namespaces.contains(&namespace)
+}
+
 /// The `ns scheme://host:port` prefix of a primary key.
 pub fn origin_of(key: &str) -> &str {
     let after_scheme = key.find("://").map_or(0, |i| i + 3);

@@ -292,10 +292,7 @@ impl Store {
         let keys: Vec<Arc<String>> = self
             .cache
             .iter()
-            .filter(|(key, _)| {
-                let (namespace, url) = key::split(key);
-                url.starts_with(url_prefix) && namespaces.contains(&namespace)
-            })
+            .filter(|(key, _)| key::under_prefix(key, namespaces, url_prefix))
             .map(|(key, _)| key)
             .collect();
         keys.iter()

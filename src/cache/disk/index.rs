@@ -180,10 +180,7 @@ impl Index {
         let keys: Vec<Arc<String>> = self
             .map
             .iter()
-            .filter(|(key, _)| {
-                let (namespace, url) = key::split(key);
-                url.starts_with(prefix) && namespaces.contains(&namespace)
-            })
+            .filter(|(key, _)| key::under_prefix(key, namespaces, prefix))
             .map(|(key, _)| key)
             .collect();
         keys.iter().filter(|key| self.remove(key)).count()

@@ -23,26 +23,27 @@
 mod format;
 mod index;
 pub mod stats;
+mod stream;
+mod walk;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::HeaderMap;
 
 use super::record::Bad;
 use super::shared::Selector;
 use super::store::Entry;
 use crate::config::DiskConfig;
-use crate::http::body::BoxError;
 use format::{Fail, Wait};
 use index::{Index, Meta};
 
 /// A read from the page cache only found a byte on the disk.
 struct Blocked;
 pub use stats::DiskStats;
+pub use stream::Streamed;
 
 /// Bodies up to this size are read whole (and may be promoted to memory);
 /// larger ones stream.
@@ -84,61 +85,6 @@ pub enum Hit {
     Whole { entry: Arc<Entry>, hot: bool },
     /// The head, and the file to stream the body from.
     Stream(Arc<Streamed>),
-}
-
-/// A large variant on disk: its header and open file.
-pub struct Streamed {
-    header: format::Header,
-    file: std::fs::File,
-    key: String,
-    tier: Arc<DiskTier>,
-}
-
-impl Streamed {
-    /// The response without its body.
-    pub fn entry(&self) -> &Entry {
-        &self.header.entry
-    }
-
-    pub fn body_len(&self) -> u64 {
-        self.header.body_len
-    }
-
-    /// Bytes `start..=end` of the body, read and checked one block at a
-    /// time (at most two blocks ahead of the client); a block that fails
-    /// its check ends the body with an error, and the record is removed.
-    pub fn stream(
-        self: &Arc<Self>,
-        start: u64,
-        end: u64,
-    ) -> tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            for i in start / format::BLOCK..=end / format::BLOCK {
-                let block = match me.header.block(&me.file, i, Wait::Yes) {
-                    Ok(block) => block,
-                    // Not with Wait::Yes; ends the body rather than panic.
-                    Err(Fail::Blocked) => {
-                        let _ = tx.blocking_send(Err("disk read refused".into()));
-                        return;
-                    }
-                    Err(Fail::Bad(bad)) => {
-                        me.tier.damaged(&me.key, &me.header, bad);
-                        let _ = tx.blocking_send(Err(bad.to_string().into()));
-                        return;
-                    }
-                };
-                let at = i * format::BLOCK;
-                let from = start.saturating_sub(at) as usize;
-                let to = ((end + 1 - at) as usize).min(block.len());
-                if tx.blocking_send(Ok(block.slice(from..to))).is_err() {
-                    return;
-                }
-            }
-        });
-        rx
-    }
 }
 
 impl DiskTier {
@@ -195,7 +141,7 @@ impl DiskTier {
         let me = Arc::downgrade(&tier);
         std::thread::Builder::new()
             .name("viaduct-disk-walk".into())
-            .spawn(move || walk(me))
+            .spawn(move || walk::walk(me))
             .map_err(|e| format!("disk walk: {e}"))?;
         Ok(tier)
     }
@@ -435,11 +381,12 @@ impl DiskTier {
             .purged_while_walking
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let (namespace, url) = super::key::split(key);
+        let (namespace, _) = super::key::split(key);
         orders.iter().any(|order| match order {
             Selector::Url { keys } => keys.iter().any(|k| k == key),
             Selector::Prefix { namespaces, prefix } => {
-                url.starts_with(prefix.as_str()) && namespaces.iter().any(|n| n == namespace)
+                let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+                super::key::under_prefix(key, &namespaces, prefix)
             }
             Selector::Tags { namespaces, tags } => {
                 namespaces.iter().any(|n| n == namespace)
@@ -539,93 +486,4 @@ fn writer(tier: std::sync::Weak<DiskTier>, queue: Arc<Mutex<std::sync::mpsc::Rec
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
-}
-
-/// The start-up walk: indexes every record on disk, removes damaged ones,
-/// temporary files left by a crash, and records a purge made meanwhile
-/// names.
-fn walk(tier: std::sync::Weak<DiskTier>) {
-    let Some(root) = tier.upgrade().map(|t| t.root.clone()) else {
-        return;
-    };
-    // Left by an earlier process (a crash mid-write); this one's writers
-    // may already be writing theirs.
-    let own = format!("{}-", std::process::id());
-    if let Ok(tmp) = std::fs::read_dir(root.join("tmp")) {
-        for entry in tmp.flatten() {
-            if !entry.file_name().to_string_lossy().starts_with(&own) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    for hh in 0..=255u8 {
-        let Ok(files) = std::fs::read_dir(root.join(format!("{hh:02x}"))) else {
-            continue;
-        };
-        for file in files.flatten() {
-            let Some(tier) = tier.upgrade() else { return };
-            tier.index_found(&file.path());
-        }
-    }
-    if let Some(tier) = tier.upgrade() {
-        tier.walking.store(false, Ordering::Release);
-        tier.purged_while_walking
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        tier.stats.recovering.set(0);
-        let (entries, bytes) = tier.sizes();
-        tracing::info!(entries, bytes, "disk tier indexed");
-    }
-}
-
-impl DiskTier {
-    /// Indexes the record at `path` (found by the walk).
-    fn index_found(&self, path: &Path) {
-        let Some(name) = parse_name(path) else {
-            let _ = std::fs::remove_file(path);
-            return;
-        };
-        let Ok(file) = std::fs::File::open(path) else {
-            return;
-        };
-        let header = match format::Header::read(&file, Wait::Yes) {
-            Ok(header) => header,
-            Err(Fail::Bad(bad)) => {
-                self.count_bad(bad);
-                let _ = std::fs::remove_file(path);
-                return;
-            }
-            Err(Fail::Blocked) => return,
-        };
-        let key = header.key.clone();
-        if self.index.holds(&key, name) {
-            return;
-        }
-        let expected = (
-            format::hash(key.as_bytes()),
-            format::secondary_hash(&header.entry.secondary),
-        );
-        if expected != name || self.purged_by_walk_orders(&key, &header.entry) {
-            let _ = std::fs::remove_file(path);
-            return;
-        }
-        if let Some(meta) = self.meta_of(&header, name, &file) {
-            self.index.insert(&self.root, &key, meta, true);
-            self.stats.recovered.inc();
-        }
-    }
-}
-
-/// `<url hash>-<secondary hash>` as two numbers.
-fn parse_name(path: &Path) -> Option<(u64, u64)> {
-    let name = path.file_name()?.to_str()?;
-    let (url, secondary) = name.split_once('-')?;
-    if url.len() != 16 || secondary.len() != 16 {
-        return None;
-    }
-    Some((
-        u64::from_str_radix(url, 16).ok()?,
-        u64::from_str_radix(secondary, 16).ok()?,
-    ))
 }
