@@ -5,6 +5,9 @@
 //! bad settings are refused with their line.
 
 mod support;
+// Responses too large for memory.
+#[path = "disk/large.rs"]
+mod large;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! client (`Fill`). The entry is inserted only when the whole body arrived
 //! and matched its declared length; a client that leaves, an origin that
 //! stops early, or a body past `max_object_size` leaves nothing behind.
+//! With a disk tier, a body too large for memory is written to disk as it
+//! streams instead (`disk::DiskFill`): from the start when its declared
+//! length says so, or from the chunk that takes it past the limit.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,11 +16,13 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::control::RequestControl;
+use super::disk::DiskFill;
 use super::head::StoredHead;
 use super::key::{self, Secondary, Vary};
 use super::policy::{self, validation, NotStored, StoredResponse};
 use super::rules;
 use super::rules::CacheRules;
+use super::shared::FetchLock;
 use super::slices::{self, Manifest, Slicing};
 use super::store::{Entry, Tags, Variants};
 use super::tags;
@@ -36,6 +41,12 @@ pub struct Fill {
     expected: Option<u64>,
     /// A response too large to keep whole, cut into slices as it streams.
     cut: Option<Box<SliceCut>>,
+    /// The body's copy on disk, for a response too large for memory.
+    disk: Option<Box<DiskFill>>,
+    /// Gone to disk: nothing is collected in memory.
+    spilled: bool,
+    /// Freed once the shared tier has the entry.
+    lock: Option<FetchLock>,
 }
 
 /// The slice being filled while a large response streams by.
@@ -49,6 +60,15 @@ struct SliceCut {
 impl Fill {
     /// A fill of the whole body under `key`, as `plan` says.
     pub fn new(cache: Arc<Cache>, key: String, plan: Plan) -> Fill {
+        let too_large = plan.length.is_some_and(|len| len > cache.max_object_size());
+        let mut fill = Fill::unstarted(cache, key, plan);
+        if too_large {
+            fill.spill();
+        }
+        fill
+    }
+
+    fn unstarted(cache: Arc<Cache>, key: String, plan: Plan) -> Fill {
         Fill {
             cache,
             key,
@@ -59,7 +79,54 @@ impl Fill {
             received: 0,
             expected: plan.length,
             cut: None,
+            disk: None,
+            spilled: false,
+            lock: None,
         }
+    }
+
+    /// The fill of what `plan` says: in slices, or whole (in memory, or
+    /// on disk when too large for memory).
+    pub fn of(cache: Arc<Cache>, key: String, plan: Plan) -> Option<Fill> {
+        match plan.slicing {
+            Some(slicing) => Fill::sliced(cache, key, plan, slicing),
+            None => Some(Fill::new(cache, key, plan)),
+        }
+    }
+
+    /// Frees `lock` (the shared tier's fetch lock) once the entry is kept.
+    pub fn with_lock(mut self, lock: Option<FetchLock>) -> Fill {
+        self.lock = lock;
+        self
+    }
+
+    /// Whether the body now goes to disk rather than memory.
+    pub fn spilled(&self) -> bool {
+        self.spilled
+    }
+
+    /// Sends the body to disk from now on, with what was collected so
+    /// far; false when there is no disk tier or it does not take it.
+    fn spill(&mut self) -> bool {
+        self.spilled = true;
+        // The shared tier will not have it: other nodes need not wait.
+        self.lock = None;
+        let chunks = std::mem::take(&mut self.chunks);
+        let Some(disk) = self.cache.disk.as_ref() else {
+            return false;
+        };
+        let head = Entry::new(self.head.clone(), Bytes::new(), self.secondary.clone())
+            .with_tags(self.tags.clone());
+        let until =
+            SystemTime::now() + std::time::Duration::from_secs(self.cache.tier_ttl(&head.head));
+        let Some(mut spool) = disk.spool(&self.key, head, until, self.expected) else {
+            return false;
+        };
+        if !chunks.iter().all(|c| spool.push(c)) {
+            return false;
+        }
+        self.disk = Some(Box::new(spool));
+        true
     }
 
     /// A fill for a response over `max_object_size` that `plan_store`
@@ -79,10 +146,9 @@ impl Fill {
             index: 0,
             current: bytes::BytesMut::with_capacity(slicing.size as usize),
         };
-        Some(Fill {
-            cut: Some(Box::new(cut)),
-            ..Fill::new(cache, key, plan)
-        })
+        let mut fill = Fill::unstarted(cache, key, plan);
+        fill.cut = Some(Box::new(cut));
+        Some(fill)
     }
 
     /// Takes a chunk; false when the body outgrew what may be stored (the
@@ -106,31 +172,48 @@ impl Fill {
             return true;
         }
         self.received += data.len() as u64;
-        if self.received > self.cache.max_object_size()
-            || self.expected.is_some_and(|e| self.received > e)
-        {
+        if self.expected.is_some_and(|e| self.received > e) {
             return false;
         }
+        if self.spilled {
+            return self.disk.as_mut().is_some_and(|disk| disk.push(data));
+        }
         self.chunks.push(data.clone());
+        if self.received > self.cache.max_object_size() {
+            return self.spill();
+        }
         true
     }
 
-    /// The body ended normally: store it if it is whole.
-    pub fn finish(mut self) {
+    /// The body ended normally: store it if it is whole. The entry kept
+    /// in memory, if that is where it went.
+    pub fn finish(mut self) -> Option<Arc<Entry>> {
         if self.expected.is_some_and(|e| e != self.received) {
             tracing::debug!(key = %self.key, "body length differs from Content-Length; not stored");
-            return;
+            return None;
+        }
+        if let Some(disk) = self.disk.take() {
+            disk.finish();
+            // A copy held in memory is older than the one on disk now.
+            self.cache.store.remove(&self.key);
+            return None;
+        }
+        if self.spilled {
+            // Meant for a disk that would not take it.
+            return None;
         }
         if let Some(cut) = self.cut.as_mut() {
             if !cut.current.is_empty() {
                 cut.store(&self.cache, &self.key, &self.head);
             }
-            return;
+            return None;
         }
         // One allocation for the header values and body: hyper's chunks are
         // slices of larger read buffers that must not be kept alive.
         let entry = Entry::compact(self.head, &self.chunks, self.secondary).with_tags(self.tags);
-        self.cache.keep(&self.key, Arc::new(entry), None);
+        let entry = Arc::new(entry);
+        self.cache.keep(&self.key, entry.clone(), self.lock);
+        Some(entry)
     }
 }
 
@@ -373,9 +456,15 @@ fn plan(
         u64::MAX
     };
     if let Some(len) = content_length(response).filter(|len| *len > limit) {
-        slicing = whole_sliceable(cache, origin, len).filter(|_| rules.key.include.is_empty());
-        if slicing.is_none() {
-            return Err(NotStored::TooLarge);
+        // Too large for memory, but not for the disk tier: it goes there
+        // whole (slices in memory would only copy it). Else in slices,
+        // when it can be.
+        let to_disk = (cache.disk.as_ref()).is_some_and(|disk| len <= disk.max_object_size());
+        if !to_disk {
+            slicing = whole_sliceable(cache, origin, len).filter(|_| rules.key.include.is_empty());
+            if slicing.is_none() {
+                return Err(NotStored::TooLarge);
+            }
         }
     }
     // Entry::compact makes the owned copy when the body is complete.

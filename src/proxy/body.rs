@@ -150,12 +150,84 @@ impl Drop for ProxyBody {
 
 impl ProxyBody {
     fn kind_is_end_stream(&self) -> bool {
-        match &self.kind {
+        self.kind.is_end_stream()
+    }
+}
+
+impl Kind {
+    fn is_end_stream(&self) -> bool {
+        match self {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Flight(body) => body.is_end_stream(),
             Kind::Channel { left, .. } | Kind::File { left, .. } => *left == 0,
         }
+    }
+}
+
+/// Copies `frame` into `fill`: the fill is finished when the body ends
+/// (`ended`: hyper stops polling a body of known length once it is read),
+/// and dropped, storing nothing, when the body fails or outgrows it.
+fn tee<E>(fill: &mut Option<Box<Fill>>, frame: &Option<Result<Frame<Bytes>, E>>, ended: bool) {
+    match frame {
+        Some(Ok(f)) => {
+            if let (Some(data), Some(f)) = (f.data_ref(), fill.as_mut()) {
+                if !f.push(data) {
+                    *fill = None;
+                }
+            }
+            if ended {
+                if let Some(fill) = fill.take() {
+                    fill.finish();
+                }
+            }
+        }
+        None => {
+            if let Some(fill) = fill.take() {
+                fill.finish();
+            }
+        }
+        // An origin that fails mid-body leaves nothing stored.
+        Some(Err(_)) => *fill = None,
+    }
+}
+
+/// The rest of an origin body that outgrew memory, read by the leader of
+/// a collapsed fetch alone, copied into `fill` (to disk) on the way.
+pub struct Teed {
+    body: OriginBody,
+    fill: Option<Box<Fill>>,
+}
+
+impl Teed {
+    pub fn new(body: OriginBody, fill: Option<Fill>) -> Teed {
+        Teed {
+            body,
+            fill: fill.map(Box::new),
+        }
+    }
+}
+
+impl Body for Teed {
+    type Data = Bytes;
+    type Error = <OriginBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        tee(&mut this.fill, &frame, this.body.is_end_stream());
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -202,28 +274,7 @@ impl Body for ProxyBody {
                 }
             }
         };
-        match &frame {
-            Some(Ok(f)) => {
-                if let (Some(data), Some(fill)) = (f.data_ref(), this.fill.as_mut()) {
-                    if !fill.push(data) {
-                        this.fill = None;
-                    }
-                }
-                // hyper stops polling a body of known length once it is read.
-                if this.kind_is_end_stream() {
-                    if let Some(fill) = this.fill.take() {
-                        fill.finish();
-                    }
-                }
-            }
-            None => {
-                if let Some(fill) = this.fill.take() {
-                    fill.finish();
-                }
-            }
-            // An origin that fails mid-body leaves nothing stored.
-            Some(Err(_)) => this.fill = None,
-        }
+        tee(&mut this.fill, &frame, this.kind.is_end_stream());
         if let Some(done) = this.done.as_mut() {
             match &frame {
                 Some(Ok(f)) => {

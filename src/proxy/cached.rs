@@ -385,10 +385,7 @@ impl CacheStep {
                     plan.keep_at_most(*limit, &self.cache, response_time);
                 }
                 let ttl = plan.ttl;
-                let fill = match plan.slicing {
-                    Some(slicing) => Fill::sliced(self.cache.clone(), ctx.key, plan, slicing),
-                    None => Some(Fill::new(self.cache.clone(), ctx.key, plan)),
-                };
+                let fill = Fill::of(self.cache.clone(), ctx.key, plan);
                 (Stored::Yes { ttl }, fill)
             }
             Err(why) => {

@@ -203,19 +203,17 @@ impl CacheStep {
             // Too large to store: the client's Range goes to the origin instead
             // of downloading the whole object.
             Next::Leader(Some(
-                LeaderAnswer::Response(_, NotStored::TooLarge) | LeaderAnswer::Sliceable(..),
+                LeaderAnswer::Response(_, NotStored::TooLarge) | LeaderAnswer::Large(..),
             )) if wants_range => return None,
-            Next::Leader(Some(LeaderAnswer::Sliceable(resp, plan, key))) => {
+            Next::Leader(Some(LeaderAnswer::Large(resp, plan, key))) => {
                 let (mut parts, body) = (*resp).into_parts();
                 self.via.append(&mut parts.headers, parts.version);
                 parts.version = Version::HTTP_11;
                 let status = parts.status.as_u16();
                 let ttl = plan.ttl;
                 let mut body = ProxyBody::upstream(body);
-                if let Some(slicing) = plan.slicing {
-                    if let Some(fill) = Fill::sliced(self.cache.clone(), key, *plan, slicing) {
-                        body = body.with_fill(fill);
-                    }
+                if let Some(fill) = Fill::of(self.cache.clone(), key, *plan) {
+                    body = body.with_fill(fill);
                 }
                 let resp = Response::from_parts(parts, body);
                 (Ok(resp), forwarded(fwd, Some(status), Stored::Yes { ttl }))

@@ -5,40 +5,42 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::cache::fill::{finish_origin_head, forget_replaced, plan_store, refresh, Plan};
+use crate::cache::fill::{finish_origin_head, forget_replaced, plan_store, refresh, Fill, Plan};
 use crate::cache::flight;
 use crate::cache::policy::NotStored;
 use crate::cache::rules::CacheRules;
 use crate::cache::shared::Before;
-use crate::cache::store::{Entry, Variants};
+use crate::cache::store::Variants;
 use crate::cache::{Cache, Tier};
 use crate::http::body::RequestBody;
 use crate::http::headers;
 use crate::upstream::peers::PeerCopy;
 use crate::upstream::{copy_parts, FramingConflict, OriginBody, Upstream, UpstreamError};
 
+pub(crate) use super::body::Teed;
+
 /// What the leader of a collapsed fetch alone receives when the answer
 /// cannot be shared.
 pub(crate) enum LeaderAnswer {
     /// A response that streams to the leader alone; `why` says why it was not shared.
     Response(Box<http::Response<OriginBody>>, NotStored),
-    /// Too large to share whole, but it can be cut into slices as it
-    /// streams to the leader (`Fill::sliced`), under this key.
-    Sliceable(Box<http::Response<OriginBody>>, Box<Plan>, String),
+    /// Too large to share whole (over `max_object_size`), but it can be
+    /// kept as it streams to the leader (`Fill::of`: in slices, or on
+    /// disk), under this key.
+    Large(Box<http::Response<OriginBody>>, Box<Plan>, String),
     Error(UpstreamError),
 }
 
 /// The cache's flights, with the pipeline's answer and body types.
-pub(super) type Flights = flight::Flights<LeaderAnswer, OriginBody>;
-pub(super) type Flight = flight::Flight<LeaderAnswer, OriginBody>;
-pub(super) type FlightGuard = flight::FlightGuard<LeaderAnswer, OriginBody>;
-pub(crate) type FlightBody = flight::FlightBody<LeaderAnswer, OriginBody>;
+pub(super) type Flights = flight::Flights<LeaderAnswer, Teed>;
+pub(super) type Flight = flight::Flight<LeaderAnswer, Teed>;
+pub(super) type FlightGuard = flight::FlightGuard<LeaderAnswer, Teed>;
+pub(crate) type FlightBody = flight::FlightBody<LeaderAnswer, Teed>;
 pub(super) type Phase = flight::Phase<LeaderAnswer>;
-pub(super) type Join = flight::Join<LeaderAnswer, OriginBody>;
+pub(super) type Join = flight::Join<LeaderAnswer, Teed>;
 
 pub(super) struct FillJob {
     pub upstream: Arc<Upstream>,
@@ -155,20 +157,13 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
     // Tag fields are for this cache: the clients (and followers) never see
     // them, stored or not.
     rules.strip_tags(&mut parts.headers);
-    let Plan {
-        head,
-        ttl,
-        secondary,
-        length,
-        tags,
-        ..
-    } = match plan {
-        Ok(plan) if plan.slicing.is_some() => {
-            // Slices are stored as the leader's body streams; the others
-            // fetch on their own meanwhile (then from the slices).
+    let plan = match plan {
+        Ok(plan) if plan.slicing.is_some() || plan.length > Some(cache.max_object_size()) => {
+            // Kept in slices or on disk as the leader's body streams; the
+            // others fetch on their own meanwhile (then from what is kept).
             flights.mark_uncollapsible(&key);
             let resp = Box::new(http::Response::from_parts(parts, body));
-            return flight.leader_only(LeaderAnswer::Sliceable(resp, Box::new(plan), key));
+            return flight.leader_only(LeaderAnswer::Large(resp, Box::new(plan), key));
         }
         Ok(plan) => plan,
         Err(why) => {
@@ -181,11 +176,9 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
             return flight.leader_only(LeaderAnswer::Response(Box::new(resp), why));
         }
     };
-    let status = parts.status.as_u16();
-    flight.filling(parts, ttl, length);
-
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut received = 0u64;
+    let (status, ttl) = (parts.status.as_u16(), plan.ttl);
+    flight.filling(parts, ttl, plan.length);
+    let mut fill = Fill::new(cache, key.clone(), plan).with_lock(lock);
     loop {
         match body.frame().await {
             None => break,
@@ -197,20 +190,22 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                received += data.len() as u64;
-                if received > cache.max_object_size() || length.is_some_and(|l| received > l) {
+                // Too large to share: the leader alone reads the rest, and
+                // the disk tier keeps it if it can.
+                if !fill.push(&data) {
                     flights.mark_uncollapsible(&key);
-                    return flight.overflow(data, body);
+                    return flight.overflow(data, Teed::new(body, None));
                 }
-                chunks.push(data.clone());
+                if fill.spilled() {
+                    flights.mark_uncollapsible(&key);
+                    return flight.overflow(data, Teed::new(body, Some(fill)));
+                }
                 flight.chunk(data);
             }
         }
     }
-    if length.is_some_and(|l| l != received) {
-        return flight.body_failed();
+    match fill.finish() {
+        Some(entry) => flight.done(entry, status, ttl),
+        None => flight.body_failed(),
     }
-    let entry = Arc::new(Entry::compact(head, &chunks, secondary).with_tags(tags));
-    cache.keep(&key, entry.clone(), lock);
-    flight.done(entry, status, ttl);
 }

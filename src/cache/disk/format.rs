@@ -8,7 +8,8 @@
 //! `"VDF1"`, header crc u32 (of everything after it up to the body), header
 //! length u32, key (u16 length + bytes), keep-until (seconds since the
 //! epoch, u64), head record (u32 length + bytes), body length u64, block
-//! count u32, one crc u32 per block, then the body.
+//! count u32, one crc u32 per block, zero padding (the room kept for the
+//! header of a body written before its length was known), then the body.
 //!
 //! A file is written under a temporary name and renamed into place, so a
 //! record torn by a crash is never under its final name; a damaged one
@@ -225,28 +226,8 @@ pub fn write(
 ) -> io::Result<u64> {
     let head = record::encode_head(entry);
     let body = &entry.body;
-    let blocks = (body.len() as u64).div_ceil(BLOCK);
-    let mut header = BytesMut::with_capacity(64 + key.len() + head.len() + blocks as usize * 4);
-    header.put_slice(MAGIC);
-    header.put_u32(0); // crc, below
-    header.put_u32(0); // length, below
-    header.put_u16(key.len() as u16);
-    header.put_slice(key.as_bytes());
-    let keep = keep_until
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    header.put_u64(keep);
-    header.put_u32(head.len() as u32);
-    header.put_slice(&head);
-    header.put_u64(body.len() as u64);
-    header.put_u32(blocks as u32);
-    for block in body.chunks(BLOCK as usize) {
-        header.put_u32(crc32fast::hash(block));
-    }
-    let len = (header.len() - 12) as u32;
-    header[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32fast::hash(&header[8..]);
-    header[4..8].copy_from_slice(&crc.to_be_bytes());
+    let crcs: Vec<u32> = body.chunks(BLOCK as usize).map(crc32fast::hash).collect();
+    let header = encode_header(key, &head, keep_until, body.len() as u64, &crcs, 0);
     let written = (|| {
         let mut file = File::create(tmp)?;
         file.write_all(&header)?;
@@ -258,6 +239,52 @@ pub fn write(
         return Err(e);
     }
     Ok(header.len() as u64 + body.len() as u64)
+}
+
+/// The bytes a header takes before the body, for a body of at most
+/// `max_body` bytes: where a body written before its header is known
+/// starts (`spool.rs`).
+pub fn header_room(key: &str, head: &[u8], max_body: u64) -> u64 {
+    12 + 2 + key.len() as u64 + 8 + 4 + head.len() as u64 + 8 + 4 + 4 * max_body.div_ceil(BLOCK)
+}
+
+/// A record's header: `head` is the encoded record head, `crcs` one per
+/// block of the `body_len` bytes. Padded with zeros to `room` bytes when
+/// that is more (the header of a body written first, in the room kept for
+/// it: the padding is covered by the header's CRC and read past).
+pub fn encode_header(
+    key: &str,
+    head: &[u8],
+    keep_until: SystemTime,
+    body_len: u64,
+    crcs: &[u32],
+    room: u64,
+) -> BytesMut {
+    let mut header = BytesMut::with_capacity(64 + key.len() + head.len() + crcs.len() * 4);
+    header.put_slice(MAGIC);
+    header.put_u32(0); // crc, below
+    header.put_u32(0); // length, below
+    header.put_u16(key.len() as u16);
+    header.put_slice(key.as_bytes());
+    let keep = keep_until
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    header.put_u64(keep);
+    header.put_u32(head.len() as u32);
+    header.put_slice(head);
+    header.put_u64(body_len);
+    header.put_u32(crcs.len() as u32);
+    for crc in crcs {
+        header.put_u32(*crc);
+    }
+    if (header.len() as u64) < room {
+        header.resize(room as usize, 0);
+    }
+    let len = (header.len() - 12) as u32;
+    header[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32fast::hash(&header[8..]);
+    header[4..8].copy_from_slice(&crc.to_be_bytes());
+    header
 }
 
 /// A key's file name part: FNV-1a 64, stable across builds and restarts.

@@ -22,6 +22,7 @@
 
 mod format;
 mod index;
+mod spool;
 pub mod stats;
 mod stream;
 mod walk;
@@ -42,6 +43,7 @@ use index::{Index, Meta};
 
 /// A read from the page cache only found a byte on the disk.
 struct Blocked;
+pub use spool::DiskFill;
 pub use stats::DiskStats;
 pub use stream::Streamed;
 
@@ -60,14 +62,30 @@ struct Write {
     keep_until: SystemTime,
 }
 
+/// What the writer threads do.
+enum Job {
+    /// A whole response, from memory.
+    Whole(Write),
+    /// Block `index` of a response being spooled (`spool.rs`).
+    Block {
+        spool: Arc<spool::Spool>,
+        index: u64,
+        data: bytes::Bytes,
+    },
+    /// A spool whose body ended: committed once its blocks are written.
+    Commit(Arc<spool::Spool>),
+}
+
 pub struct DiskTier {
     /// `<path>/v1`: the format's directory.
     root: PathBuf,
     index: Index,
     max_object_size: u64,
-    jobs: std::sync::mpsc::SyncSender<Write>,
-    /// Writes queued or being written (for `flush`).
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Jobs queued or being written (for `flush`).
     pending: Arc<AtomicUsize>,
+    /// Bytes of spooled blocks queued (`spool::BUDGET`).
+    spooled: AtomicU64,
     pub stats: Arc<DiskStats>,
     /// While the start-up walk runs.
     walking: AtomicBool,
@@ -124,6 +142,7 @@ impl DiskTier {
             max_object_size: config.max_object_size.bytes(),
             jobs,
             pending: Arc::new(AtomicUsize::new(0)),
+            spooled: AtomicU64::new(0),
             stats,
             walking: AtomicBool::new(true),
             purged_while_walking: Mutex::new(Vec::new()),
@@ -156,16 +175,28 @@ impl DiskTier {
             self.stats.write("expired");
             return;
         }
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        let job = Write {
+        self.queue(Job::Whole(Write {
             key: key.to_string(),
             entry,
             keep_until,
-        };
+        }));
+    }
+
+    /// Hands `job` to the writers; false (counted as dropped) when the
+    /// queue is full.
+    fn queue(&self, job: Job) -> bool {
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if self.jobs.try_send(job).is_err() {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             self.stats.write("dropped");
+            return false;
         }
+        true
+    }
+
+    /// The tier's `max_object_size`.
+    pub fn max_object_size(&self) -> u64 {
+        self.max_object_size
     }
 
     /// Waits (at most `limit`) until the queued writes are on disk: for a
@@ -411,36 +442,58 @@ impl DiskTier {
     }
 
     fn write_one(&self, job: &Write) {
-        let key_hash = format::hash(job.key.as_bytes());
-        let name = (key_hash, format::secondary_hash(&job.entry.secondary));
+        let name = (
+            format::hash(job.key.as_bytes()),
+            format::secondary_hash(&job.entry.secondary),
+        );
         let path = index::path_of(&self.root, name);
-        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}-{serial}.tmp", std::process::id()));
+        let tmp = self.temporary_name();
         match format::write(&tmp, &path, &job.key, &job.entry, job.keep_until) {
             Ok(size) => {
-                use std::os::unix::fs::MetadataExt;
-                let inode = std::fs::metadata(&path).map_or(0, |m| m.ino());
-                let meta = Arc::new(Meta {
-                    name,
-                    secondary: job.entry.secondary.clone(),
-                    size,
-                    keep_until: job.keep_until,
-                    tags: job.entry.tags().into(),
-                    inode,
-                    hits: Default::default(),
-                });
-                self.index.insert(&self.root, &job.key, meta, false);
+                self.indexed(&job.key, &job.entry, name, size, job.keep_until);
                 self.stats.write("stored");
             }
-            Err(e) => {
-                self.stats.error(kind_of(&e));
-                self.stats.write("failed");
-                tracing::debug!(error = %e, "disk tier write failed");
-            }
+            Err(e) => self.write_failed(&e),
         }
+    }
+
+    /// A file name under `tmp/` no other write uses: this process's id
+    /// (the start-up walk leaves the files of a live process alone) and a
+    /// serial number.
+    fn temporary_name(&self) -> PathBuf {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{}-{serial}.tmp", std::process::id()))
+    }
+
+    /// Indexes a record just renamed into place as `name`.
+    fn indexed(
+        &self,
+        key: &str,
+        entry: &Entry,
+        name: (u64, u64),
+        size: u64,
+        keep_until: SystemTime,
+    ) {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(index::path_of(&self.root, name)).map_or(0, |m| m.ino());
+        let meta = Arc::new(Meta {
+            name,
+            secondary: entry.secondary.clone(),
+            size,
+            keep_until,
+            tags: entry.tags().into(),
+            inode,
+            hits: Default::default(),
+        });
+        self.index.insert(&self.root, key, meta, false);
+    }
+
+    fn write_failed(&self, e: &std::io::Error) {
+        self.stats.error(kind_of(e));
+        self.stats.write("failed");
+        tracing::debug!(error = %e, "disk tier write failed");
     }
 }
 
@@ -453,7 +506,6 @@ fn kind_of(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// Removes the files in `dir` whose names start with `prefix`.
 /// Removes the files in `dir` whose names start with `prefix`; whether
 /// one went.
 fn remove_named(dir: &Path, prefix: &str) -> bool {
@@ -470,7 +522,7 @@ fn remove_named(dir: &Path, prefix: &str) -> bool {
 }
 
 /// A writer thread: takes queued writes until the tier is dropped.
-fn writer(tier: std::sync::Weak<DiskTier>, queue: Arc<Mutex<std::sync::mpsc::Receiver<Write>>>) {
+fn writer(tier: std::sync::Weak<DiskTier>, queue: Arc<Mutex<std::sync::mpsc::Receiver<Job>>>) {
     loop {
         let job = {
             let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -479,7 +531,11 @@ fn writer(tier: std::sync::Weak<DiskTier>, queue: Arc<Mutex<std::sync::mpsc::Rec
         let Some(tier) = tier.upgrade() else { return };
         match job {
             Ok(job) => {
-                tier.write_one(&job);
+                match job {
+                    Job::Whole(write) => tier.write_one(&write),
+                    Job::Block { spool, index, data } => tier.write_block(&spool, index, &data),
+                    Job::Commit(spool) => tier.commit(&spool),
+                }
                 tier.pending.fetch_sub(1, Ordering::AcqRel);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}

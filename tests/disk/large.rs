@@ -1,0 +1,310 @@
+//! Responses too large for memory (over `[cache] max_object_size`) go to
+//! the disk tier as they stream: with a declared length from the start,
+//! without one from the chunk that takes them past the limit, a sliceable
+//! one whole (not in memory slices); a body cut short leaves nothing, and
+//! one over the disk's own limit is counted and left out.
+
+use super::*;
+
+/// Memory keeps nothing over 1 MiB.
+const MEMORY: &str = "max_object_size = \"1MiB\"";
+
+/// `/bin/.../<n>` is `pattern(n)` with its length (from `origin()`);
+/// `/chunked/.../<n>` is `pattern(n)` in 64 KiB chunks without one.
+async fn large_origin() -> Origin {
+    Origin::start(|seen| {
+        let path = seen.target.as_str();
+        let len: usize = path.rsplit('/').next().unwrap().parse().unwrap();
+        let body = pattern(len);
+        let body = if path.starts_with("/chunked/") {
+            let chunks = (0..len).step_by(64 << 10);
+            TestBody::chunked(
+                chunks
+                    .map(|a| body.slice(a..len.min(a + (64 << 10))))
+                    .collect(),
+            )
+        } else {
+            TestBody::full(body)
+        };
+        http::Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("etag", "\"v1\"")
+            .body(body)
+            .unwrap()
+    })
+    .await
+}
+
+fn len_of(path: &str) -> usize {
+    path.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+/// GET `path`: from the origin, whole, and said to be stored.
+async fn stored_from_origin(proxy: SocketAddr, path: &str) {
+    let got = fetch(proxy, at(path)).await;
+    assert_eq!(got.status, StatusCode::OK, "{path}");
+    let status = status_of(&got);
+    assert!(
+        status.contains("fwd=uri-miss") && status.contains("stored"),
+        "{path}: {status}"
+    );
+    assert!(got.body == pattern(len_of(path)), "{path}: another body");
+}
+
+/// The files left under `v1/tmp`.
+fn temporary_files(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("v1/tmp"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until no temporary file is left (a spool given up removes its
+/// file once its queued blocks are gone).
+async fn no_temporary_files(cache: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while !temporary_files(cache).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?}",
+            temporary_files(cache)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn objects_too_large_for_memory_are_kept_on_disk() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large");
+    let origin = large_origin().await;
+    let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
+    let admin = proxy.admin_addr();
+    // Declared length over the limit; no length, past the limit in its
+    // 17th chunk; exactly one block, and a block and a byte.
+    let paths = [
+        "/bin/a/5000000",
+        "/chunked/b/3000000",
+        "/bin/c/1048577",
+        "/chunked/d/2097153",
+    ];
+    for (n, path) in paths.iter().enumerate() {
+        stored_from_origin(proxy.addr(), path).await;
+        stored(admin, n + 1).await;
+        disk_hit(proxy.addr(), path, &pattern(len_of(path))).await;
+        assert_eq!(origin.count(path), 1, "{path}");
+    }
+    // Not copied into memory, however hot.
+    disk_hit(proxy.addr(), paths[0], &pattern(5_000_000)).await;
+    assert_eq!(
+        metric(admin, "viaduct_disk_promotions_total", &[]).await,
+        0.0
+    );
+    assert!(temporary_files(&dir.cache()).is_empty());
+    assert!(proxy.shutdown().await);
+
+    let proxy = node(&origin, &dir.cache(), MEMORY, "").await;
+    walked(proxy.admin_addr()).await;
+    for path in paths {
+        disk_hit(proxy.addr(), path, &pattern(len_of(path))).await;
+        // And a range across the first block boundary.
+        let got = fetch(
+            proxy.addr(),
+            with(at(path), "range", "bytes=1048570-1048580"),
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::PARTIAL_CONTENT, "{path}");
+        assert!(is_disk_hit(&got), "{path}: {}", status_of(&got));
+        let want = pattern(len_of(path));
+        assert!(
+            got.body == want[1_048_570..want.len().min(1_048_581)],
+            "{path}"
+        );
+        assert_eq!(origin.count(path), 1, "{path}");
+    }
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_refetch_made_alone_replaces_the_record() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large-alone");
+    let origin = large_origin().await;
+    let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
+    let admin = proxy.admin_addr();
+    for path in ["/bin/again/3000000", "/chunked/again/3000000"] {
+        stored_from_origin(proxy.addr(), path).await;
+        let before = metric(admin, "viaduct_disk_writes_total", &[("outcome", "stored")]).await;
+        // A response too large to share marks its URL "fetch alone" for
+        // a while: the refetch after the purge streams outside a flight.
+        let answer = purge(admin, &format!("url=http://site.test{path}")).await;
+        assert_eq!(answer["purged"], 1, "{path}: {answer}");
+        stored_from_origin(proxy.addr(), path).await;
+        reaches(
+            admin,
+            "viaduct_disk_writes_total",
+            &[("outcome", "stored")],
+            before + 1.0,
+        )
+        .await;
+        disk_hit(proxy.addr(), path, &pattern(3_000_000)).await;
+        assert_eq!(origin.count(path), 2, "{path}");
+    }
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_sliceable_object_goes_to_disk_whole_not_into_memory_slices() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large-sliced");
+    let origin = ranged_origin().await;
+    let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
+    let path = "/r/3000000";
+    stored_from_origin(proxy.addr(), path).await;
+    stored(proxy.admin_addr(), 1).await;
+    disk_hit(proxy.addr(), path, &pattern(3_000_000)).await;
+    // A range of it is read from the disk, not fetched as a slice.
+    let got = fetch(
+        proxy.addr(),
+        with(at(path), "range", "bytes=2000000-2000009"),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::PARTIAL_CONTENT);
+    assert!(is_disk_hit(&got), "{}", status_of(&got));
+    assert!(got.body == pattern(3_000_000)[2_000_000..2_000_010]);
+    assert_eq!(origin.count(path), 1);
+    assert!(proxy.shutdown().await);
+
+    // Without a disk tier, the same object is kept in slices.
+    let origin = ranged_origin().await;
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[log]\naccess = \"off\"\n[cache]\n{MEMORY}\n\
+         [[route]]\nhost = \"site.test\"\nupstream = \"http://{}\"\n",
+        origin.addr
+    );
+    let proxy = start(viaduct::Config::from_toml(&text, "memory.toml").unwrap()).await;
+    stored_from_origin(proxy.addr(), path).await;
+    let got = fetch(proxy.addr(), at(path)).await;
+    assert!(status_of(&got).contains("; hit"), "{}", status_of(&got));
+    assert!(got.body == pattern(3_000_000));
+    assert_eq!(origin.count(path), 1);
+    assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_body_past_the_disk_limit_is_counted_and_left_out() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large-over");
+    let origin = large_origin().await;
+    let disk = "max_object_size = \"2MiB\"";
+    let proxy = node_ready(&origin, &dir.cache(), MEMORY, disk).await;
+    let admin = proxy.admin_addr();
+    // Without a length, found out while it streams; with one, before.
+    for (n, path) in ["/chunked/over/3000000", "/bin/over/3000000"]
+        .iter()
+        .enumerate()
+    {
+        let got = fetch(proxy.addr(), at(path)).await;
+        assert!(got.body == pattern(3_000_000), "{path}: another body");
+        let too_large = &[("outcome", "too-large")];
+        reaches(
+            admin,
+            "viaduct_disk_writes_total",
+            too_large,
+            n as f64 + 1.0,
+        )
+        .await;
+        from_origin(proxy.addr(), path, &pattern(3_000_000)).await;
+    }
+    no_temporary_files(&dir.cache()).await;
+    assert!(records(&dir.cache()).is_empty());
+    assert_eq!(
+        metric(admin, "viaduct_disk_writes_total", &[("outcome", "stored")]).await,
+        0.0
+    );
+    assert!(proxy.shutdown().await);
+}
+
+/// An origin on a raw socket: its response to every request declares
+/// `declared` bytes of `pattern` and sends `sent` of them, then closes
+/// (`hang` false) or keeps the connection open without a word more.
+async fn cutting_origin(declared: usize, sent: usize, hang: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncache-control: max-age=3600\r\ncontent-length: {declared}\r\n\r\n"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.write_all(&pattern(declared)[..sent]).await;
+                if hang {
+                    pending::<()>().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_body_cut_short_leaves_nothing_on_disk() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large-cut");
+    // The origin stops after 2.5 of 4 MB.
+    let origin = cutting_origin(4_000_000, 2_500_000, false).await;
+    let text = node_toml(origin, &dir.cache(), "127.0.0.1:0", MEMORY, "");
+    let proxy = start(viaduct::Config::from_toml(&text, "disk.toml").unwrap()).await;
+    walked(proxy.admin_addr()).await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET /cut HTTP/1.1\r\nhost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got).await;
+    assert!(got.len() < 4_000_000, "a short body passed as whole");
+    no_temporary_files(&dir.cache()).await;
+    assert!(records(&dir.cache()).is_empty());
+    assert!(proxy.shutdown().await);
+
+    // The client leaves after 1.5 MB of a body that keeps coming.
+    let dir = Dir::new("large-left");
+    let origin = cutting_origin(4_000_000, 3_000_000, true).await;
+    let text = node_toml(origin, &dir.cache(), "127.0.0.1:0", MEMORY, "");
+    let proxy = start(viaduct::Config::from_toml(&text, "disk.toml").unwrap()).await;
+    walked(proxy.admin_addr()).await;
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET /left HTTP/1.1\r\nhost: site.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut read = 0;
+    while read < 1_500_000 {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {read} bytes");
+        read += n;
+    }
+    // A block was on its way to the disk.
+    let deadline = Instant::now() + WAIT;
+    while temporary_files(&dir.cache()).is_empty() {
+        assert!(Instant::now() < deadline, "nothing was spooled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(client);
+    no_temporary_files(&dir.cache()).await;
+    assert!(records(&dir.cache()).is_empty());
+    assert!(proxy.shutdown().await);
+}
