@@ -41,14 +41,7 @@ fn len_of(path: &str) -> usize {
 
 /// GET `path`: from the origin, whole, and said to be stored.
 async fn stored_from_origin(proxy: SocketAddr, path: &str) {
-    let got = fetch(proxy, at(path)).await;
-    assert_eq!(got.status, StatusCode::OK, "{path}");
-    let status = status_of(&got);
-    assert!(
-        status.contains("fwd=uri-miss") && status.contains("stored"),
-        "{path}: {status}"
-    );
-    assert!(got.body == pattern(len_of(path)), "{path}: another body");
+    stored_from_origin_as(proxy, path, &pattern(len_of(path))).await;
 }
 
 /// The files left under `v1/tmp`.
@@ -307,4 +300,56 @@ async fn a_body_cut_short_leaves_nothing_on_disk() {
     no_temporary_files(&dir.cache()).await;
     assert!(records(&dir.cache()).is_empty());
     assert!(proxy.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_replaced_record_is_never_read_through_a_file_kept_open() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large-open");
+    // Every fetch is a new version: its ETag and each byte of its body.
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let origin = Origin::start(move |_| {
+        let v = version.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        http::Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("etag", format!("\"v{v}\""))
+            .body(TestBody::full(Bytes::from(vec![b'0' + v; 4096])))
+            .unwrap()
+    })
+    .await;
+    // Over memory's limit: every hit is read from disk.
+    let memory = "max_object_size = \"1KiB\"";
+    let proxy = node_ready(&origin, &dir.cache(), memory, "").await;
+    let admin = proxy.admin_addr();
+    let body = |v: u8| vec![b'0' + v; 4096];
+    stored_from_origin_as(proxy.addr(), "/o", &body(1)).await;
+    stored(admin, 1).await;
+    // The second and third hits read through the file kept open.
+    for _ in 0..3 {
+        disk_hit(proxy.addr(), "/o", &body(1)).await;
+    }
+    // Replaced by a refetch: renamed over the open file.
+    let got = fetch(proxy.addr(), with(at("/o"), "cache-control", "no-cache")).await;
+    assert!(got.body == body(2), "{}", status_of(&got));
+    stored(admin, 2).await;
+    disk_hit(proxy.addr(), "/o", &body(2)).await;
+    disk_hit(proxy.addr(), "/o", &body(2)).await;
+    // Purged, then fetched again.
+    purge(admin, "url=http://site.test/o").await;
+    stored_from_origin_as(proxy.addr(), "/o", &body(3)).await;
+    stored(admin, 3).await;
+    disk_hit(proxy.addr(), "/o", &body(3)).await;
+    assert!(proxy.shutdown().await);
+}
+
+/// GET `path`: from the origin, with `body`, and said to be stored.
+async fn stored_from_origin_as(proxy: SocketAddr, path: &str, body: &[u8]) {
+    let got = fetch(proxy, at(path)).await;
+    assert_eq!(got.status, StatusCode::OK, "{path}");
+    let status = status_of(&got);
+    assert!(
+        status.contains("fwd=uri-miss") && status.contains("stored"),
+        "{path}: {status}"
+    );
+    assert!(got.body == body, "{path}: another body");
 }

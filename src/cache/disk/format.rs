@@ -96,6 +96,40 @@ impl Header {
         Ok(Header::parse(&rest, len)?)
     }
 
+    /// A small record read with one system call: `size` bytes, its file's
+    /// length as indexed; the header and the body, checked. `Ok(None)`
+    /// when the file is not `size` bytes long (replaced since it was
+    /// indexed): read it the ordinary way.
+    pub fn read_small(file: &File, size: u64, wait: Wait) -> Result<Option<(Header, Bytes)>, Fail> {
+        let mut buf = BytesMut::zeroed(size as usize);
+        read_exact_at(file, &mut buf, 0, wait)?;
+        if buf.len() < 12 {
+            return Ok(None);
+        }
+        if &buf[..4] != MAGIC {
+            return Err(Bad::Version.into());
+        }
+        let crc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let Some(rest) = buf.get(12..12 + len as usize) else {
+            return Ok(None);
+        };
+        if crc32fast::hash(&buf[8..12 + len as usize]) != crc {
+            return Err(Bad::Checksum.into());
+        }
+        let header = Header::parse(rest, len)?;
+        if header.body_at + header.body_len != size {
+            return Ok(None);
+        }
+        let body = buf.freeze().slice(header.body_at as usize..);
+        for (block, want) in body.chunks(BLOCK as usize).zip(header.crcs.iter()) {
+            if crc32fast::hash(block) != *want {
+                return Err(Bad::Checksum.into());
+            }
+        }
+        Ok(Some((header, body)))
+    }
+
     /// The checked header bytes after the fixed part.
     fn parse(rest: &[u8], len: u32) -> Result<Header, Bad> {
         let mut at = 0usize;

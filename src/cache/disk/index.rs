@@ -4,6 +4,7 @@
 //! whatever leaves the index for any reason but a replacement has its file
 //! removed. Tags are indexed for purge by tag, as in memory.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -39,6 +40,26 @@ pub struct Index {
     map: moka::sync::Cache<String, Variants>,
     tags: Arc<TagIndex>,
     max_variants: usize,
+    /// Files kept open for the most used variants (nginx's
+    /// `open_file_cache`): a warm small hit is then one read, not an open,
+    /// a read and a close. Keyed by name, with the inode they were opened
+    /// for: a file replaced since is opened again.
+    files: OpenFiles,
+}
+
+type OpenFiles = moka::sync::Cache<(u64, u64), (u64, Arc<File>)>;
+
+/// How many files the index keeps open: an eighth of the descriptors the
+/// process may have (connections need the rest), at most 4,096.
+fn open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let soft = if known { limit.rlim_cur } else { 1024 };
+    (soft / 8).clamp(16, 4096)
 }
 
 /// The file of a variant under `root`.
@@ -48,9 +69,11 @@ pub fn path_of(root: &Path, name: (u64, u64)) -> PathBuf {
         .join(format!("{url:016x}-{secondary:016x}"))
 }
 
-/// Removes `meta`'s file if it is still the one `meta` describes.
-fn remove_file(root: &Path, meta: &Meta) {
+/// Removes `meta`'s file if it is still the one `meta` describes (and
+/// closes it).
+fn remove_file(root: &Path, files: &OpenFiles, meta: &Meta) {
     use std::os::unix::fs::MetadataExt;
+    files.invalidate(&meta.name);
     let path = path_of(root, meta.name);
     if std::fs::metadata(&path).is_ok_and(|m| m.ino() == meta.inode) {
         let _ = std::fs::remove_file(&path);
@@ -66,6 +89,8 @@ impl Index {
     ) -> Index {
         let tags = Arc::new(TagIndex::default());
         let released = tags.clone();
+        let files: OpenFiles = moka::sync::Cache::new(open_files_limit());
+        let closed = files.clone();
         let map = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(|key: &String, variants: &Variants| {
@@ -84,7 +109,7 @@ impl Index {
                     evicted(variants.len() as u64);
                 }
                 for meta in variants.iter() {
-                    remove_file(&root, meta);
+                    remove_file(&root, &closed, meta);
                 }
             })
             .build();
@@ -92,7 +117,21 @@ impl Index {
             map,
             tags,
             max_variants: max_variants.max(1),
+            files,
         }
+    }
+
+    /// `meta`'s file, if it is kept open.
+    pub fn open_file(&self, meta: &Meta) -> Option<Arc<File>> {
+        self.files
+            .get(&meta.name)
+            .filter(|(inode, _)| *inode == meta.inode)
+            .map(|(_, file)| file)
+    }
+
+    /// Keeps `file`, just opened for `meta`, open.
+    pub fn keep_open(&self, meta: &Meta, file: Arc<File>) {
+        self.files.insert(meta.name, (meta.inode, file));
     }
 
     /// The variant of `key` for `request`'s fields, if one is stored.
@@ -139,8 +178,10 @@ impl Index {
             }
             Op::Put(Arc::from(list))
         });
+        // The file under this name was replaced: the open one is stale.
+        self.files.invalidate(&meta.name);
         for meta in dropped {
-            remove_file(root, &meta);
+            remove_file(root, &self.files, &meta);
         }
     }
 
@@ -156,7 +197,7 @@ impl Index {
                 .cloned()
                 .partition(|m| m.name == name);
             for meta in &gone {
-                remove_file(root, meta);
+                remove_file(root, &self.files, meta);
             }
             if kept.is_empty() {
                 Op::Remove

@@ -50,6 +50,9 @@ pub use stream::Streamed;
 /// Bodies up to this size are read whole (and may be promoted to memory);
 /// larger ones stream.
 pub const WHOLE: u64 = format::BLOCK;
+/// Records up to this size (a body up to `WHOLE` and a head of up to 64
+/// KiB) are read with one system call.
+const SMALL: u64 = WHOLE + (64 << 10);
 /// Writes waiting for the writers; past it they are dropped.
 const QUEUE: usize = 1024;
 const WRITERS: usize = 2;
@@ -253,7 +256,8 @@ impl DiskTier {
             .as_ref()
             .map_or((format::hash(key.as_bytes()), 0), |m| m.name);
         let path = index::path_of(&self.root, name);
-        let file = match std::fs::File::open(&path) {
+        let kept = meta.as_ref().and_then(|m| self.index.open_file(m));
+        let file = match kept.map_or_else(|| std::fs::File::open(&path).map(Arc::new), Ok) {
             Ok(file) => file,
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -265,6 +269,22 @@ impl DiskTier {
                 return Ok(None);
             }
         };
+        if let Some(meta) = meta.as_ref().filter(|m| m.size <= SMALL) {
+            match format::Header::read_small(&file, meta.size, wait) {
+                Ok(Some((header, body))) => {
+                    return Ok(self.small_hit(key, meta, &file, header, body, request));
+                }
+                // Replaced since it was indexed: read as below.
+                Ok(None) => {}
+                Err(Fail::Blocked) => return Err(Blocked),
+                Err(Fail::Bad(bad)) => {
+                    self.count_bad(bad);
+                    let _ = std::fs::remove_file(&path);
+                    self.index.forget(&self.root, key, name);
+                    return Ok(None);
+                }
+            }
+        }
         let header = match format::Header::read(&file, wait) {
             Ok(header) => header,
             Err(Fail::Blocked) => return Err(Blocked),
@@ -285,7 +305,12 @@ impl DiskTier {
             return Ok(None);
         }
         let meta = match meta {
-            Some(meta) => meta,
+            Some(meta) => {
+                self.index.keep_open(&meta, file.clone());
+                meta
+            }
+            // Not kept open: the variant indexed meanwhile may be another
+            // file than this one.
             None => {
                 // Found by name during the walk: indexed now, unless a purge
                 // made since the start names it.
@@ -324,6 +349,41 @@ impl DiskTier {
             entry,
             hot: hits >= PROMOTE_AFTER,
         }))
+    }
+
+    /// A small record read whole (`read_small`), checked: kept open for
+    /// the next hit.
+    fn small_hit(
+        &self,
+        key: &str,
+        meta: &Arc<Meta>,
+        file: &Arc<std::fs::File>,
+        header: format::Header,
+        body: bytes::Bytes,
+        request: &HeaderMap,
+    ) -> Option<Hit> {
+        // Another URL with the same hash, or a variant for other fields.
+        if header.key != key || !super::key::matches(&header.entry.secondary, request) {
+            return None;
+        }
+        if header.keep_until <= SystemTime::now() {
+            self.index.forget(&self.root, key, meta.name);
+            return None;
+        }
+        self.index.keep_open(meta, file.clone());
+        let hits = meta.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        let hot = hits >= PROMOTE_AFTER;
+        // The body is a slice of the whole file's bytes: copied when it is
+        // to live in memory, so the header's bytes do not live with it.
+        let body = if hot {
+            bytes::Bytes::copy_from_slice(&body)
+        } else {
+            body
+        };
+        Some(Hit::Whole {
+            entry: Arc::new(header.entry.with_body(body)),
+            hot,
+        })
     }
 
     fn meta_of(

@@ -13,7 +13,7 @@ use crate::http::body::BoxError;
 /// A large variant on disk: its header and open file.
 pub struct Streamed {
     pub(super) header: format::Header,
-    pub(super) file: std::fs::File,
+    pub(super) file: Arc<std::fs::File>,
     pub(super) key: String,
     pub(super) tier: Arc<DiskTier>,
 }
