@@ -437,6 +437,32 @@ mod tests {
     }
 
     #[test]
+    fn a_small_record_reads_in_one_go_and_damage_is_caught() {
+        let d = dir("small");
+        let path = d.join("r");
+        let until = SystemTime::now() + Duration::from_secs(60);
+        let body: Vec<u8> = (0..3000).map(|i| (i % 251) as u8).collect();
+        let size = write(&d.join("t"), &path, "k", &entry(body.clone()), until).unwrap();
+        let file = File::open(&path).unwrap();
+        let (header, got) = Header::read_small(&file, size, Wait::No).unwrap().unwrap();
+        assert_eq!((header.key.as_str(), &got[..]), ("k", &body[..]));
+        // Another length than indexed: not damage, a file replaced since.
+        assert!(Header::read_small(&file, size - 1, Wait::Yes).unwrap().is_none());
+        let good = std::fs::read(&path).unwrap();
+        for at in [0, 5, 20, 60, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let file = File::open(&path).unwrap();
+            assert!(
+                Header::read_small(&file, size, Wait::Yes).is_err(),
+                "a flip at {at} went unseen"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn names_depend_on_the_url_and_the_vary_fields_only() {
         assert_eq!(secondary_hash(&[]), 0);
         let a = [(http::header::ACCEPT_ENCODING, Some("gzip".to_string()))];

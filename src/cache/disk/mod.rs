@@ -343,11 +343,10 @@ impl DiskTier {
                 return Ok(None);
             }
         };
-        let hits = meta.hits.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(header.entry.with_body(body));
         Ok(Some(Hit::Whole {
             entry,
-            hot: hits >= PROMOTE_AFTER,
+            hot: promote(&meta),
         }))
     }
 
@@ -371,8 +370,7 @@ impl DiskTier {
             return None;
         }
         self.index.keep_open(meta, file.clone());
-        let hits = meta.hits.fetch_add(1, Ordering::Relaxed) + 1;
-        let hot = hits >= PROMOTE_AFTER;
+        let hot = promote(meta);
         // The body is a slice of the whole file's bytes: copied when it is
         // to live in memory, so the header's bytes do not live with it.
         let body = if hot {
@@ -555,6 +553,18 @@ impl DiskTier {
         self.stats.write("failed");
         tracing::debug!(error = %e, "disk tier write failed");
     }
+}
+
+/// Counts a disk hit on `meta`; true when it is hot enough to copy into
+/// memory. The count starts again then: a copy that memory evicted comes
+/// back after as many hits again, not on every hit (with a working set
+/// much larger than memory, that churn cost more than it saved).
+fn promote(meta: &Meta) -> bool {
+    let hot = meta.hits.fetch_add(1, Ordering::Relaxed) + 1 >= PROMOTE_AFTER;
+    if hot {
+        meta.hits.store(0, Ordering::Relaxed);
+    }
+    hot
 }
 
 /// The error kind an I/O error is counted under.
