@@ -7,6 +7,8 @@
 #                                  whole, after a restart with OBJECTS (1,000,000) on disk
 #   benches/disk_tier.sh rss       viaduct's RSS while serving a working set 10x its
 #                                  memory tier
+#   benches/disk_tier.sh large     32 MiB objects (too large for memory): the miss that
+#                                  writes them to disk as they stream, the disk hit
 #
 # viaduct's memory tier is kept small (4 MiB) so that requests spread over many URLs
 # are answered by the disk; nginx's proxy_cache always serves from its files.
@@ -30,6 +32,7 @@ chmod 755 "$OUT"
 head -c 1024 /dev/urandom >"$OUT/www/1k.bin"
 head -c 1048576 /dev/urandom >"$OUT/www/1m.bin"
 head -c 65536 /dev/urandom >"$OUT/www/64k.bin"
+head -c 33554432 /dev/urandom >"$OUT/www/32m.bin"
 chmod -R a+rX "$OUT"
 cat >"$OUT/nginx.conf" <<CONF
 worker_processes 2;
@@ -48,6 +51,7 @@ http {
         location /k/ { rewrite ^ /1k.bin break; }
         location /m/ { rewrite ^ /1m.bin break; }
         location /s/ { rewrite ^ /64k.bin break; }
+        location /b/ { rewrite ^ /32m.bin break; }
         location /t/ { return 200 "x"; }
     }
     server {
@@ -215,5 +219,33 @@ rss)
     now=$(awk '/VmRSS/ {print $2}' "/proc/$VPID/status")
     echo "working set $n x 64 KiB (640 MiB), memory tier 64 MiB: $v req/s, p99 $p99; RSS after the fill $((base / 1024)) MiB, after the run $((now / 1024)) MiB, peak $((peak / 1024)) MiB"
     curl -s "http://127.0.0.1:$ADMIN/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("memory entries:", d["cache"]["entries"] if "cache" in d else "?", "disk:", d["disk"])'
+    ;;
+large)
+    # Objects too large for memory (32 MiB, memory's limit 2 MiB): the miss
+    # that spools them to disk against the same miss without a disk tier,
+    # then the disk hits; RSS over the whole run.
+    n=24
+    get_all() { # PORT -> seconds for n sequential GETs of /b/0..n-1
+        local t0 i
+        t0=$(date +%s%N)
+        for i in $(seq 0 $((n - 1))); do curl -fs -o /dev/null "http://127.0.0.1:$1/b/$i"; done
+        awk -v ns=$(($(date +%s%N) - t0)) 'BEGIN {printf "%.2f", ns / 1e9}'
+    }
+    config
+    sed -i '/^\[cache.disk\]/,/^capacity/d' "$OUT/viaduct.toml"
+    start_viaduct
+    plain=$(get_all $VIADUCT)
+    stop_viaduct
+    config
+    start_viaduct
+    spooled=$(get_all $VIADUCT)
+    settle
+    hits=$(get_all $VIADUCT)
+    peak=$(awk '/VmHWM/ {print $2}' "/proc/$VPID/status")
+    ngx_miss=$(get_all $CACHE)
+    ngx_hit=$(get_all $CACHE)
+    mb=$((n * 32))
+    rate() { awk -v s="$1" -v mb=$mb 'BEGIN {printf "%.0f MiB/s", mb / s}'; }
+    echo "$n x 32 MiB, one at a time: miss without a disk tier $(rate "$plain"), miss spooled to disk $(rate "$spooled"), disk hit $(rate "$hits"); nginx miss $(rate "$ngx_miss"), hit $(rate "$ngx_hit"); viaduct peak RSS $((peak / 1024)) MiB"
     ;;
 esac
