@@ -447,7 +447,9 @@ mod tests {
         let (header, got) = Header::read_small(&file, size, Wait::No).unwrap().unwrap();
         assert_eq!((header.key.as_str(), &got[..]), ("k", &body[..]));
         // Another length than indexed: not damage, a file replaced since.
-        assert!(Header::read_small(&file, size - 1, Wait::Yes).unwrap().is_none());
+        assert!(Header::read_small(&file, size - 1, Wait::Yes)
+            .unwrap()
+            .is_none());
         let good = std::fs::read(&path).unwrap();
         for at in [0, 5, 20, 60, good.len() - 1] {
             let mut bad = good.clone();
