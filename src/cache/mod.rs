@@ -9,6 +9,7 @@ pub mod fill;
 pub mod flight;
 pub mod head;
 pub mod key;
+pub mod plan;
 pub mod policy;
 mod purge;
 pub mod range;
@@ -169,7 +170,7 @@ impl Cache {
     /// used to revalidate (RFC 5861, `stale_if_unreachable`).
     fn tier_ttl(&self, head: &StoredResponse) -> u64 {
         let now = std::time::SystemTime::now();
-        let fresh = fill::freshness_left(head, &self.heuristics(), now).max(0) as u64;
+        let fresh = plan::freshness_left(head, &self.heuristics(), now).max(0) as u64;
         let stale = self
             .stale_while_revalidate(head)
             .max(self.stale_if_error(head, None))

@@ -16,7 +16,8 @@ use super::disk_hit::FromDisk;
 use super::error::ProxyError;
 use super::fill_task::Flights;
 use crate::cache::fill::Fill;
-use crate::cache::fill::{self, finish_origin_head, forget_replaced, plan_store};
+use crate::cache::fill::{self, finish_origin_head, forget_replaced};
+use crate::cache::plan::{self, plan_store};
 use crate::cache::policy::NotStored;
 use crate::cache::policy::{self, validation, Reuse, Why};
 use crate::cache::rules::CacheRules;
@@ -143,7 +144,7 @@ impl CacheStep {
             }
             Reuse::Validate(_) if req_cc.only_if_cached => not_cached(),
             Reuse::Validate(why) => {
-                let ttl = fill::freshness_left(&entry.head, &heuristics, now);
+                let ttl = plan::freshness_left(&entry.head, &heuristics, now);
                 // RFC 5861 §3: inside the window, serve stale now and
                 // revalidate once in the background.
                 let window = self.cache.stale_while_revalidate(&entry.head) as i64;

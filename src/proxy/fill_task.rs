@@ -8,8 +8,9 @@ use std::time::SystemTime;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::cache::fill::{finish_origin_head, forget_replaced, plan_store, refresh, Fill, Plan};
+use crate::cache::fill::{finish_origin_head, forget_replaced, refresh, Fill};
 use crate::cache::flight;
+use crate::cache::plan::{plan_store, Plan};
 use crate::cache::policy::NotStored;
 use crate::cache::rules::CacheRules;
 use crate::cache::shared::Before;

@@ -85,7 +85,7 @@ impl CacheStep {
         reason: &'static str,
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let now = SystemTime::now();
-        let ttl = crate::cache::fill::freshness_left(&entry.head, &self.cache.heuristics(), now);
+        let ttl = crate::cache::plan::freshness_left(&entry.head, &self.cache.heuristics(), now);
         let window = window as i64;
         if window == 0 || ttl + window < 0 {
             return None;

@@ -13,7 +13,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::cached::Exchange;
-use crate::cache::fill::{finish_origin_head, plan_sliced, Plan};
+use crate::cache::fill::finish_origin_head;
+use crate::cache::plan::{plan_sliced, Plan};
 use crate::cache::policy::StoredResponse;
 use crate::cache::rules::CacheRules;
 use crate::cache::slice_flights::{self, Claim};

@@ -173,7 +173,7 @@ impl CacheStep {
             return self.fetch(ex, stale).await;
         }
         let (method, request) = (&ex.parts.method, &ex.parts.headers);
-        let ttl = crate::cache::fill::freshness_left(&manifest.entry.head, &heuristics, now);
+        let ttl = crate::cache::plan::freshness_left(&manifest.entry.head, &heuristics, now);
         if fresh
             && (*method == Method::HEAD
                 || validation::client_not_modified(method, request, &manifest.entry.head))
@@ -330,7 +330,7 @@ impl CacheStep {
         request_headers.remove(header::RANGE);
         request_headers.remove(header::IF_RANGE);
         let now = SystemTime::now();
-        let plan = crate::cache::fill::plan_store(
+        let plan = crate::cache::plan::plan_store(
             &self.cache,
             &ex.rules,
             &Method::GET,

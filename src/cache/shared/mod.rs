@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 use tokio::sync::mpsc;
 
-use super::fill::freshness_left;
+use super::plan::freshness_left;
 use super::store::Entry;
 use super::{key, record, Cache};
 use crate::config::SharedConfig;
