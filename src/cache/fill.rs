@@ -269,18 +269,44 @@ pub fn refresh(
     not_modified: &HeaderMap,
     request_time: SystemTime,
 ) -> Option<(Arc<Entry>, i64)> {
-    let response_time = SystemTime::now();
     let index = validation::select_for_update(all.iter().map(|e| &e.head), selected, not_modified)?;
     let old = &all[index];
-    let mut merged = validation::merge_not_modified(&old.head.headers, not_modified);
-    rules.strip_tags(&mut merged);
-    let times = (request_time, response_time);
-    let (head, ttl) = stored_head(cache, rules, old.head.status, merged, times);
+    let (head, ttl) = refreshed(cache, rules, old, not_modified, request_time);
     // The body is already compact (it was stored): shared, not copied.
     let entry = Entry::new(head, old.body.clone(), old.secondary.to_vec());
     let entry = Arc::new(entry.with_tags(old.tags().into()));
     cache.keep(key, entry.clone(), None);
     Some((entry, ttl))
+}
+
+/// A 304 applied to one stored response whose body is elsewhere (a large
+/// record on disk): the refreshed response without its body, and its
+/// freshness left; `None` when the 304 names another representation.
+pub fn refresh_head(
+    cache: &Cache,
+    rules: &CacheRules,
+    old: &Entry,
+    not_modified: &HeaderMap,
+    request_time: SystemTime,
+) -> Option<(Entry, i64)> {
+    validation::select_for_update(std::iter::once(&old.head), Some(0), not_modified)?;
+    let (head, ttl) = refreshed(cache, rules, old, not_modified, request_time);
+    let entry = Entry::new(head, Bytes::new(), old.secondary.to_vec()).with_tags(old.tags().into());
+    Some((entry, ttl))
+}
+
+/// `old`'s head with a 304's fields (§3.2), as stored under `rules`.
+fn refreshed(
+    cache: &Cache,
+    rules: &CacheRules,
+    old: &Entry,
+    not_modified: &HeaderMap,
+    request_time: SystemTime,
+) -> (StoredResponse, i64) {
+    let mut merged = validation::merge_not_modified(&old.head.headers, not_modified);
+    rules.strip_tags(&mut merged);
+    let times = (request_time, SystemTime::now());
+    stored_head(cache, rules, old.head.status, merged, times)
 }
 
 /// After `refresh`: the refreshed entry kept fresh for at most `limit` (a

@@ -165,6 +165,21 @@ impl Cache {
         }
     }
 
+    /// A large record on disk refreshed by a 304: `entry` (the new head)
+    /// is written with the body of `from`, in the background.
+    pub fn refresh_on_disk(
+        &self,
+        key: &str,
+        entry: store::Entry,
+        from: std::sync::Arc<disk::Streamed>,
+    ) {
+        if let Some(tier) = &self.disk {
+            let ttl = self.tier_ttl(&entry.head);
+            let until = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl);
+            tier.refresh(key, entry, until, from);
+        }
+    }
+
     /// How long the tiers below memory keep a response: its freshness left
     /// plus the longest window in which it may still be served stale or
     /// used to revalidate (RFC 5861, `stale_if_unreachable`).

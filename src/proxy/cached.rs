@@ -97,7 +97,7 @@ impl CacheStep {
         let mut lookup = self.cache.store.lookup(&ex.key, &ex.parts.headers);
         if self.cache.disk.is_some() && !matches!(lookup, Lookup::Found { .. }) {
             match self.ask_disk(&ex, &req_cc).await {
-                Some(FromDisk::Served(answer)) => return *answer,
+                Some(FromDisk::Served(answer) | FromDisk::Fetched(answer)) => return *answer,
                 Some(FromDisk::InMemory) => {
                     lookup = self.cache.store.lookup(&ex.key, &ex.parts.headers);
                 }
@@ -361,7 +361,11 @@ impl CacheStep {
 
     /// Delivers an origin response, teeing its body into the store when RFC
     /// 9111 §3 allows and it fits.
-    fn store_and_deliver(&self, resp: Response<OriginBody>, ctx: Delivery<'_>) -> Answer {
+    pub(super) fn store_and_deliver(
+        &self,
+        resp: Response<OriginBody>,
+        ctx: Delivery<'_>,
+    ) -> Answer {
         let response_time = SystemTime::now();
         let (mut parts, body) = resp.into_parts();
         finish_origin_head(&mut parts.headers, response_time);
@@ -433,15 +437,15 @@ impl CacheStep {
 }
 
 /// What `store_and_deliver` needs to know about the request.
-struct Delivery<'a> {
-    method: &'a Method,
-    request_headers: &'a HeaderMap,
-    rules: &'a CacheRules,
-    key: String,
-    fwd: Fwd,
-    request_time: SystemTime,
+pub(super) struct Delivery<'a> {
+    pub method: &'a Method,
+    pub request_headers: &'a HeaderMap,
+    pub rules: &'a CacheRules,
+    pub key: String,
+    pub fwd: Fwd,
+    pub request_time: SystemTime,
     /// The response answers a revalidation of a stored entry.
-    replacing: bool,
+    pub replacing: bool,
 }
 
 pub(super) fn forwarded(fwd: Fwd, status: Option<u16>, outcome: Stored) -> CacheStatus {

@@ -2,8 +2,8 @@
 //! response is served from its file when the policy lets it be reused as
 //! it is, with `Cache-Status: ...; detail=disk`. A small hot one is copied
 //! into memory; a stale small one is put in memory so that the ordinary
-//! revalidation finds it with its validators; a large stale one is left to
-//! the origin fetch that replaces it.
+//! revalidation finds it with its validators; a large stale one is
+//! revalidated from here (`disk_revalidate.rs`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,6 +20,8 @@ use crate::cache::{CacheStats, CacheStatus, Tier};
 pub(super) enum FromDisk {
     /// Answered (boxed: an answer is large, and this is rare).
     Served(Box<Answer>),
+    /// Answered by the origin: a stale record revalidated, and replaced.
+    Fetched(Box<Answer>),
     /// Now in memory (stale): look there again.
     InMemory,
 }
@@ -73,10 +75,19 @@ impl CacheStep {
                 }
             }
             Hit::Stream(streamed) => {
-                let Reuse::Serve { ttl } =
-                    policy::decide(req_cc, &streamed.entry().head, &heuristics, now)
-                else {
-                    return None;
+                let ttl = match policy::decide(req_cc, &streamed.entry().head, &heuristics, now) {
+                    Reuse::Serve { ttl } => ttl,
+                    Reuse::Validate(_) if req_cc.only_if_cached => return None,
+                    Reuse::Validate(why) => {
+                        let (answer, not_modified) =
+                            self.revalidate_on_disk(ex, streamed, why).await?;
+                        let answer = Box::new(answer);
+                        return Some(if not_modified {
+                            FromDisk::Served(answer)
+                        } else {
+                            FromDisk::Fetched(answer)
+                        });
+                    }
                 };
                 if ttl <= 0 {
                     CacheStats::count(&self.cache.stats.stale_served);

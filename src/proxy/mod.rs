@@ -7,6 +7,7 @@ mod cached;
 mod classify;
 mod collapse;
 mod disk_hit;
+mod disk_revalidate;
 mod error;
 mod fill_task;
 mod inspect;

@@ -350,3 +350,103 @@ async fn stored_from_origin_as(proxy: SocketAddr, path: &str, body: &[u8]) {
     );
     assert!(got.body == body, "{path}: another body");
 }
+
+#[tokio::test]
+async fn a_stale_large_record_is_revalidated_and_its_body_kept() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large-304");
+    // Always stale (max-age=0), validated by ETag: a 304 while the
+    // version holds, carrying the number of its answer; `version` bumps it.
+    let version = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(1));
+    let answers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let v = version.clone();
+    let origin = Origin::start(move |seen| {
+        let n = answers.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let v = v.load(std::sync::atomic::Ordering::SeqCst);
+        let etag = format!("\"v{v}\"");
+        let resp = http::Response::builder()
+            .header("cache-control", "max-age=0")
+            .header("etag", &etag)
+            .header("x-answer", n.to_string());
+        if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|m| m == etag.as_str())
+        {
+            return resp
+                .status(StatusCode::NOT_MODIFIED)
+                .body(TestBody::full(Bytes::new()))
+                .unwrap();
+        }
+        let body = Bytes::from(vec![b'0' + v; 3_000_000]);
+        resp.body(TestBody::full(body)).unwrap()
+    })
+    .await;
+    let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
+    let admin = proxy.admin_addr();
+    let body = |v: u8| vec![b'0' + v; 3_000_000];
+    stored_from_origin_as(proxy.addr(), "/s", &body(1)).await;
+    stored(admin, 1).await;
+    // Revalidated: the body from the file, the head from the 304.
+    for n in 2..=3 {
+        let got = fetch(proxy.addr(), at("/s")).await;
+        assert_eq!(got.status, StatusCode::OK);
+        let status = status_of(&got);
+        assert!(
+            status.contains("fwd=stale") && status.contains("fwd-status=304"),
+            "{status}"
+        );
+        assert_eq!(got.header("x-answer"), Some(n.to_string().as_str()));
+        assert!(got.body == body(1), "another body");
+        assert_eq!(origin.last().headers["if-none-match"], "\"v1\"");
+        // The refreshed head is written to a new record.
+        stored(admin, n).await;
+    }
+    // A range of it, and a client's own conditional, answered the same way.
+    let got = fetch(proxy.addr(), with(at("/s"), "range", "bytes=2999990-")).await;
+    assert_eq!(got.status, StatusCode::PARTIAL_CONTENT);
+    assert!(got.body == body(1)[2_999_990..]);
+    let got = fetch(proxy.addr(), with(at("/s"), "if-none-match", "\"v1\"")).await;
+    assert_eq!(got.status, StatusCode::NOT_MODIFIED);
+    stored(admin, 5).await;
+    assert!(proxy.shutdown().await);
+
+    // After a restart the refreshed record is there, with its new head.
+    let proxy = node(&origin, &dir.cache(), MEMORY, "").await;
+    let admin = proxy.admin_addr();
+    walked(admin).await;
+    let got = fetch(proxy.addr(), at("/s")).await;
+    assert!(
+        status_of(&got).contains("fwd-status=304"),
+        "{}",
+        status_of(&got)
+    );
+    assert_eq!(got.header("x-answer"), Some("6"));
+    assert!(got.body == body(1), "another body");
+    // A new version replaces it.
+    version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let got = fetch(proxy.addr(), at("/s")).await;
+    let status = status_of(&got);
+    assert!(
+        status.contains("fwd-status=200") && status.contains("stored"),
+        "{status}"
+    );
+    assert!(got.body == body(2), "another body");
+    reaches(
+        admin,
+        "viaduct_disk_writes_total",
+        &[("outcome", "stored")],
+        2.0,
+    )
+    .await;
+    let got = fetch(proxy.addr(), at("/s")).await;
+    assert!(
+        status_of(&got).contains("fwd-status=304"),
+        "{}",
+        status_of(&got)
+    );
+    assert!(got.body == body(2), "another body");
+    assert!(proxy.shutdown().await);
+    let seen = origin.seen().iter().filter(|s| s.target == "/s").count();
+    assert_eq!(seen, 8, "one fetch, six 304s and one new version");
+}

@@ -26,6 +26,7 @@
 mod format;
 mod index;
 mod read;
+mod refresh;
 mod spool;
 pub mod stats;
 mod stream;
@@ -71,6 +72,8 @@ enum Job {
     },
     /// A spool whose body ended: committed once its blocks are written.
     Commit(Arc<spool::Spool>),
+    /// A large record with a head refreshed by a 304 (`refresh.rs`).
+    Refresh(Box<refresh::Refresh>),
 }
 
 pub struct DiskTier {
@@ -368,6 +371,7 @@ fn writer(tier: std::sync::Weak<DiskTier>, queue: Arc<Mutex<std::sync::mpsc::Rec
                     Job::Whole(write) => tier.write_one(&write),
                     Job::Block { spool, index, data } => tier.write_block(&spool, index, &data),
                     Job::Commit(spool) => tier.commit(&spool),
+                    Job::Refresh(refresh) => tier.refresh_one(&refresh),
                 }
                 tier.pending.fetch_sub(1, Ordering::AcqRel);
             }
