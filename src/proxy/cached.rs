@@ -61,11 +61,14 @@ impl Exchange {
 }
 
 /// The cache step of the pipeline (lookup, policy, serve, collapse, fill),
-/// with what it owns: the cache, the flights of collapsed fetches, and our
-/// `Via` for what it delivers.
+/// with what it owns: the cache, the flights of collapsed fetches, the
+/// large disk records being revalidated in the background, and our `Via`
+/// for what it delivers.
+#[derive(Clone)]
 pub(super) struct CacheStep {
     pub cache: Arc<Cache>,
     pub flights: Arc<Flights>,
+    pub disk_revalidations: Arc<super::disk_revalidate::Revalidating>,
     pub via: Via,
 }
 

@@ -8,12 +8,15 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use http::{HeaderMap, Method, Response};
+
 use super::body::ProxyBody;
 use super::cached::{Answer, CacheStep, Exchange};
 use super::serve::{response_with, Body};
 use crate::cache::control::RequestControl;
-use crate::cache::disk::Hit;
+use crate::cache::disk::{Hit, Streamed};
 use crate::cache::policy::{self, Reuse};
+use crate::cache::store::Entry;
 use crate::cache::{CacheStats, CacheStatus, Tier};
 
 /// What the disk made of a memory miss.
@@ -79,8 +82,11 @@ impl CacheStep {
                     Reuse::Serve { ttl } => ttl,
                     Reuse::Validate(_) if req_cc.only_if_cached => return None,
                     Reuse::Validate(why) => {
+                        if let Some(answer) = self.stale_while_revalidating(ex, &streamed, why) {
+                            return Some(FromDisk::Served(Box::new(answer)));
+                        }
                         let (answer, not_modified) =
-                            self.revalidate_on_disk(ex, streamed, why).await?;
+                            self.revalidate_on_disk(ex, streamed, why, req_cc).await?;
                         let answer = Box::new(answer);
                         return Some(if not_modified {
                             FromDisk::Served(answer)
@@ -92,17 +98,8 @@ impl CacheStep {
                 if ttl <= 0 {
                     CacheStats::count(&self.cache.stats.stale_served);
                 }
-                let len = streamed.body_len();
-                let from = Arc::clone(&streamed);
-                let body = Body {
-                    len,
-                    part: move |span: Option<(u64, u64)>| {
-                        let (start, end) = span.unwrap_or((0, len - 1));
-                        ProxyBody::channel(from.stream(start, end), end - start + 1)
-                    },
-                };
-                let via = self.via.entry(http::Version::HTTP_11);
-                let resp = response_with(streamed.entry(), body, method, request, now, true, via);
+                let resp =
+                    self.streamed_response(&streamed, streamed.entry(), method, request, true);
                 let status = CacheStatus::TierHit {
                     ttl,
                     tier: Tier::Disk,
@@ -110,5 +107,29 @@ impl CacheStep {
                 Some(FromDisk::Served(Box::new((Ok(resp), status))))
             }
         }
+    }
+
+    /// The response for a large record whose body streams from its file,
+    /// with `entry`'s head (the record's, or one refreshed by a 304).
+    pub(super) fn streamed_response(
+        &self,
+        streamed: &Arc<Streamed>,
+        entry: &Entry,
+        method: &Method,
+        request: &HeaderMap,
+        unvalidated: bool,
+    ) -> Response<ProxyBody> {
+        let len = streamed.body_len();
+        let from = Arc::clone(streamed);
+        let body = Body {
+            len,
+            part: move |span: Option<(u64, u64)>| {
+                let (start, end) = span.unwrap_or((0, len - 1));
+                ProxyBody::channel(from.stream(start, end), end - start + 1)
+            },
+        };
+        let via = self.via.entry(http::Version::HTTP_11);
+        let now = SystemTime::now();
+        response_with(entry, body, method, request, now, unvalidated, via)
     }
 }

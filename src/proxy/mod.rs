@@ -214,6 +214,7 @@ impl Handler {
                     config.cache.collapse_timeout.get(),
                     config.cache.hit_for_miss.get(),
                 )),
+                disk_revalidations: Default::default(),
                 via: Via::new(&config.server.name),
             },
             via: Via::new(&config.server.name),

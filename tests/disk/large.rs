@@ -450,3 +450,66 @@ async fn a_stale_large_record_is_revalidated_and_its_body_kept() {
     let seen = origin.seen().iter().filter(|s| s.target == "/s").count();
     assert_eq!(seen, 8, "one fetch, six 304s and one new version");
 }
+
+#[tokio::test]
+async fn stale_extensions_apply_to_large_records() {
+    let _shared = PROCESS.read().await;
+    let dir = Dir::new("large-stale");
+    // `/swr`: stale at once, served stale for a minute while revalidated;
+    // `/sie` fails with a 503 from its second request on, with a minute
+    // of stale-if-error. (A response that must be revalidated is kept on
+    // disk only while fresh: it is never there to be served stale.)
+    let origin = Origin::start(|seen| {
+        let path = seen.target.as_str();
+        let control = match path {
+            "/swr" => "max-age=0, stale-while-revalidate=60",
+            _ => "max-age=0, stale-if-error=60",
+        };
+        let resp = http::Response::builder()
+            .header("cache-control", control)
+            .header("etag", "\"e\"");
+        if seen.headers.contains_key("if-none-match") {
+            let status = if path == "/swr" {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return resp
+                .status(status)
+                .body(TestBody::full(Bytes::new()))
+                .unwrap();
+        }
+        resp.body(TestBody::full(pattern(3_000_000))).unwrap()
+    })
+    .await;
+    let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
+    let admin = proxy.admin_addr();
+    for (n, path) in ["/swr", "/sie"].iter().enumerate() {
+        stored_from_origin_as(proxy.addr(), path, &pattern(3_000_000)).await;
+        stored(admin, n + 1).await;
+    }
+    // Served stale at once; revalidated in the background (a 304, whose
+    // refreshed record is written).
+    let got = fetch(proxy.addr(), at("/swr")).await;
+    let status = status_of(&got);
+    assert!(
+        status.contains("fwd=stale") && status.contains("detail=stale-while-revalidate"),
+        "{status}"
+    );
+    assert!(got.body == pattern(3_000_000), "another body");
+    stored(admin, 3).await;
+    assert_eq!(origin.count("/swr"), 2);
+    let background = metric(admin, "viaduct_cache_background_revalidations_total", &[]).await;
+    assert_eq!(background, 1.0);
+    // The origin fails: stale-if-error serves the record.
+    let got = fetch(proxy.addr(), at("/sie")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let status = status_of(&got);
+    assert!(
+        status.contains("fwd-status=503") && status.contains("detail=stale-if-error"),
+        "{status}"
+    );
+    assert!(got.body == pattern(3_000_000), "another body");
+    assert_eq!(origin.count("/sie"), 2);
+    assert!(proxy.shutdown().await);
+}
