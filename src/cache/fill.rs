@@ -114,8 +114,7 @@ impl Fill {
         };
         let head = Entry::new(self.head.clone(), Bytes::new(), self.secondary.clone())
             .with_tags(self.tags.clone());
-        let until =
-            SystemTime::now() + std::time::Duration::from_secs(self.cache.tier_ttl(&head.head));
+        let until = self.cache.disk_keep_until(&head.head);
         let Some(mut spool) = disk.spool(&self.key, head, until, self.expected) else {
             return false;
         };

@@ -35,6 +35,10 @@ use tunables::Tunables;
 
 pub use status::{CacheStatus, Fwd, Stored, Tier};
 
+/// How long the disk tier keeps a stale response it can revalidate, at
+/// most (seconds; capacity usually pushes it out first).
+const VALIDATABLE_ON_DISK: u64 = 365 * 24 * 3600;
+
 /// The cache as the pipeline uses it: the store and the settings that are not
 /// part of the pure policy.
 pub struct Cache {
@@ -155,14 +159,27 @@ impl Cache {
         if self.disk.is_none() && self.shared.is_none() {
             return;
         }
-        let ttl = self.tier_ttl(&entry.head);
         if let Some(tier) = &self.disk {
-            let until = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl);
-            tier.offer(key, entry.clone(), until);
+            tier.offer(key, entry.clone(), self.disk_keep_until(&entry.head));
         }
         if let Some(tier) = &self.shared {
-            tier.offer(key, entry, ttl, lock);
+            tier.offer(key, entry.clone(), self.tier_ttl(&entry.head), lock);
         }
+    }
+
+    /// Until when the disk tier keeps a response: as long as it may be
+    /// served (`tier_ttl`), or, when it carries a validator, until the
+    /// capacity pushes it out (a year at most): stale, it still saves the
+    /// origin a body (a 304 instead of a 200), as it does in memory.
+    pub(crate) fn disk_keep_until(&self, head: &StoredResponse) -> std::time::SystemTime {
+        let validators = head.headers.contains_key(http::header::ETAG)
+            || head.headers.contains_key(http::header::LAST_MODIFIED);
+        let ttl = if validators {
+            self.tier_ttl(head).max(VALIDATABLE_ON_DISK)
+        } else {
+            self.tier_ttl(head)
+        };
+        std::time::SystemTime::now() + std::time::Duration::from_secs(ttl)
     }
 
     /// A large record on disk refreshed by a 304: `entry` (the new head)
@@ -174,8 +191,7 @@ impl Cache {
         from: std::sync::Arc<disk::Streamed>,
     ) {
         if let Some(tier) = &self.disk {
-            let ttl = self.tier_ttl(&entry.head);
-            let until = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl);
+            let until = self.disk_keep_until(&entry.head);
             tier.refresh(key, entry, until, from);
         }
     }

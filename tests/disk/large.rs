@@ -456,14 +456,15 @@ async fn stale_extensions_apply_to_large_records() {
     let _shared = PROCESS.read().await;
     let dir = Dir::new("large-stale");
     // `/swr`: stale at once, served stale for a minute while revalidated;
-    // `/sie` fails with a 503 from its second request on, with a minute
-    // of stale-if-error. (A response that must be revalidated is kept on
-    // disk only while fresh: it is never there to be served stale.)
+    // `/sie` and `/must` fail with a 503 from their second request on,
+    // `/sie` with a minute of stale-if-error, `/must` with must-revalidate
+    // (kept on disk all the same: it has a validator).
     let origin = Origin::start(|seen| {
         let path = seen.target.as_str();
         let control = match path {
             "/swr" => "max-age=0, stale-while-revalidate=60",
-            _ => "max-age=0, stale-if-error=60",
+            "/sie" => "max-age=0, stale-if-error=60",
+            _ => "max-age=0, must-revalidate, stale-if-error=60",
         };
         let resp = http::Response::builder()
             .header("cache-control", control)
@@ -484,7 +485,7 @@ async fn stale_extensions_apply_to_large_records() {
     .await;
     let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
     let admin = proxy.admin_addr();
-    for (n, path) in ["/swr", "/sie"].iter().enumerate() {
+    for (n, path) in ["/swr", "/sie", "/must"].iter().enumerate() {
         stored_from_origin_as(proxy.addr(), path, &pattern(3_000_000)).await;
         stored(admin, n + 1).await;
     }
@@ -497,7 +498,7 @@ async fn stale_extensions_apply_to_large_records() {
         "{status}"
     );
     assert!(got.body == pattern(3_000_000), "another body");
-    stored(admin, 3).await;
+    stored(admin, 4).await;
     assert_eq!(origin.count("/swr"), 2);
     let background = metric(admin, "viaduct_cache_background_revalidations_total", &[]).await;
     assert_eq!(background, 1.0);
@@ -511,5 +512,9 @@ async fn stale_extensions_apply_to_large_records() {
     );
     assert!(got.body == pattern(3_000_000), "another body");
     assert_eq!(origin.count("/sie"), 2);
+    // ... but never a response that must be revalidated: the 503 passes.
+    let got = fetch(proxy.addr(), at("/must")).await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(origin.last().headers["if-none-match"], "\"e\"");
     assert!(proxy.shutdown().await);
 }
