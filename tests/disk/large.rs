@@ -462,13 +462,18 @@ async fn stale_extensions_apply_to_large_records() {
     let origin = Origin::start(|seen| {
         let path = seen.target.as_str();
         let control = match path {
-            "/swr" => "max-age=0, stale-while-revalidate=60",
+            "/swr" | "/new-swr" => "max-age=0, stale-while-revalidate=60",
             "/sie" => "max-age=0, stale-if-error=60",
             _ => "max-age=0, must-revalidate, stale-if-error=60",
         };
-        let resp = http::Response::builder()
-            .header("cache-control", control)
-            .header("etag", "\"e\"");
+        let resp = http::Response::builder().header("cache-control", control);
+        if seen.headers.contains_key("if-none-match") && path == "/new-swr" {
+            let body = Bytes::from(vec![b'n'; 3_000_000]);
+            return resp
+                .header("etag", "\"n\"")
+                .body(TestBody::full(body))
+                .unwrap();
+        }
         if seen.headers.contains_key("if-none-match") {
             let status = if path == "/swr" {
                 StatusCode::NOT_MODIFIED
@@ -477,15 +482,17 @@ async fn stale_extensions_apply_to_large_records() {
             };
             return resp
                 .status(status)
+                .header("etag", "\"e\"")
                 .body(TestBody::full(Bytes::new()))
                 .unwrap();
         }
+        let resp = resp.header("etag", "\"e\"");
         resp.body(TestBody::full(pattern(3_000_000))).unwrap()
     })
     .await;
     let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
     let admin = proxy.admin_addr();
-    for (n, path) in ["/swr", "/sie", "/must"].iter().enumerate() {
+    for (n, path) in ["/swr", "/sie", "/must", "/new-swr"].iter().enumerate() {
         stored_from_origin_as(proxy.addr(), path, &pattern(3_000_000)).await;
         stored(admin, n + 1).await;
     }
@@ -498,10 +505,17 @@ async fn stale_extensions_apply_to_large_records() {
         "{status}"
     );
     assert!(got.body == pattern(3_000_000), "another body");
-    stored(admin, 4).await;
+    stored(admin, 5).await;
     assert_eq!(origin.count("/swr"), 2);
     let background = metric(admin, "viaduct_cache_background_revalidations_total", &[]).await;
     assert_eq!(background, 1.0);
+    // A new version found in the background is read into its record.
+    let got = fetch(proxy.addr(), at("/new-swr")).await;
+    assert!(got.body == pattern(3_000_000), "another body");
+    stored(admin, 6).await;
+    let got = fetch(proxy.addr(), at("/new-swr")).await;
+    assert!(status_of(&got).contains("detail=stale-while-revalidate"));
+    assert!(got.body == vec![b'n'; 3_000_000], "not the new version");
     // The origin fails: stale-if-error serves the record.
     let got = fetch(proxy.addr(), at("/sie")).await;
     assert_eq!(got.status, StatusCode::OK);
