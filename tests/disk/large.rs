@@ -73,12 +73,14 @@ async fn objects_too_large_for_memory_are_kept_on_disk() {
     let proxy = node_ready(&origin, &dir.cache(), MEMORY, "").await;
     let admin = proxy.admin_addr();
     // Declared length over the limit; no length, past the limit in its
-    // 17th chunk; exactly two blocks (the body ends with a full block, so
-    // a commit job follows it), and two blocks and a byte.
+    // 17th chunk; exactly two blocks, with and without a length (without
+    // one, the end comes after the last full block: a job of its own
+    // commits it); two blocks and a byte.
     let paths = [
         "/bin/a/5000000",
         "/chunked/b/3000000",
         "/bin/c/2097152",
+        "/chunked/e/2097152",
         "/chunked/d/2097153",
     ];
     for (n, path) in paths.iter().enumerate() {

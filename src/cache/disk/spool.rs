@@ -275,7 +275,9 @@ impl DiskFill {
             let (now, later) = rest.split_at(room.min(rest.len()));
             self.block.extend_from_slice(now);
             rest = later;
-            if self.block.len() as u64 == BLOCK && !self.queue_block(false) {
+            // The block that completes a declared length is the last.
+            let last = rest.is_empty() && self.expected == Some(self.received);
+            if self.block.len() as u64 == BLOCK && !self.queue_block(last) {
                 return false;
             }
         }
@@ -287,10 +289,16 @@ impl DiskFill {
         if self.expected.is_some_and(|e| e != self.received) {
             return;
         }
+        if self.sealed {
+            // Its last block went as such.
+            return;
+        }
         if self.block.is_empty() {
             self.spool.lock().sealed = Some(self.received);
             self.sealed = true;
-            // Every block may be written already: let a writer commit.
+            // A body without a declared length that ended with a full
+            // block (or an empty one): every block may be written
+            // already, so a job of its own commits it.
             self.tier.queue(Job::Commit(self.spool.clone()));
         } else {
             self.queue_block(true);
