@@ -38,10 +38,9 @@ pub struct Fill {
     expected: Option<u64>,
     /// A response too large to keep whole, cut into slices as it streams.
     cut: Option<Box<SliceCut>>,
-    /// The body's copy on disk, for a response too large for memory.
+    /// The body going to disk, for a response too large for memory:
+    /// nothing is collected in memory then.
     disk: Option<Box<DiskFill>>,
-    /// Gone to disk: nothing is collected in memory.
-    spilled: bool,
     /// Freed once the shared tier has the entry.
     lock: Option<FetchLock>,
 }
@@ -55,17 +54,9 @@ struct SliceCut {
 }
 
 impl Fill {
-    /// A fill of the whole body under `key`, as `plan` says.
+    /// A fill of the whole body under `key`, as `plan` says, collected in
+    /// memory until it outgrows `max_object_size`.
     pub fn new(cache: Arc<Cache>, key: String, plan: Plan) -> Fill {
-        let too_large = plan.length.is_some_and(|len| len > cache.max_object_size());
-        let mut fill = Fill::unstarted(cache, key, plan);
-        if too_large {
-            fill.spill();
-        }
-        fill
-    }
-
-    fn unstarted(cache: Arc<Cache>, key: String, plan: Plan) -> Fill {
         Fill {
             cache,
             key,
@@ -77,7 +68,6 @@ impl Fill {
             expected: plan.length,
             cut: None,
             disk: None,
-            spilled: false,
             lock: None,
         }
     }
@@ -85,10 +75,12 @@ impl Fill {
     /// The fill of what `plan` says: in slices, or whole (in memory, or
     /// on disk when too large for memory).
     pub fn of(cache: Arc<Cache>, key: String, plan: Plan) -> Option<Fill> {
-        match plan.slicing {
-            Some(slicing) => Fill::sliced(cache, key, plan, slicing),
-            None => Some(Fill::new(cache, key, plan)),
+        if let Some(slicing) = plan.slicing {
+            return Fill::sliced(cache, key, plan, slicing);
         }
+        let too_large = plan.length.is_some_and(|len| len > cache.max_object_size());
+        let mut fill = Fill::new(cache, key, plan);
+        (!too_large || fill.spill()).then_some(fill)
     }
 
     /// Frees `lock` (the shared tier's fetch lock) once the entry is kept.
@@ -99,13 +91,12 @@ impl Fill {
 
     /// Whether the body now goes to disk rather than memory.
     pub fn spilled(&self) -> bool {
-        self.spilled
+        self.disk.is_some()
     }
 
     /// Sends the body to disk from now on, with what was collected so
     /// far; false when there is no disk tier or it does not take it.
     fn spill(&mut self) -> bool {
-        self.spilled = true;
         // The shared tier will not have it: other nodes need not wait.
         self.lock = None;
         let chunks = std::mem::take(&mut self.chunks);
@@ -142,7 +133,7 @@ impl Fill {
             index: 0,
             current: bytes::BytesMut::with_capacity(slicing.size as usize),
         };
-        let mut fill = Fill::unstarted(cache, key, plan);
+        let mut fill = Fill::new(cache, key, plan);
         fill.cut = Some(Box::new(cut));
         Some(fill)
     }
@@ -171,8 +162,8 @@ impl Fill {
         if self.expected.is_some_and(|e| self.received > e) {
             return false;
         }
-        if self.spilled {
-            return self.disk.as_mut().is_some_and(|disk| disk.push(data));
+        if let Some(disk) = self.disk.as_mut() {
+            return disk.push(data);
         }
         self.chunks.push(data.clone());
         if self.received > self.cache.max_object_size() {
@@ -192,10 +183,6 @@ impl Fill {
             disk.finish();
             // A copy held in memory is older than the one on disk now.
             self.cache.store.remove(&self.key);
-            return None;
-        }
-        if self.spilled {
-            // Meant for a disk that would not take it.
             return None;
         }
         if let Some(cut) = self.cut.as_mut() {

@@ -318,8 +318,7 @@ impl CacheStep {
             }
             // A new representation replaces the variant; a 5xx is passed on.
             let mut request_headers = client_headers;
-            request_headers.remove(header::IF_NONE_MATCH);
-            request_headers.remove(header::IF_MODIFIED_SINCE);
+            fill::origin_request(&mut request_headers, false, None);
             let ctx = Delivery {
                 method: &method,
                 request_headers: &request_headers,

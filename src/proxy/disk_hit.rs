@@ -99,7 +99,7 @@ impl CacheStep {
                     CacheStats::count(&self.cache.stats.stale_served);
                 }
                 let resp =
-                    self.streamed_response(&streamed, streamed.entry(), method, request, true);
+                    self.streamed_response(&streamed, streamed.entry(), method, request, now, true);
                 let status = CacheStatus::TierHit {
                     ttl,
                     tier: Tier::Disk,
@@ -117,6 +117,7 @@ impl CacheStep {
         entry: &Entry,
         method: &Method,
         request: &HeaderMap,
+        now: SystemTime,
         unvalidated: bool,
     ) -> Response<ProxyBody> {
         let len = streamed.body_len();
@@ -129,7 +130,6 @@ impl CacheStep {
             },
         };
         let via = self.via.entry(http::Version::HTTP_11);
-        let now = SystemTime::now();
         response_with(entry, body, method, request, now, unvalidated, via)
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use http::{header, HeaderMap, Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 
 use super::cached::{forwarded, Answer, CacheStep, Delivery, Exchange};
@@ -26,7 +26,7 @@ use super::serve::triggers_stale_if_error;
 use crate::cache::control::RequestControl;
 use crate::cache::disk::Streamed;
 use crate::cache::policy::{validation, Why};
-use crate::cache::{fill, plan, CacheStats, CacheStatus, Fwd, Stored};
+use crate::cache::{fill, CacheStats, CacheStatus, Fwd, Stored};
 use crate::http::headers;
 use crate::upstream::peers::PeerCopy;
 use crate::upstream::StoreTag;
@@ -45,7 +45,7 @@ impl CacheStep {
         if why != Why::Stale || window == 0 {
             return None;
         }
-        let ttl = self.stale_for(streamed, window)?;
+        let ttl = self.stale_within(head, window, SystemTime::now())?;
         // One revalidation per URL at a time. (Not a flight: a response
         // too large to share marks its URL "fetch alone".)
         if let Some(guard) = self.disk_revalidations.claim(&ex.key) {
@@ -67,11 +67,10 @@ impl CacheStep {
             });
         }
         let (method, request) = (&ex.parts.method, &ex.parts.headers);
-        let resp = self.streamed_response(streamed, streamed.entry(), method, request, true);
-        Some((
-            Ok(resp),
-            self.served_stale(ttl, None, "stale-while-revalidate"),
-        ))
+        let now = SystemTime::now();
+        let resp = self.streamed_response(streamed, streamed.entry(), method, request, now, true);
+        let status = self.served_stale(ttl, None, "stale-while-revalidate");
+        Some((Ok(resp), status))
     }
 
     /// The answer, and whether it was a 304 (served from the file).
@@ -106,17 +105,11 @@ impl CacheStep {
         let resp = match out.pool.send(request, &out.upstream, &out.to).await {
             Ok(resp) => resp,
             Err(e) => {
-                let stale = self.stale_on_error(&streamed, req_cc, &method, &client, None);
-                let stale = stale.or_else(|| {
-                    let window = self.cache.stale_if_unreachable(&stored.head);
-                    let ttl = self
-                        .stale_for(&streamed, window)
-                        .filter(|_| e.unreachable())?;
-                    let resp = self.streamed_response(&streamed, stored, &method, &client, true);
-                    Some((Ok(resp), self.served_stale(ttl, None, "origin-unreachable")))
+                let stale = self.stale_after_failure(&stored.head, req_cc, None, Some(&e), |now| {
+                    self.streamed_response(&streamed, stored, &method, &client, now, true)
                 });
-                if let Some(answer) = stale {
-                    return Some((answer, false));
+                if let Some((resp, status)) = stale {
+                    return Some(((Ok(resp), status), false));
                 }
                 let answer = if stored.head.control.forbids_stale() {
                     let status = forwarded(fwd, None, Stored::NotApplicable("must-revalidate"));
@@ -134,15 +127,16 @@ impl CacheStep {
         if status != StatusCode::NOT_MODIFIED {
             if triggers_stale_if_error(status) {
                 let code = Some(status.as_u16());
-                if let Some(answer) = self.stale_on_error(&streamed, req_cc, &method, &client, code)
-                {
-                    return Some((answer, false));
+                let stale = self.stale_after_failure(&stored.head, req_cc, code, None, |now| {
+                    self.streamed_response(&streamed, stored, &method, &client, now, true)
+                });
+                if let Some((resp, status)) = stale {
+                    return Some(((Ok(resp), status), false));
                 }
             }
             // A new representation: it replaces the record.
             let mut request_headers = client;
-            request_headers.remove(header::IF_NONE_MATCH);
-            request_headers.remove(header::IF_MODIFIED_SINCE);
+            fill::origin_request(&mut request_headers, false, None);
             let ctx = Delivery {
                 method: &method,
                 request_headers: &request_headers,
@@ -158,7 +152,8 @@ impl CacheStep {
         headers::strip_hop_by_hop(&mut parts.headers);
         let (entry, ttl) =
             fill::refresh_head(&self.cache, &ex.rules, stored, &parts.headers, request_time)?;
-        let resp = self.streamed_response(&streamed, &entry, &method, &client, false);
+        let now = SystemTime::now();
+        let resp = self.streamed_response(&streamed, &entry, &method, &client, now, false);
         // A copy of what a cache peer owns is not kept longer than it
         // allows: served now, fetched again next time.
         if parts.extensions.get::<PeerCopy>().is_none() {
@@ -168,42 +163,6 @@ impl CacheStep {
             (Ok(resp), forwarded(fwd, Some(304), Stored::Yes { ttl })),
             true,
         ))
-    }
-
-    /// The record served stale because the origin failed (`code`: the
-    /// status it answered), within stale-if-error.
-    fn stale_on_error(
-        &self,
-        streamed: &Arc<Streamed>,
-        req_cc: &RequestControl,
-        method: &Method,
-        request: &HeaderMap,
-        code: Option<u16>,
-    ) -> Option<Answer> {
-        let window = self
-            .cache
-            .stale_if_error(&streamed.entry().head, Some(req_cc));
-        let ttl = self.stale_for(streamed, window)?;
-        let resp = self.streamed_response(streamed, streamed.entry(), method, request, true);
-        Some((Ok(resp), self.served_stale(ttl, code, "stale-if-error")))
-    }
-
-    /// The record's freshness left, if it expired less than `window`
-    /// seconds ago.
-    fn stale_for(&self, streamed: &Streamed, window: u64) -> Option<i64> {
-        let heuristics = self.cache.heuristics();
-        let now = SystemTime::now();
-        let ttl = plan::freshness_left(&streamed.entry().head, &heuristics, now);
-        (window > 0 && ttl + window as i64 >= 0).then_some(ttl)
-    }
-
-    fn served_stale(&self, ttl: i64, fwd_status: Option<u16>, reason: &'static str) -> CacheStatus {
-        CacheStats::count(&self.cache.stats.stale_served);
-        CacheStatus::StaleServed {
-            ttl,
-            fwd_status,
-            reason,
-        }
     }
 }
 

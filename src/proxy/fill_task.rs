@@ -192,14 +192,11 @@ pub(super) async fn run(job: FillJob, flight: Arc<Flight>, guard: FlightGuard) {
                     continue;
                 };
                 // Too large to share: the leader alone reads the rest, and
-                // the disk tier keeps it if it can.
-                if !fill.push(&data) {
+                // the disk tier keeps it if it took it.
+                let kept = fill.push(&data);
+                if !kept || fill.spilled() {
                     flights.mark_uncollapsible(&key);
-                    return flight.overflow(data, Teed::new(body, None));
-                }
-                if fill.spilled() {
-                    flights.mark_uncollapsible(&key);
-                    return flight.overflow(data, Teed::new(body, Some(fill)));
+                    return flight.overflow(data, Teed::new(body, kept.then_some(fill)));
                 }
                 flight.chunk(data);
             }

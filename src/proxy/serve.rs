@@ -11,7 +11,7 @@ use http::{Method, Response, StatusCode, Version};
 use super::body::ProxyBody;
 use super::cached::CacheStep;
 use crate::cache::control::RequestControl;
-use crate::cache::policy::{self, validation};
+use crate::cache::policy::{self, validation, StoredResponse};
 use crate::cache::range::{self, RangeAnswer};
 use crate::cache::store::Entry;
 use crate::cache::{CacheStats, CacheStatus};
@@ -48,8 +48,9 @@ impl CacheStep {
         fwd_status: Option<u16>,
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let entry = stale?;
-        let window = self.cache.stale_if_error(&entry.head, Some(req_cc));
-        self.serve_within(entry, window, method, request, fwd_status, "stale-if-error")
+        self.stale_after_failure(&entry.head, req_cc, fwd_status, None, |now| {
+            self.serve_stored(entry, method, request, now, true)
+        })
     }
 
     /// A stale entry served because the request failed with `error`: by
@@ -63,41 +64,66 @@ impl CacheStep {
         request: &HeaderMap,
         error: &crate::upstream::UpstreamError,
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
-        if let Some(served) = self.stale_if_error(stale, req_cc, method, request, None) {
-            return Some(served);
-        }
-        if !error.unreachable() {
-            return None;
-        }
         let entry = stale?;
-        let window = self.cache.stale_if_unreachable(&entry.head);
-        self.serve_within(entry, window, method, request, None, "origin-unreachable")
+        self.stale_after_failure(&entry.head, req_cc, None, Some(error), |now| {
+            self.serve_stored(entry, method, request, now, true)
+        })
     }
 
-    /// `entry`, served stale if it expired less than `window` seconds ago.
-    fn serve_within(
+    /// The stored response with `head`, built by `respond` (from memory or
+    /// from a disk record), served stale because the origin failed: within
+    /// stale-if-error (RFC 5861 §4; `fwd_status` is what the origin
+    /// answered), or, when `error` says the origin could not be reached at
+    /// all, within `[cache] stale_if_unreachable` (RFC 9111 §4.2.4).
+    pub(super) fn stale_after_failure(
         &self,
-        entry: &Arc<Entry>,
-        window: u64,
-        method: &Method,
-        request: &HeaderMap,
+        head: &StoredResponse,
+        req_cc: &RequestControl,
         fwd_status: Option<u16>,
-        reason: &'static str,
+        error: Option<&crate::upstream::UpstreamError>,
+        respond: impl FnOnce(SystemTime) -> Response<ProxyBody>,
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let now = SystemTime::now();
-        let ttl = crate::cache::plan::freshness_left(&entry.head, &self.cache.heuristics(), now);
-        let window = window as i64;
-        if window == 0 || ttl + window < 0 {
-            return None;
-        }
+        let on_error = self.cache.stale_if_error(head, Some(req_cc));
+        let (ttl, reason) = match self.stale_within(head, on_error, now) {
+            Some(ttl) => (ttl, "stale-if-error"),
+            None if error.is_some_and(|e| e.unreachable()) => {
+                let unreachable = self.cache.stale_if_unreachable(head);
+                (
+                    self.stale_within(head, unreachable, now)?,
+                    "origin-unreachable",
+                )
+            }
+            None => return None,
+        };
+        Some((respond(now), self.served_stale(ttl, fwd_status, reason)))
+    }
+
+    /// `head`'s freshness left, if it expired less than `window` seconds
+    /// ago (or is fresh) and `window` is not 0.
+    pub(super) fn stale_within(
+        &self,
+        head: &StoredResponse,
+        window: u64,
+        now: SystemTime,
+    ) -> Option<i64> {
+        let ttl = crate::cache::plan::freshness_left(head, &self.cache.heuristics(), now);
+        (window > 0 && ttl + window as i64 >= 0).then_some(ttl)
+    }
+
+    /// A stale response served, counted, with its reason.
+    pub(super) fn served_stale(
+        &self,
+        ttl: i64,
+        fwd_status: Option<u16>,
+        reason: &'static str,
+    ) -> CacheStatus {
         CacheStats::count(&self.cache.stats.stale_served);
-        let resp = self.serve_stored(entry, method, request, now, true);
-        let status = CacheStatus::StaleServed {
+        CacheStatus::StaleServed {
             ttl,
             fwd_status,
             reason,
-        };
-        Some((resp, status))
+        }
     }
 }
 

@@ -91,24 +91,19 @@ impl DiskTier {
                 return Ok(None);
             }
         };
-        if let Some(meta) = meta.as_ref().filter(|m| m.size <= SMALL) {
-            match format::Header::read_small(&file, meta.size, wait) {
-                Ok(Some((header, body))) => {
-                    return Ok(self.small_hit(key, meta, &file, header, body, request));
-                }
-                // Replaced since it was indexed: read as below.
-                Ok(None) => {}
-                Err(Fail::Blocked) => return Err(Blocked),
-                Err(Fail::Bad(bad)) => {
-                    self.count_bad(bad);
-                    let _ = std::fs::remove_file(&path);
-                    self.index.forget(&self.root, key, name);
-                    return Ok(None);
-                }
-            }
-        }
-        let header = match format::Header::read(&file, wait) {
-            Ok(header) => header,
+        // A small record in one read, body and all; a file replaced since
+        // it was indexed (another length), or a large one, in two steps.
+        let small = match meta.as_ref().filter(|m| m.size <= SMALL) {
+            Some(m) => format::Header::read_small(&file, m.size, wait),
+            None => Ok(None),
+        };
+        let read = match small {
+            Ok(Some((header, body))) => Ok((header, Some(body))),
+            Ok(None) => format::Header::read(&file, wait).map(|header| (header, None)),
+            Err(fail) => Err(fail),
+        };
+        let (header, small_body) = match read {
+            Ok(read) => read,
             Err(Fail::Blocked) => return Err(Blocked),
             Err(Fail::Bad(bad)) => {
                 self.count_bad(bad);
@@ -157,53 +152,28 @@ impl DiskTier {
                 tier: self.clone(),
             }))));
         }
-        let body = match header.body(&file, wait) {
-            Ok(body) => body,
-            Err(Fail::Blocked) => return Err(Blocked),
-            Err(Fail::Bad(bad)) => {
-                self.damaged(key, &header, bad);
-                return Ok(None);
-            }
+        let sliced = small_body.is_some();
+        let body = match small_body {
+            Some(body) => body,
+            None => match header.body(&file, wait) {
+                Ok(body) => body,
+                Err(Fail::Blocked) => return Err(Blocked),
+                Err(Fail::Bad(bad)) => {
+                    self.damaged(key, &header, bad);
+                    return Ok(None);
+                }
+            },
         };
-        let entry = Arc::new(header.entry.with_body(body));
-        Ok(Some(Hit::Whole {
-            entry,
-            hot: promote(&meta),
-        }))
-    }
-
-    /// A small record read whole (`read_small`), checked: kept open for
-    /// the next hit.
-    fn small_hit(
-        &self,
-        key: &str,
-        meta: &Arc<Meta>,
-        file: &Arc<std::fs::File>,
-        header: format::Header,
-        body: bytes::Bytes,
-        request: &HeaderMap,
-    ) -> Option<Hit> {
-        // Another URL with the same hash, or a variant for other fields.
-        if header.key != key || !crate::cache::key::matches(&header.entry.secondary, request) {
-            return None;
-        }
-        if header.keep_until <= SystemTime::now() {
-            self.index.forget(&self.root, key, meta.name);
-            return None;
-        }
-        self.index.keep_open(meta, file.clone());
-        let hot = promote(meta);
-        // The body is a slice of the whole file's bytes: copied when it is
-        // to live in memory, so the header's bytes do not live with it.
-        let body = if hot {
+        let hot = promote(&meta);
+        // A slice of the whole file's bytes is copied when it is to live in
+        // memory, so the header's bytes do not live with it.
+        let body = if sliced && hot {
             bytes::Bytes::copy_from_slice(&body)
         } else {
             body
         };
-        Some(Hit::Whole {
-            entry: Arc::new(header.entry.with_body(body)),
-            hot,
-        })
+        let entry = Arc::new(header.entry.with_body(body));
+        Ok(Some(Hit::Whole { entry, hot }))
     }
 
     pub(super) fn meta_of(

@@ -56,10 +56,9 @@ struct State {
     sealed: Option<u64>,
     /// Abandoned, or a write failed: nothing is kept.
     failed: bool,
-    /// A writer is committing it (once).
+    /// A writer is committing it (once): renamed into place unless that
+    /// failed.
     claimed: bool,
-    /// Renamed into place.
-    committed: bool,
 }
 
 impl Spool {
@@ -67,15 +66,22 @@ impl Spool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn fail(&self) {
-        self.lock().failed = true;
+    /// The temporary file, created by the first write.
+    fn file(&self, state: &mut State) -> std::io::Result<Arc<File>> {
+        if let Some(file) = &state.file {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::create(&self.tmp)?);
+        state.file = Some(file.clone());
+        Ok(file)
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
         let state = self.lock();
-        if state.file.is_some() && !state.committed {
+        let renamed = state.claimed && !state.failed;
+        if state.file.is_some() && !renamed {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
@@ -90,7 +96,6 @@ pub struct DiskFill {
     next: u64,
     received: u64,
     expected: Option<u64>,
-    sealed: bool,
 }
 
 impl DiskTier {
@@ -131,7 +136,6 @@ impl DiskTier {
             next: 0,
             received: 0,
             expected,
-            sealed: false,
         })
     }
 
@@ -173,14 +177,7 @@ impl DiskTier {
             if state.failed {
                 return Ok(None);
             }
-            match &state.file {
-                Some(file) => file.clone(),
-                None => {
-                    let file = Arc::new(File::create(&spool.tmp)?);
-                    state.file = Some(file.clone());
-                    file
-                }
-            }
+            spool.file(&mut state)?
         };
         file.write_all_at(data, spool.body_at + index * BLOCK)?;
         Ok(Some(crc32fast::hash(data)))
@@ -196,16 +193,9 @@ impl DiskTier {
                 return;
             };
             state.claimed = true;
-            let file = match &state.file {
-                Some(file) => Ok(file.clone()),
-                // An empty body: no block made the file.
-                None => File::create(&spool.tmp).map(Arc::new),
-            };
-            match file {
-                Ok(file) => {
-                    state.file = Some(file.clone());
-                    (file, std::mem::take(&mut state.crcs), len)
-                }
+            // (An empty body has no block that made the file.)
+            match spool.file(&mut state) {
+                Ok(file) => (file, std::mem::take(&mut state.crcs), len),
                 Err(e) => {
                     state.failed = true;
                     drop(state);
@@ -229,23 +219,14 @@ impl DiskTier {
         let placed = file
             .write_all_at(&header, 0)
             .and_then(|()| std::fs::rename(&spool.tmp, &path));
-        let mut state = spool.lock();
         match placed {
             Ok(()) => {
-                state.committed = true;
-                drop(state);
-                self.indexed(
-                    &spool.key,
-                    &spool.entry,
-                    name,
-                    spool.body_at + len,
-                    spool.keep_until,
-                );
+                let size = spool.body_at + len;
+                self.indexed(&spool.key, &spool.entry, name, size, spool.keep_until);
                 self.stats.write("stored");
             }
             Err(e) => {
-                state.failed = true;
-                drop(state);
+                spool.lock().failed = true;
                 self.write_failed(&e);
             }
         }
@@ -289,13 +270,12 @@ impl DiskFill {
         if self.expected.is_some_and(|e| e != self.received) {
             return;
         }
-        if self.sealed {
+        if self.spool.lock().sealed.is_some() {
             // Its last block went as such.
             return;
         }
         if self.block.is_empty() {
             self.spool.lock().sealed = Some(self.received);
-            self.sealed = true;
             // A body without a declared length that ended with a full
             // block (or an empty one): every block may be written
             // already, so a job of its own commits it.
@@ -321,7 +301,6 @@ impl DiskFill {
             state.outstanding += 1;
             if last {
                 state.sealed = Some(self.received);
-                self.sealed = true;
             }
         }
         let job = Job::Block {
@@ -346,8 +325,9 @@ impl Drop for DiskFill {
         // Cut short (the client left, the origin broke off, too large):
         // the writers skip what is still queued, and the file goes with
         // the spool.
-        if !self.sealed {
-            self.spool.fail();
+        let mut state = self.spool.lock();
+        if state.sealed.is_none() {
+            state.failed = true;
         }
     }
 }
