@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::Full;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -115,25 +114,6 @@ async fn node_ready(origin: &Origin, cache: &Path, memory: &str, disk: &str) -> 
     let proxy = node(origin, cache, memory, disk).await;
     walked(proxy.admin_addr()).await;
     proxy
-}
-
-fn at(path: &str) -> http::Request<Full<Bytes>> {
-    let mut req = get(path);
-    req.headers_mut()
-        .insert("host", "site.test".parse().unwrap());
-    req
-}
-
-fn with(
-    mut req: http::Request<Full<Bytes>>,
-    name: &str,
-    value: &str,
-) -> http::Request<Full<Bytes>> {
-    req.headers_mut().insert(
-        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-        value.parse().unwrap(),
-    );
-    req
 }
 
 fn status_of(got: &Got) -> String {

@@ -71,13 +71,6 @@ impl Addrs {
     }
 }
 
-fn at(path: &str) -> http::Request<Full<Bytes>> {
-    let mut req = get(path);
-    req.headers_mut()
-        .insert("host", "site.test".parse().unwrap());
-    req
-}
-
 /// What the origin answers for `target`: a body of its own per URL.
 fn body_of(target: &str) -> String {
     format!("body of {target}")

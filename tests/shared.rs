@@ -13,25 +13,6 @@ use http_body_util::Full;
 use support::redis::{shared_node, RedisServer};
 use support::*;
 
-fn at(path: &str) -> http::Request<Full<Bytes>> {
-    let mut req = get(path);
-    req.headers_mut()
-        .insert("host", "site.test".parse().unwrap());
-    req
-}
-
-fn with(
-    mut req: http::Request<Full<Bytes>>,
-    name: &str,
-    value: &str,
-) -> http::Request<Full<Bytes>> {
-    req.headers_mut().insert(
-        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-        value.parse().unwrap(),
-    );
-    req
-}
-
 /// Every URL gets its own body, fresh for an hour, tagged `t-<first path
 /// segment>`; `/vary/...` varies on Accept-Encoding and echoes it.
 async fn origin() -> Origin {

@@ -9,16 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::Full;
 use support::redis::{shared_node, wait_connected, RedisServer};
 use support::*;
-
-fn at(path: &str) -> http::Request<Full<Bytes>> {
-    let mut req = get(path);
-    req.headers_mut()
-        .insert("host", "site.test".parse().unwrap());
-    req
-}
 
 async fn origin() -> Origin {
     Origin::start(|seen| {

@@ -229,13 +229,8 @@ async fn cutting_origin(declared: usize, sent: usize, hang: bool) -> SocketAddr 
                 return;
             };
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if read_request_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncache-control: max-age=3600\r\ncontent-length: {declared}\r\n\r\n"

@@ -341,6 +341,37 @@ pub fn get(uri: &str) -> Request<Full<Bytes>> {
     req
 }
 
+/// A GET for `path` on `site.test`, the host the cache tests route.
+pub fn at(path: &str) -> Request<Full<Bytes>> {
+    let mut req = get(path);
+    req.headers_mut()
+        .insert("host", "site.test".parse().unwrap());
+    req
+}
+
+/// `req` with the field `name: value`.
+pub fn with(mut req: Request<Full<Bytes>>, name: &str, value: &str) -> Request<Full<Bytes>> {
+    req.headers_mut().insert(
+        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        value.parse().unwrap(),
+    );
+    req
+}
+
+/// Reads a request head from a raw connection, byte by byte (nothing of
+/// what follows it); `None` when the peer closes first.
+pub async fn read_request_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}
+
 /// A query value percent-encoded (all but letters, digits and `-._~`), as
 /// the admin API's callers send URLs and tags.
 pub fn query_value(value: &str) -> String {
