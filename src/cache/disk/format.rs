@@ -331,6 +331,12 @@ pub fn hash(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The name of `entry`'s file under `key`: the URL's hash and its
+/// variant's.
+pub fn name_of(key: &str, entry: &Entry) -> (u64, u64) {
+    (hash(key.as_bytes()), secondary_hash(&entry.secondary))
+}
+
 /// The hash of a variant's secondary key; 0 for a response without Vary,
 /// so that its file can be found from the URL alone.
 pub fn secondary_hash(secondary: &[(http::HeaderName, Option<String>)]) -> u64 {

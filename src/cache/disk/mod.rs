@@ -278,10 +278,7 @@ impl DiskTier {
     }
 
     fn write_one(&self, job: &Write) {
-        let name = (
-            format::hash(job.key.as_bytes()),
-            format::secondary_hash(&job.entry.secondary),
-        );
+        let name = format::name_of(&job.key, &job.entry);
         let path = index::path_of(&self.root, name);
         let tmp = self.temporary_name();
         match format::write(&tmp, &path, &job.key, &job.entry, job.keep_until) {

@@ -198,10 +198,7 @@ impl DiskTier {
     /// A record that failed a check while it was read: removed, counted.
     pub(super) fn damaged(&self, key: &str, header: &format::Header, bad: Bad) {
         self.count_bad(bad);
-        let name = (
-            format::hash(key.as_bytes()),
-            format::secondary_hash(&header.entry.secondary),
-        );
+        let name = format::name_of(key, &header.entry);
         self.index.forget(&self.root, key, name);
         tracing::warn!(key, error = %bad, "damaged record removed from the disk tier");
     }

@@ -47,10 +47,7 @@ impl DiskTier {
         let head = record::encode_head(&job.entry);
         let header =
             format::encode_header(&job.key, &head, job.keep_until, old.body_len, &old.crcs, 0);
-        let name = (
-            format::hash(job.key.as_bytes()),
-            format::secondary_hash(&job.entry.secondary),
-        );
+        let name = format::name_of(&job.key, &job.entry);
         let path = index::path_of(&self.root, name);
         let tmp = self.temporary_name();
         let written = (|| {

@@ -211,10 +211,7 @@ impl DiskTier {
             &crcs,
             spool.body_at,
         );
-        let name = (
-            format::hash(spool.key.as_bytes()),
-            format::secondary_hash(&spool.entry.secondary),
-        );
+        let name = format::name_of(&spool.key, &spool.entry);
         let path = super::index::path_of(&self.root, name);
         let placed = file
             .write_all_at(&header, 0)

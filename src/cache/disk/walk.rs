@@ -69,10 +69,7 @@ impl DiskTier {
         if self.index.holds(&key, name) {
             return;
         }
-        let expected = (
-            format::hash(key.as_bytes()),
-            format::secondary_hash(&header.entry.secondary),
-        );
+        let expected = format::name_of(&key, &header.entry);
         if expected != name || self.purged_by_walk_orders(&key, &header.entry) {
             let _ = std::fs::remove_file(path);
             return;
