@@ -3,7 +3,11 @@
 
 use std::fmt;
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode, Version};
+
+use super::body::ProxyBody;
 
 use crate::upstream::UpstreamError;
 
@@ -138,4 +142,41 @@ impl From<UpstreamError> for ProxyError {
             e => ProxyError::Upstream(e),
         }
     }
+}
+
+/// The 500 for a request whose handler panicked.
+pub(crate) fn internal_error_response() -> Response<ProxyBody> {
+    error_response(&ProxyError::Internal, Version::HTTP_11)
+}
+
+/// A short text answer: status plus a one-line reason.
+pub(super) fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
+    let body = Bytes::from(format!("{e}\n"));
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match e {
+        ProxyError::ProxyAuthRequired { challenge, .. } => {
+            h.insert(header::PROXY_AUTHENTICATE, challenge.clone());
+        }
+        ProxyError::Unauthorized { challenge, .. } => {
+            h.insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        ProxyError::MethodNotAllowed(_) => {
+            h.insert(header::ALLOW, HeaderValue::from_static(super::local::ALLOW));
+        }
+        ProxyError::Upstream(UpstreamError::GroupDown { retry_after, .. }) => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        _ => {}
+    }
+    if e.closes_connection() && version != Version::HTTP_2 {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }

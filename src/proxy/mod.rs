@@ -27,12 +27,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 pub use body::ProxyBody;
 
+use error::error_response;
+pub(crate) use error::internal_error_response;
 pub use error::ProxyError;
 pub(crate) use local::pac_script;
 pub use serve::stored_response;
@@ -44,7 +45,7 @@ use crate::http::headers::{self, Via};
 use crate::metrics::{self, Metrics, Mode};
 use crate::server::{Activity, InFlight};
 use crate::upstream::guard::Guard;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::Upstream;
 use cached::{Answer, CacheStep, Exchange};
 
 /// The client side of one connection, as the handler sees it.
@@ -474,41 +475,4 @@ impl Handler {
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
     }
-}
-
-/// The 500 for a request whose handler panicked.
-pub(crate) fn internal_error_response() -> Response<ProxyBody> {
-    error_response(&ProxyError::Internal, Version::HTTP_11)
-}
-
-/// A short text answer: status plus a one-line reason.
-fn error_response(e: &ProxyError, version: Version) -> Response<ProxyBody> {
-    let body = Bytes::from(format!("{e}\n"));
-    let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = e.status();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    match e {
-        ProxyError::ProxyAuthRequired { challenge, .. } => {
-            h.insert(header::PROXY_AUTHENTICATE, challenge.clone());
-        }
-        ProxyError::Unauthorized { challenge, .. } => {
-            h.insert(header::WWW_AUTHENTICATE, challenge.clone());
-        }
-        ProxyError::MethodNotAllowed(_) => {
-            h.insert(header::ALLOW, HeaderValue::from_static(local::ALLOW));
-        }
-        ProxyError::Upstream(UpstreamError::GroupDown { retry_after, .. }) => {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-        }
-        _ => {}
-    }
-    if e.closes_connection() && version != Version::HTTP_2 {
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
 }
