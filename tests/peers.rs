@@ -33,7 +33,28 @@ async fn cluster_with(
     local_ttl: &str,
     extra: &str,
 ) -> (Vec<viaduct::Running>, Vec<SocketAddr>) {
-    let addrs = free_addrs(3);
+    // A port freed by `free_addrs` can be taken by another test's
+    // connection before its node binds it: then all three start again on
+    // new ports.
+    for attempt in 1.. {
+        let addrs = free_addrs(3);
+        match try_cluster(origin, local_ttl, extra, &addrs).await {
+            Ok(nodes) => return (nodes, addrs),
+            Err(e) if attempt < 5 && e.contains("Address already in use") => continue,
+            Err(e) => panic!("proxy starts: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+/// The three nodes on `addrs`, or why one did not start (those started
+/// are stopped).
+async fn try_cluster(
+    origin: &Origin,
+    local_ttl: &str,
+    extra: &str,
+    addrs: &[SocketAddr],
+) -> Result<Vec<viaduct::Running>, String> {
     let peers: Vec<String> = addrs.iter().map(|a| format!("\"http://{a}\"")).collect();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -43,9 +64,17 @@ async fn cluster_with(
             origin.addr
         );
         let config = viaduct::Config::from_toml(&text, "node.toml").unwrap();
-        nodes.push(start(config).await);
+        match viaduct::Proxy::start(config).await {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                for node in nodes {
+                    node.shutdown().await;
+                }
+                return Err(format!("{e:?}"));
+            }
+        }
     }
-    (nodes, addrs)
+    Ok(nodes)
 }
 
 /// The proxy and admin addresses of each node, by index.
